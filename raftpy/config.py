@@ -1,0 +1,72 @@
+"""Tuning knobs of a Raft node, validated when built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftpy.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Timing and batching settings of a node; all times are in seconds.
+
+    The defaults follow the Raft dissertation: an election timeout drawn at
+    random from 150–300 ms and heartbeats at a third of the minimum.
+    """
+
+    election_timeout_min: float = 0.150
+    election_timeout_max: float = 0.300
+    heartbeat_interval: float | None = None
+    """Defaults to ``election_timeout_min / 3``."""
+    pre_vote: bool = True
+    """Run a pre-vote round before bumping the term (Raft §9.6)."""
+    check_quorum: bool = True
+    """A leader that has not heard from a majority for ``election_timeout_max`` steps down."""
+    transfer_timeout: float | None = None
+    """How long a leadership transfer may take; defaults to ``election_timeout_max``."""
+    max_entries_per_message: int = 1024
+    max_bytes_per_message: int = 1 << 20
+    max_inflight_entries: int = 8192
+    """How far replication may run ahead of a follower's acknowledged index."""
+    snapshot_threshold: int | None = None
+    """Take a snapshot every this many applied entries (``None``: never)."""
+    snapshot_trailing: int = 1000
+    """Entries kept behind a snapshot for slightly lagging followers."""
+    snapshot_chunk_size: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        if not 0 < self.election_timeout_min <= self.election_timeout_max:
+            raise ConfigError(
+                "need 0 < election_timeout_min <= election_timeout_max, got "
+                f"{self.election_timeout_min} and {self.election_timeout_max}"
+            )
+        hb = self.heartbeat_interval
+        if hb is not None and not 0 < hb < self.election_timeout_min:
+            raise ConfigError(
+                f"heartbeat_interval must be in (0, election_timeout_min), got {hb}"
+            )
+        if self.transfer_timeout is not None and self.transfer_timeout <= 0:
+            raise ConfigError(f"transfer_timeout must be positive, got {self.transfer_timeout}")
+        for name in ("max_entries_per_message", "max_bytes_per_message", "max_inflight_entries",
+                     "snapshot_chunk_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.snapshot_threshold is not None and self.snapshot_threshold < 1:
+            raise ConfigError(f"snapshot_threshold must be at least 1, got {self.snapshot_threshold}")
+        if self.snapshot_trailing < 0:
+            raise ConfigError(f"snapshot_trailing must be >= 0, got {self.snapshot_trailing}")
+
+    @property
+    def heartbeat(self) -> float:
+        """The effective heartbeat interval."""
+        return self.heartbeat_interval if self.heartbeat_interval is not None else (
+            self.election_timeout_min / 3
+        )
+
+    @property
+    def transfer_deadline(self) -> float:
+        """The effective leadership-transfer timeout."""
+        return self.transfer_timeout if self.transfer_timeout is not None else (
+            self.election_timeout_max
+        )

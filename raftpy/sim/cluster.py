@@ -1,0 +1,496 @@
+"""A deterministic simulated cluster: N nodes, a virtual clock, a faulty network.
+
+Everything random comes from one ``random.Random(seed)``, events are ordered by
+(time, sequence number), and nothing reads the wall clock, so a seed replays
+the same run event for event. After every event the invariant checker runs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from raftpy.config import Config
+from raftpy.errors import NotLeader
+from raftpy.messages import Entry, EntryKind, Message
+from raftpy.node import RaftNode
+from raftpy.ready import LeaderChanged, Ready, Role, SnapshotMeta, TransferEnded
+from raftpy.sim.invariants import InvariantChecker, InvariantViolation
+from raftpy.sim.network import NetworkConfig
+from raftpy.storage.memory import MemoryStorage
+
+MessagePredicate = Callable[[Message], bool]
+
+_DELIVER, _TIMER, _PERSIST, _CALL = 0, 1, 2, 3
+_INF = float("inf")
+
+
+@dataclass(slots=True)
+class Proposal:
+    """A command proposed through :meth:`Cluster.propose`; resolves by itself."""
+
+    index: int
+    term: int
+    leader: int
+    data: bytes
+    proposed_at: float
+    committed_at: float | None = None
+    failed: bool = False
+
+    @property
+    def committed(self) -> bool:
+        """Whether this very entry (index and term) was committed."""
+        return self.committed_at is not None
+
+    @property
+    def done(self) -> bool:
+        """Committed, or known lost (another entry committed at its index)."""
+        return self.committed or self.failed
+
+
+@dataclass(slots=True)
+class Transfer:
+    """A leadership transfer started by :meth:`Cluster.transfer_leadership`."""
+
+    leader: int
+    target: int
+    started_at: float
+    ended_at: float | None = None
+    succeeded: bool = False
+    new_leader: int | None = None
+    reason: str = ""
+
+    @property
+    def done(self) -> bool:
+        """Whether the transfer has ended (either way)."""
+        return self.ended_at is not None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from request to outcome, once done."""
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+
+class Cluster:
+    """``n`` voters (ids ``1..n``) and ``learners`` non-voters after them.
+
+    Drive it with :meth:`step`, :meth:`run_for` and :meth:`run_until`; inject
+    faults with :meth:`partition`, :meth:`isolate`, :meth:`crash`,
+    :meth:`restart`, :meth:`hold` and the :class:`NetworkConfig`.
+    """
+
+    def __init__(
+        self,
+        n: int = 3,
+        seed: int = 0,
+        config: Config | None = None,
+        *,
+        learners: int = 0,
+        network: NetworkConfig | None = None,
+        record_trace: bool = False,
+        check_invariants: bool = True,
+        snapshot_every: int | None = None,
+    ) -> None:
+        if n < 1:
+            raise ValueError(f"a cluster needs at least one voter, got n={n}")
+        self.seed = seed
+        self.config = config if config is not None else Config()
+        self.network = network if network is not None else NetworkConfig()
+        self.voters = tuple(range(1, n + 1))
+        self.learners = tuple(range(n + 1, n + learners + 1))
+        self.ids = self.voters + self.learners
+        self.now = 0.0
+        self.events = 0
+        """How many events have been processed."""
+        self.rng = random.Random(seed)
+        self.trace: list[str] = []
+        self.record_trace = record_trace
+        self.fault_counts: Counter[str] = Counter()
+        self.snapshot_every = snapshot_every
+        self.storages = {i: MemoryStorage() for i in self.ids}
+        self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
+        self.proposals: list[Proposal] = []
+        self.transfers: list[Transfer] = []
+        self.held: list[Message] = []
+        self._holds: list[MessagePredicate] = []
+        self._blocked: set[tuple[int, int]] = set()
+        self._queue: list[tuple[float, int, int, object, object]] = []
+        self._seq = itertools.count()
+        self._nodes: dict[int, RaftNode | None] = dict.fromkeys(self.ids)
+        self._epoch = dict.fromkeys(self.ids, 0)
+        self._timer_at = dict.fromkeys(self.ids, _INF)
+        self._timer_gen = dict.fromkeys(self.ids, 0)
+        self._disk_busy_until = dict.fromkeys(self.ids, 0.0)
+        self._disk_pending = dict.fromkeys(self.ids, 0)
+        self._pending_by_index: dict[int, list[Proposal]] = {}
+        self._trace_crc = 0
+        self.checker: InvariantChecker | None = (
+            InvariantChecker(self.ids, self.voters, self._violation) if check_invariants else None
+        )
+        for node_id in self.ids:
+            self._start(node_id)
+
+    # ------------------------------------------------------------------ queries
+
+    def node(self, node_id: int) -> RaftNode:
+        """The live node ``node_id`` (raises ``KeyError`` if it is crashed)."""
+        node = self._nodes[node_id]
+        if node is None:
+            raise KeyError(f"node {node_id} is crashed")
+        return node
+
+    def is_up(self, node_id: int) -> bool:
+        """Whether ``node_id`` is running (not crashed)."""
+        return self._nodes[node_id] is not None
+
+    def live_nodes(self) -> list[RaftNode]:
+        """Every running node, by id."""
+        return [n for n in self._nodes.values() if n is not None]
+
+    def leader(self) -> int | None:
+        """The id of the leader of the highest term among live nodes, or None."""
+        best: RaftNode | None = None
+        for node in self.live_nodes():
+            if node.role is Role.LEADER and (best is None or node.current_term > best.current_term):
+                best = node
+        return best.id if best is not None else None
+
+    @property
+    def trace_hash(self) -> int:
+        """A checksum of every event so far: equal runs have equal hashes."""
+        return self._trace_crc
+
+    # ------------------------------------------------------------------ client calls
+
+    def propose(self, command: bytes, node_id: int | None = None) -> Proposal:
+        """Propose ``command`` to the leader (or to ``node_id``); raises ``NotLeader``."""
+        target = node_id if node_id is not None else self.leader()
+        if target is None:
+            raise NotLeader(0, None)
+        node = self.node(target)
+        pos = node.propose(command, self.now)
+        proposal = Proposal(pos.index, pos.term, target, command, self.now)
+        self.proposals.append(proposal)
+        self._pending_by_index.setdefault(pos.index, []).append(proposal)
+        self._after(target)
+        return proposal
+
+    def transfer_leadership(self, target: int | None = None) -> Transfer:
+        """Ask the current leader to hand over to ``target`` (None: the best voter)."""
+        leader = self.leader()
+        if leader is None:
+            raise NotLeader(0, None)
+        chosen = self.node(leader).transfer_leadership(target, self.now)
+        transfer = Transfer(leader, chosen, self.now)
+        self.transfers.append(transfer)
+        self._note(f"transfer requested: {leader} -> {chosen}")
+        self._after(leader)
+        return transfer
+
+    def at(self, delay: float, action: Callable[[], None]) -> None:
+        """Run ``action`` ``delay`` virtual seconds from now, as an event."""
+        self._push(self.now + delay, _CALL, action, None)
+
+    # ------------------------------------------------------------------ running
+
+    def step(self) -> bool:
+        """Process one event (a delivery, a timer, a finished fsync); False if none."""
+        if not self._queue:
+            return False
+        when, _, kind, a, b = heapq.heappop(self._queue)
+        self.now = when
+        self.events += 1
+        if kind == _DELIVER:
+            self._deliver(a)  # type: ignore[arg-type]
+        elif kind == _TIMER:
+            node_id: int = a  # type: ignore[assignment]
+            if b == self._timer_gen[node_id] and self._nodes[node_id] is not None:
+                self._timer_at[node_id] = _INF
+                self._hash(f"T{when:.9f}/{node_id}")
+                self.node(node_id).tick(when)
+                self._after(node_id)
+        elif kind == _PERSIST:
+            node_id = a  # type: ignore[assignment]
+            epoch, ready = b  # type: ignore[misc]
+            if epoch == self._epoch[node_id]:
+                self._disk_pending[node_id] -= 1
+                self._hash(f"P{when:.9f}/{node_id}")
+                self._finish_persist(node_id, ready)
+                self._after(node_id)
+        else:
+            a()  # type: ignore[operator]
+        return True
+
+    def run_for(self, seconds: float) -> None:
+        """Process every event in the next ``seconds`` of virtual time."""
+        end = self.now + seconds
+        queue = self._queue
+        while queue and queue[0][0] <= end:
+            self.step()
+        self.now = end
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Run until ``predicate()`` holds (True) or ``timeout`` virtual seconds pass (False)."""
+        end = self.now + timeout
+        queue = self._queue
+        while not predicate():
+            if not queue or queue[0][0] > end:
+                self.now = max(self.now, end)
+                return predicate()
+            self.step()
+        return True
+
+    def wait_for_leader(self, timeout: float = 5.0) -> int:
+        """Run until there is a leader and return it; raises ``TimeoutError``."""
+        if not self.run_until(lambda: self.leader() is not None, timeout):
+            raise TimeoutError(f"no leader within {timeout}s (seed {self.seed})")
+        leader = self.leader()
+        assert leader is not None
+        return leader
+
+    # ------------------------------------------------------------------ faults
+
+    def partition(self, *groups: Iterable[int]) -> None:
+        """Cut the network between the groups (nodes not named form one more group)."""
+        sets = [set(g) for g in groups]
+        named = set().union(*sets) if sets else set()
+        rest = set(self.ids) - named
+        if rest:
+            sets.append(rest)
+        self._blocked = {(a, b) for ga in sets for gb in sets if ga is not gb
+                         for a in ga for b in gb}
+        self.fault_counts["partition"] += 1
+        self._note(f"partition {[sorted(s) for s in sets]}")
+
+    def isolate(self, node_id: int) -> None:
+        """Cut ``node_id`` off from every other node."""
+        self.partition({node_id})
+
+    def heal(self) -> None:
+        """Remove every partition."""
+        self._blocked = set()
+        self._note("heal")
+
+    def set_network(self, network: NetworkConfig) -> None:
+        """Change the fault settings from now on."""
+        self.network = network
+
+    def crash(self, node_id: int) -> None:
+        """Stop ``node_id``; whatever it had not yet persisted is lost."""
+        node = self.node(node_id)
+        self._nodes[node_id] = None
+        self._epoch[node_id] += 1
+        self._disk_pending[node_id] = 0
+        self._timer_gen[node_id] += 1
+        self._timer_at[node_id] = _INF
+        self.fault_counts["crash"] += 1
+        self._note(f"crash {node_id} (was {node.role.value}, term {node.current_term})")
+        for transfer in self.transfers:
+            if transfer.leader == node_id and not transfer.done:
+                self._end_transfer(transfer, False, None, "leader crashed")
+
+    def restart(self, node_id: int) -> None:
+        """Start ``node_id`` again from exactly what it persisted."""
+        if self._nodes[node_id] is not None:
+            raise ValueError(f"node {node_id} is running")
+        self.fault_counts["restart"] += 1
+        self._note(f"restart {node_id}")
+        self.applied[node_id] = []
+        if self.checker is not None:
+            self.checker.on_restart(node_id)
+        self._start(node_id)
+
+    def hold(self, predicate: MessagePredicate) -> None:
+        """Hold back every message matching ``predicate`` until :meth:`release`."""
+        self._holds.append(predicate)
+
+    def release(self, predicate: MessagePredicate | None = None) -> int:
+        """Stop holding, and deliver the held messages matching ``predicate`` (all if
+        None) now, in the order they were held. Returns how many were released."""
+        self._holds = []
+        keep, go = [], []
+        for msg in self.held:
+            (go if predicate is None or predicate(msg) else keep).append(msg)
+        self.held = keep
+        for msg in go:
+            self._push(self.now, _DELIVER, msg, None)
+        return len(go)
+
+    # ------------------------------------------------------------------ internals
+
+    def _start(self, node_id: int) -> None:
+        state, snapshot = self.storages[node_id].load()
+        node = RaftNode(
+            node_id, self.voters, learners=self.learners, config=self.config, state=state,
+            rng=random.Random(self.rng.getrandbits(64)), now=self.now,
+            trace=self.trace.append if self.record_trace else None)
+        node.set_snapshot_source(self._snapshot_source(node_id))
+        self._nodes[node_id] = node
+        if snapshot is not None and state.snapshot is not None:
+            self.applied[node_id] = self._restore(snapshot)
+        self._after(node_id)
+
+    def _push(self, when: float, kind: int, a: object, b: object) -> None:
+        heapq.heappush(self._queue, (when, next(self._seq), kind, a, b))
+
+    def _send(self, msg: Message) -> None:
+        net = self.network
+        rng = self.rng
+        if net.drop and rng.random() < net.drop:
+            self.fault_counts["drop"] += 1
+            return
+        delay = rng.uniform(net.delay_min, net.delay_max)
+        if net.reorder and rng.random() < net.reorder:
+            self.fault_counts["reorder"] += 1
+            delay += rng.uniform(0, net.reorder_delay)
+        self._push(self.now + delay, _DELIVER, msg, None)
+        if net.duplicate and rng.random() < net.duplicate:
+            self.fault_counts["duplicate"] += 1
+            self._push(self.now + rng.uniform(net.delay_min, net.delay_max + net.reorder_delay),
+                       _DELIVER, msg, None)
+
+    def _deliver(self, msg: Message) -> None:
+        if (msg.src, msg.dst) in self._blocked:
+            self.fault_counts["partition_drop"] += 1
+            return
+        for predicate in self._holds:
+            if predicate(msg):
+                self.fault_counts["hold"] += 1
+                self.held.append(msg)
+                return
+        node = self._nodes[msg.dst]
+        if node is None:
+            self.fault_counts["to_crashed"] += 1
+            return
+        self._hash(f"D{self.now:.9f}/{type(msg).__name__}/{msg.src}/{msg.dst}/{msg.term}")
+        node.step(msg, self.now)
+        self._after(msg.dst)
+
+    def _after(self, node_id: int) -> None:
+        """Drain the node's output and (re)arm its timer."""
+        node = self._nodes[node_id]
+        if node is None:
+            return
+        while node.has_ready():
+            self._handle_ready(node_id, node, node.ready())
+        deadline = node.next_deadline()
+        if deadline != self._timer_at[node_id]:
+            self._timer_at[node_id] = deadline
+            self._timer_gen[node_id] += 1
+            if deadline != _INF:
+                self._push(max(deadline, self.now), _TIMER, node_id, self._timer_gen[node_id])
+
+    def _handle_ready(self, node_id: int, node: RaftNode, ready: Ready) -> None:
+        if self.checker is not None:
+            committed = self.checker.on_ready(node_id, ready, node.current_term)
+        else:
+            committed = ready.committed
+        for entry in committed:
+            self._resolve_proposals(entry)
+        for msg in ready.messages:
+            self._send(msg)
+        for event in ready.events:
+            if isinstance(event, TransferEnded):
+                for transfer in self.transfers:
+                    if transfer.leader == node_id and not transfer.done \
+                            and transfer.target == event.target:
+                        self._end_transfer(transfer, event.succeeded, event.new_leader,
+                                           event.reason)
+            elif isinstance(event, LeaderChanged) and event.leader_id == node_id:
+                self._note(f"{node_id} is leader of term {event.term}")
+        if ready.must_persist() or self._disk_pending[node_id]:
+            # Batches reach the disk in order; an empty batch still waits its turn so
+            # that its acknowledgements never overtake an earlier fsync.
+            net = self.network
+            done = max(self.now + self.rng.uniform(net.disk_min, net.disk_max),
+                       self._disk_busy_until[node_id])
+            self._disk_busy_until[node_id] = done
+            self._disk_pending[node_id] += 1
+            self._push(done, _PERSIST, node_id, (self._epoch[node_id], ready))
+        else:
+            self._finish_persist(node_id, ready)
+
+    def _finish_persist(self, node_id: int, ready: Ready) -> None:
+        node = self.node(node_id)
+        if ready.must_persist():
+            self.storages[node_id].save(ready.hard_state, ready.entries, ready.snapshot)
+            if self.checker is not None:
+                self.checker.on_persist(node_id, ready)
+        for msg in ready.messages_after_persist:
+            self._send(msg)
+        if ready.snapshot is not None:
+            self.applied[node_id] = self._restore(ready.snapshot[1])
+        self.applied[node_id].extend(ready.committed)
+        node.advance(ready, self.now)
+        if self.snapshot_every is not None:
+            self._maybe_snapshot(node_id, node)
+
+    def _maybe_snapshot(self, node_id: int, node: RaftNode) -> None:
+        storage = self.storages[node_id]
+        last = storage.snapshot[0].index if storage.snapshot else 0
+        applied = node.applied_index
+        assert self.snapshot_every is not None
+        if applied - last < self.snapshot_every or applied > node.log.persisted_index:
+            return
+        term = node.log.term_at(applied)
+        assert term is not None
+        meta = SnapshotMeta(applied, term)
+        storage.compact(meta, self._snapshot_bytes(node_id, applied))
+        keep_from = max(applied - self.config.snapshot_trailing, node.log.snapshot_index)
+        node.compact(keep_from)
+        if self.checker is not None:
+            self.checker.on_compact(node_id, applied, memory=False, disk=True)
+            if keep_from > 0:
+                self.checker.on_compact(node_id, keep_from, memory=True, disk=False)
+        self.fault_counts["snapshot"] += 1
+
+    def _snapshot_bytes(self, node_id: int, index: int) -> bytes:
+        # The simulated state machine is the list of applied commands.
+        from raftpy.sim.statemachine import encode_applied
+
+        return encode_applied([e for e in self.applied[node_id] if e.index <= index])
+
+    def _restore(self, data: bytes) -> list[Entry]:
+        from raftpy.sim.statemachine import decode_applied
+
+        return decode_applied(data)
+
+    def _snapshot_source(self, node_id: int) -> Callable[[], tuple[SnapshotMeta, bytes] | None]:
+        def source() -> tuple[SnapshotMeta, bytes] | None:
+            return self.storages[node_id].snapshot
+
+        return source
+
+    def _resolve_proposals(self, entry: Entry) -> None:
+        waiting = self._pending_by_index.pop(entry.index, None)
+        if not waiting:
+            return
+        for proposal in waiting:
+            if proposal.term == entry.term and entry.kind is EntryKind.COMMAND:
+                proposal.committed_at = self.now
+            else:
+                proposal.failed = True
+
+    def _end_transfer(self, transfer: Transfer, succeeded: bool, new_leader: int | None,
+                      reason: str) -> None:
+        transfer.ended_at = self.now
+        transfer.succeeded = succeeded
+        transfer.new_leader = new_leader
+        transfer.reason = reason
+        self._note(f"transfer {transfer.leader} -> {transfer.target} ended: {reason}")
+
+    def _note(self, what: str) -> None:
+        self._hash(f"N{self.now:.9f}/{what}")
+        if self.record_trace:
+            self.trace.append(f"[{self.now:.3f}] sim {what}")
+
+    def _hash(self, what: str) -> None:
+        self._trace_crc = zlib.crc32(what.encode(), self._trace_crc)
+
+    def _violation(self, what: str) -> InvariantViolation:
+        return InvariantViolation(what, seed=self.seed, event=self.events, now=self.now)

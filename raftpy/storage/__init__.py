@@ -1,0 +1,6 @@
+"""Storage backends: where a node's term, vote, log and snapshot survive crashes."""
+
+from raftpy.storage.base import Storage
+from raftpy.storage.memory import MemoryStorage
+
+__all__ = ["MemoryStorage", "Storage"]
