@@ -12,7 +12,7 @@ class Config:
     """Timing and batching settings of a node; all times are in seconds.
 
     The defaults follow the Raft dissertation: an election timeout drawn at
-    random from 150–300 ms and heartbeats at a third of the minimum.
+    random from 150-300 ms and heartbeats at a third of the minimum.
     """
 
     election_timeout_min: float = 0.150
@@ -53,7 +53,8 @@ class Config:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.snapshot_threshold is not None and self.snapshot_threshold < 1:
-            raise ConfigError(f"snapshot_threshold must be at least 1, got {self.snapshot_threshold}")
+            raise ConfigError(
+                f"snapshot_threshold must be at least 1, got {self.snapshot_threshold}")
         if self.snapshot_trailing < 0:
             raise ConfigError(f"snapshot_trailing must be >= 0, got {self.snapshot_trailing}")
 

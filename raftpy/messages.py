@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Union
 
 
 class EntryKind(enum.IntEnum):
@@ -134,15 +133,15 @@ class InstallSnapshotResponse:
     success: bool
 
 
-Message = Union[
-    RequestVote,
-    RequestVoteResponse,
-    AppendEntries,
-    AppendEntriesResponse,
-    TimeoutNow,
-    InstallSnapshot,
-    InstallSnapshotResponse,
-]
+Message = (
+    RequestVote
+    | RequestVoteResponse
+    | AppendEntries
+    | AppendEntriesResponse
+    | TimeoutNow
+    | InstallSnapshot
+    | InstallSnapshotResponse
+)
 """Any Raft wire message."""
 
 MESSAGE_TYPES: tuple[type, ...] = (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from raftpy.config import Config
 from raftpy.errors import (
@@ -66,7 +66,7 @@ class _Transfer:
 class PersistentState:
     """What a node restarts from: exactly what its driver persisted."""
 
-    hard_state: HardState = HardState(0, None)
+    hard_state: HardState = field(default_factory=lambda: HardState(0, None))
     entries: tuple[Entry, ...] = ()
     snapshot: SnapshotMeta | None = None
 
@@ -97,7 +97,8 @@ class RaftNode:
         self.voters = frozenset(voters)
         self.learners = frozenset(learners)
         if self.voters & self.learners:
-            raise ValueError(f"ids {sorted(self.voters & self.learners)} are both voter and learner")
+            both = sorted(self.voters & self.learners)
+            raise ValueError(f"ids {both} are both voter and learner")
         if node_id not in self.voters | self.learners:
             raise ValueError(f"node {node_id} is not a member of its own configuration")
         self.config = config if config is not None else Config()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+
 from raftpy.messages import Entry, Message
 
 

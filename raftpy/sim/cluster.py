@@ -216,7 +216,8 @@ class Cluster:
                 self._after(node_id)
         elif kind == _PERSIST:
             node_id = a  # type: ignore[assignment]
-            epoch, ready = b  # type: ignore[misc]
+            epoch: int = b[0]  # type: ignore[index]
+            ready: Ready = b[1]  # type: ignore[index]
             if epoch == self._epoch[node_id]:
                 self._disk_pending[node_id] -= 1
                 self._hash(f"P{when:.9f}/{node_id}")
@@ -313,7 +314,8 @@ class Cluster:
         """Stop holding, and deliver the held messages matching ``predicate`` (all if
         None) now, in the order they were held. Returns how many were released."""
         self._holds = []
-        keep, go = [], []
+        keep: list[Message] = []
+        go: list[Message] = []
         for msg in self.held:
             (go if predicate is None or predicate(msg) else keep).append(msg)
         self.held = keep

@@ -109,13 +109,16 @@ class InvariantChecker:
                         f"{entry.index}, term {entry.term} than another node")
         new: list[Entry] = []
         for entry in ready.committed:
-            chain = mem.at(entry.index)
+            held = mem.at(entry.index)
+            if held is None:
+                raise self._fail(f"node {node_id} committed index {entry.index} it does not hold")
+            chain = held
             if entry.index < len(self.committed):
                 if self.committed[entry.index] != chain:
                     raise self._fail(
                         f"state machine safety: node {node_id} applies a different entry at "
                         f"index {entry.index} than was committed before")
-            elif entry.index == len(self.committed) and chain is not None:
+            elif entry.index == len(self.committed):
                 self.committed.append(chain)
                 self.committed_terms.append(entry.term)
                 new.append(entry)

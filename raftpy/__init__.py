@@ -1,0 +1,82 @@
+"""raftpy: a sans-I/O Raft consensus library.
+
+The protocol core (:class:`RaftNode`) is a deterministic state machine: feed it
+messages and the time, drain :class:`Ready` batches of messages to send, state
+to persist and entries to apply. Drivers live at the edges: the deterministic
+simulator in :mod:`raftpy.sim` and the Trio network runtime in :mod:`raftpy.trio`.
+"""
+
+from raftpy.codec import decode, encode
+from raftpy.config import Config
+from raftpy.errors import (
+    ConfigError,
+    CorruptLog,
+    InvalidTransferTarget,
+    LeadershipTransferInProgress,
+    NotLeader,
+    ProtocolError,
+    RaftError,
+    StorageError,
+    TransferFailed,
+)
+from raftpy.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryKind,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
+from raftpy.node import PersistentState, RaftNode
+from raftpy.ready import (
+    Event,
+    HardState,
+    LeaderChanged,
+    LogPosition,
+    Ready,
+    Role,
+    SnapshotMeta,
+    TransferEnded,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AppendEntries",
+    "AppendEntriesResponse",
+    "Config",
+    "ConfigError",
+    "CorruptLog",
+    "Entry",
+    "EntryKind",
+    "Event",
+    "HardState",
+    "InstallSnapshot",
+    "InstallSnapshotResponse",
+    "InvalidTransferTarget",
+    "LeaderChanged",
+    "LeadershipTransferInProgress",
+    "LogPosition",
+    "Message",
+    "NotLeader",
+    "PersistentState",
+    "ProtocolError",
+    "RaftError",
+    "RaftNode",
+    "Ready",
+    "RequestVote",
+    "RequestVoteResponse",
+    "Role",
+    "SnapshotMeta",
+    "StorageError",
+    "TimeoutNow",
+    "TransferEnded",
+    "TransferFailed",
+    "__version__",
+    "decode",
+    "encode",
+]
