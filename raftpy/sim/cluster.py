@@ -128,6 +128,7 @@ class Cluster:
         self._disk_busy_until = dict.fromkeys(self.ids, 0.0)
         self._disk_pending = dict.fromkeys(self.ids, 0)
         self._pending_by_index: dict[int, list[Proposal]] = {}
+        self._committed_terms: list[int] = [0]
         self._trace_crc = 0
         self.checker: InvariantChecker | None = (
             InvariantChecker(self.ids, self.voters, self._violation) if check_invariants else None
@@ -176,7 +177,11 @@ class Cluster:
         pos = node.propose(command, self.now)
         proposal = Proposal(pos.index, pos.term, target, command, self.now)
         self.proposals.append(proposal)
-        self._pending_by_index.setdefault(pos.index, []).append(proposal)
+        if pos.index < len(self._committed_terms):
+            # A stale leader took it at an index the cluster already committed.
+            proposal.failed = True
+        else:
+            self._pending_by_index.setdefault(pos.index, []).append(proposal)
         self._after(target)
         return proposal
 
@@ -389,11 +394,12 @@ class Cluster:
 
     def _handle_ready(self, node_id: int, node: RaftNode, ready: Ready) -> None:
         if self.checker is not None:
-            committed = self.checker.on_ready(node_id, ready, node.current_term)
-        else:
-            committed = ready.committed
-        for entry in committed:
-            self._resolve_proposals(entry)
+            self.checker.on_ready(node_id, ready, node.current_term)
+        terms = self._committed_terms
+        for entry in ready.committed:
+            if entry.index == len(terms):
+                terms.append(entry.term)
+                self._resolve_proposals(entry)
         for msg in ready.messages:
             self._send(msg)
         for event in ready.events:
