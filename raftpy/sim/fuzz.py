@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 
 from raftpy.config import Config
 from raftpy.errors import InvalidTransferTarget, LeadershipTransferInProgress, NotLeader
@@ -240,18 +241,19 @@ def _commit_one(cluster: Cluster, command: bytes, deadline: float) -> Proposal:
         except (NotLeader, LeadershipTransferInProgress):
             cluster.run_for(0.01)
             continue
-        leader, term = proposal.leader, proposal.term
-
-        def settled() -> bool:
-            # Done, or leadership moved on (the entry may then never be decided here).
-            return proposal.done or cluster.leader() != leader or (
-                cluster.node(leader).current_term != term)
-
-        cluster.run_until(settled, deadline - cluster.now)
+        cluster.run_until(partial(_decided_or_moved_on, cluster, proposal),
+                          deadline - cluster.now)
         if proposal.committed:
             return proposal
     raise LivenessFailure(f"no command committed within the bound after faults stopped "
                           f"(leader {cluster.leader()})")
+
+
+def _decided_or_moved_on(cluster: Cluster, proposal: Proposal) -> bool:
+    # Done, or leadership moved on (the entry may then never be decided).
+    leader = proposal.leader
+    return proposal.done or cluster.leader() != leader or (
+        cluster.node(leader).current_term != proposal.term)
 
 
 def _check_transfer_liveness(cluster: Cluster, rng: random.Random, deadline: float) -> None:
