@@ -418,8 +418,7 @@ class RaftNode:
             and self.log.last_index == msg.last_log_index
             and self.log.last_term == msg.last_log_term
         ):
-            self._log_trace(f"recv TimeoutNow from {msg.src} -> candidate, term "
-                            f"{self.current_term + 1}, disrupt_leader")
+            self._log_trace(f"recv TimeoutNow from {msg.src}: campaign now, skipping pre-vote")
             self._campaign(disrupt_leader=True)
         else:
             self._log_trace(f"ignore TimeoutNow from {msg.src}")
