@@ -1,0 +1,60 @@
+"""Smoke tests: each simulator benchmark runs end to end with a tiny trial count.
+
+No wall-clock numbers are asserted; only virtual-time facts that must hold
+(the measured latency never beats the protocol's lower bound, seeds replay).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import sim_election
+from benchmarks.sim_election import Setup, election_trial, transfer_trial
+
+
+def test_sim_election_runs_and_writes_json(tmp_path: Path) -> None:
+    payload = sim_election.main([
+        "--trials", "3", "--sizes", "3", "--transfer-sizes", "3", "--speed-seconds", "0.2",
+        "--no-paper", "--no-plot", "--no-progress", "--results-dir", str(tmp_path),
+    ])
+    written = json.loads((tmp_path / "sim_election.json").read_text())
+    assert written["trials_per_setup"] == 3
+    labels = [e["setup"]["label"] for e in written["election"]]
+    assert labels == ["n=3 pre-vote on", "n=3 pre-vote off"]
+    for election in written["election"]:
+        assert election["trials"] == 3
+        assert election["failed"] == 0
+        assert election["leader_ms"]["n"] == 3
+        assert election["leader_ms"]["min"] <= election["commit_ms"]["min"]
+    assert [t["write_load"] for t in written["transfer"]] == [False, True]
+    assert all(t["failed"] == 0 and t["to_commit_ms"]["n"] == 3 for t in written["transfer"])
+    assert [s["check_invariants"] for s in payload["speed"]] == [True, False]
+    assert all(s["events"] > 0 and s["commits"] > 0 for s in payload["speed"])
+
+
+def test_election_never_beats_its_lower_bound() -> None:
+    for pre_vote, round_trips in ((True, 2), (False, 1)):
+        setup = Setup("t", 3, pre_vote, 0.001, 0.002)
+        for seed in range(5):
+            trial = election_trial(setup, seed)
+            assert trial.leader is not None and trial.commit is not None
+            bound = (trial.first_timeout + round_trips * 2 * setup.delay_min
+                     + 2 * setup.disk_min)
+            assert trial.leader >= bound - 1e-9
+            assert trial.commit >= trial.leader + 2 * setup.delay_min + setup.disk_min - 1e-9
+            assert trial.rounds >= 1
+
+
+def test_election_trials_replay_exactly_from_their_seed() -> None:
+    setup = Setup("t", 5, True, 0.0005, 0.002)
+    assert election_trial(setup, 11) == election_trial(setup, 11)
+    assert transfer_trial(setup, 11, load=True) == transfer_trial(setup, 11, load=True)
+
+
+def test_split_vote_counted_when_two_candidates_share_a_term() -> None:
+    # No randomness in the timeouts and no pre-vote: followers time out together.
+    setup = Setup("t", 5, False, 0.001, 0.001, timeout_min=0.150, timeout_max=0.1501)
+    trials = [election_trial(setup, seed) for seed in range(5)]
+    assert any(t.split for t in trials)
+    assert all(t.split == (t.split_rounds > 0) for t in trials)

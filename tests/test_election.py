@@ -1,0 +1,211 @@
+"""Elections, pre-vote, leader stickiness and check-quorum (Raft §3.4, §9.6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from raftpy import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Config,
+    RequestVote,
+    RequestVoteResponse,
+    Role,
+)
+from raftpy.sim import Cluster
+
+from helpers import drain, entries, make_node
+
+
+@pytest.mark.parametrize("pre_vote", [True, False])
+def test_three_nodes_elect_exactly_one_leader_in_term_one(pre_vote: bool) -> None:
+    cluster = Cluster(n=3, seed=11, config=Config(pre_vote=pre_vote))
+    leader = cluster.wait_for_leader()
+    cluster.run_for(0.5)
+    assert cluster.leader() == leader
+    # Pre-vote does not bump the term: the first election happens at term 1 either way.
+    assert [cluster.node(i).current_term for i in cluster.ids] == [1, 1, 1]
+    assert [cluster.node(i).leader_id for i in cluster.ids] == [leader] * 3
+    roles = sorted(cluster.node(i).role.value for i in cluster.ids)
+    assert roles == ["follower", "follower", "leader"]
+
+
+def test_first_election_happens_within_the_timeout_range() -> None:
+    cluster = Cluster(n=5, seed=4)
+    cluster.wait_for_leader()
+    # The first timeout fires in [150, 300] ms; pre-vote and vote take a few ms.
+    assert 0.150 <= cluster.now <= 0.320
+
+
+@pytest.mark.parametrize("pre_vote", [True, False])
+def test_leader_crash_leads_to_reelection(pre_vote: bool) -> None:
+    cluster = Cluster(n=5, seed=5, config=Config(pre_vote=pre_vote))
+    old = cluster.wait_for_leader()
+    cluster.run_for(0.3)
+    cluster.crash(old)
+    crashed_at = cluster.now
+    new = cluster.wait_for_leader(2.0)
+    assert new != old
+    assert 0.150 <= cluster.now - crashed_at <= 0.7
+    assert cluster.node(new).current_term == 2
+
+
+def test_rejoining_partitioned_node_does_not_disrupt_with_pre_vote() -> None:
+    cluster = Cluster(n=3, seed=21, config=Config(pre_vote=True))
+    leader = cluster.wait_for_leader()
+    follower = next(i for i in cluster.ids if i != leader)
+    cluster.isolate(follower)
+    cluster.run_for(2.0)  # many election timeouts: pre-votes all fail
+    assert cluster.node(follower).current_term == 1
+    cluster.heal()
+    cluster.run_for(1.0)
+    assert cluster.leader() == leader
+    assert [cluster.node(i).current_term for i in cluster.ids] == [1, 1, 1]
+
+
+def test_rejoining_partitioned_node_disrupts_without_pre_vote() -> None:
+    cluster = Cluster(n=3, seed=21, config=Config(pre_vote=False))
+    cluster.wait_for_leader()
+    leader = cluster.leader()
+    assert leader is not None
+    follower = next(i for i in cluster.ids if i != leader)
+    cluster.isolate(follower)
+    cluster.run_for(2.0)
+    isolated_term = cluster.node(follower).current_term
+    assert isolated_term > 3  # it kept campaigning alone
+    cluster.heal()
+    cluster.run_for(1.0)
+    # Its higher term reached the leader (through rejected appends), which stepped
+    # down: the cluster moved to a term at least as high as the rejoiner's.
+    assert min(cluster.node(i).current_term for i in cluster.ids) >= isolated_term
+    assert cluster.leader() is not None
+
+
+def test_isolated_leader_steps_down_by_check_quorum() -> None:
+    cluster = Cluster(n=3, seed=8, record_trace=True)
+    leader = cluster.wait_for_leader()
+    cluster.isolate(leader)
+    cluster.run_for(0.7)
+    assert cluster.node(leader).role is not Role.LEADER
+    assert any(f"{leader} step down: heard from 1 of 3 voters" in line for line in cluster.trace)
+
+
+def test_follower_that_heard_from_leader_refuses_votes_and_pre_votes() -> None:
+    node = make_node(2, term=1)
+    node.step(AppendEntries(term=1, src=1, dst=2, prev_log_index=0, prev_log_term=0,
+                            entries=(), leader_commit=0), now=1.0)
+    drain(node, 1.0)
+    for pre_vote in (True, False):
+        node.step(RequestVote(term=2, src=3, dst=2, last_log_index=5, last_log_term=1,
+                              pre_vote=pre_vote), now=1.05)
+        sent, _ = drain(node, 1.05)
+        assert sent == [RequestVoteResponse(term=1, src=2, dst=3, vote_granted=False,
+                                            pre_vote=pre_vote)]
+    assert node.current_term == 1 and node.leader_id == 1
+    # After the minimum election timeout without contact, it grants again.
+    node.step(RequestVote(term=2, src=3, dst=2, last_log_index=5, last_log_term=1,
+                          pre_vote=True), now=1.0 + 0.151)
+    sent, _ = drain(node, 1.151)
+    assert sent == [RequestVoteResponse(term=2, src=2, dst=3, vote_granted=True, pre_vote=True)]
+    assert node.current_term == 1  # a pre-vote changes nothing
+
+
+def test_disrupt_leader_vote_is_granted_despite_a_live_leader() -> None:
+    node = make_node(2, term=1)
+    node.step(AppendEntries(term=1, src=1, dst=2, prev_log_index=0, prev_log_term=0,
+                            entries=(), leader_commit=0), now=1.0)
+    drain(node, 1.0)
+    node.step(RequestVote(term=2, src=3, dst=2, last_log_index=0, last_log_term=0,
+                          disrupt_leader=True), now=1.01)
+    sent, readies = drain(node, 1.01)
+    assert sent == [RequestVoteResponse(term=2, src=2, dst=3, vote_granted=True)]
+    assert node.current_term == 2 and node.voted_for == 3
+    # The vote waits for the fsync of term and vote.
+    assert readies[0].hard_state is not None and readies[0].hard_state.voted_for == 3
+    assert readies[0].messages == [] and len(readies[0].messages_after_persist) == 1
+
+
+def test_pre_vote_flagged_disrupt_leader_does_not_bypass_stickiness() -> None:
+    # Only a real RequestVote may disrupt; a transfer target never pre-votes.
+    node = make_node(2, term=1)
+    node.step(AppendEntries(term=1, src=1, dst=2, prev_log_index=0, prev_log_term=0,
+                            entries=(), leader_commit=0), now=1.0)
+    node.step(RequestVote(term=2, src=3, dst=2, last_log_index=0, last_log_term=0,
+                          pre_vote=True, disrupt_leader=True), now=1.01)
+    sent, _ = drain(node, 1.01)
+    assert [m.vote_granted for m in sent if isinstance(m, RequestVoteResponse)] == [False]
+
+
+def test_voter_grants_one_vote_per_term() -> None:
+    node = make_node(1, term=3)
+    node.step(RequestVote(term=4, src=2, dst=1, last_log_index=0, last_log_term=0), now=0.0)
+    node.step(RequestVote(term=4, src=3, dst=1, last_log_index=0, last_log_term=0), now=0.0)
+    node.step(RequestVote(term=4, src=2, dst=1, last_log_index=0, last_log_term=0), now=0.0)
+    sent, _ = drain(node)
+    assert [(m.dst, m.vote_granted) for m in sent if isinstance(m, RequestVoteResponse)] == [
+        (2, True), (3, False), (2, True)]
+    assert node.voted_for == 2
+
+
+@pytest.mark.parametrize(("last_term", "last_index", "granted"), [
+    (2, 3, True),   # same last term, same length
+    (2, 2, False),  # same last term, shorter
+    (3, 1, True),   # higher last term wins whatever the length
+    (1, 9, False),  # lower last term loses whatever the length
+])
+def test_vote_requires_an_up_to_date_log(last_term: int, last_index: int,
+                                         granted: bool) -> None:
+    node = make_node(1, term=2, entries=entries(1, 2, 2))
+    node.step(RequestVote(term=3, src=2, dst=1, last_log_index=last_index,
+                          last_log_term=last_term), now=0.0)
+    sent, _ = drain(node)
+    assert [m.vote_granted for m in sent if isinstance(m, RequestVoteResponse)] == [granted]
+
+
+def test_pre_vote_round_does_not_bump_the_term() -> None:
+    node = make_node(1, term=5)
+    node.tick(1.0)
+    sent, readies = drain(node, 1.0)
+    assert node.role is Role.CANDIDATE and node.in_pre_vote and node.current_term == 5
+    assert {m.dst for m in sent} == {2, 3}
+    assert all(isinstance(m, RequestVote) and m.pre_vote and m.term == 6 for m in sent)
+    assert all(r.hard_state is None for r in readies)
+    node.step(RequestVoteResponse(term=6, src=2, dst=1, vote_granted=True, pre_vote=True), 1.01)
+    sent, readies = drain(node, 1.01)
+    assert node.current_term == 6 and not node.in_pre_vote and node.voted_for == 1
+    assert all(isinstance(m, RequestVote) and not m.pre_vote and m.term == 6 for m in sent)
+
+
+def test_candidate_steps_down_on_append_entries_of_its_own_term() -> None:
+    node = make_node(1, config=Config(pre_vote=False))
+    node.tick(1.0)
+    drain(node, 1.0)
+    assert node.role is Role.CANDIDATE and node.current_term == 1
+    node.step(AppendEntries(term=1, src=2, dst=1, prev_log_index=0, prev_log_term=0,
+                            entries=(), leader_commit=0), now=1.01)
+    sent, _ = drain(node, 1.01)
+    assert node.role is Role.FOLLOWER and node.leader_id == 2
+    assert sent == [AppendEntriesResponse(term=1, src=1, dst=2, success=True, match_index=0)]
+
+
+def test_candidate_rejects_append_entries_of_a_lower_term() -> None:
+    node = make_node(1, term=4, config=Config(pre_vote=False))
+    node.tick(1.0)
+    drain(node, 1.0)
+    assert node.current_term == 5
+    node.step(AppendEntries(term=4, src=2, dst=1, prev_log_index=0, prev_log_term=0,
+                            entries=(), leader_commit=0), now=1.01)
+    sent, _ = drain(node, 1.01)
+    assert node.role is Role.CANDIDATE and node.current_term == 5
+    # The reply carries the higher term so that the stale leader steps down.
+    assert sent == [AppendEntriesResponse(term=5, src=1, dst=2, success=False)]
+
+
+def test_learner_never_campaigns() -> None:
+    cluster = Cluster(n=3, seed=2, learners=1)
+    cluster.wait_for_leader()
+    for voter in cluster.voters:
+        cluster.crash(voter)
+    cluster.run_for(3.0)
+    learner = cluster.node(4)
+    assert learner.role is Role.FOLLOWER and learner.current_term == 1

@@ -1,0 +1,163 @@
+"""Log replication, commit and apply (Raft §3.5, §3.6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from raftpy import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Config,
+    Entry,
+    EntryKind,
+    RequestVoteResponse,
+    Role,
+)
+from raftpy.sim import Cluster, NetworkConfig
+
+from helpers import drain, entries, make_node
+
+
+def commands(cluster: Cluster, node_id: int) -> list[bytes]:
+    return [e.data for e in cluster.applied[node_id] if e.kind is EntryKind.COMMAND]
+
+
+def test_commands_commit_and_apply_in_order_exactly_once_everywhere() -> None:
+    cluster = Cluster(n=5, seed=1)
+    cluster.wait_for_leader()
+    proposals = [cluster.propose(b"c%d" % i) for i in range(50)]
+    assert cluster.run_until(lambda: all(p.committed for p in proposals), 1.0)
+    cluster.run_for(0.2)  # followers learn the commit index from the next heartbeat
+    expected = [b"c%d" % i for i in range(50)]
+    for node_id in cluster.ids:
+        assert commands(cluster, node_id) == expected
+        applied = [e.index for e in cluster.applied[node_id]]
+        assert applied == list(range(1, len(applied) + 1))
+
+
+def test_replication_survives_drops_duplicates_and_reordering() -> None:
+    net = NetworkConfig(drop=0.2, duplicate=0.2, reorder=0.3, reorder_delay=0.03)
+    cluster = Cluster(n=3, seed=9, network=net)
+    cluster.wait_for_leader(5.0)
+    proposals = []
+    for i in range(30):
+        leader = cluster.leader()
+        if leader is not None:
+            proposals.append(cluster.propose(b"c%d" % i))
+        cluster.run_for(0.01)
+    assert cluster.run_until(lambda: all(p.done for p in proposals), 10.0)
+    committed = [p.data for p in proposals if p.committed]
+    assert len(committed) >= 25
+    cluster.set_network(NetworkConfig())
+    cluster.run_for(1.0)
+    for node_id in cluster.ids:
+        assert [c for c in commands(cluster, node_id) if c in committed] == committed
+    assert cluster.fault_counts["drop"] > 0 and cluster.fault_counts["duplicate"] > 0
+
+
+def test_divergent_follower_log_is_repaired_with_fast_back_off() -> None:
+    cluster = Cluster(n=3, seed=4, record_trace=True)
+    old = cluster.wait_for_leader()
+    cluster.isolate(old)
+    # The isolated leader accepts 40 entries it can never commit.
+    lost = [cluster.propose(b"lost%d" % i, node_id=old) for i in range(40)]
+    new = cluster.run_until(lambda: cluster.leader() not in (None, old), 2.0)
+    assert new
+    kept = [cluster.propose(b"kept%d" % i) for i in range(5)]
+    assert cluster.run_until(lambda: all(p.committed for p in kept), 1.0)
+    cluster.heal()
+    cluster.run_for(1.0)
+    assert not any(p.committed for p in lost)
+    # Those whose index was reused by the new leader are known to have failed.
+    top = cluster.node(old).commit_index
+    assert all(p.failed for p in lost if p.index <= top)
+    logs = {i: [(e.index, e.term, e.data) for e in cluster.node(i).log.entries()]
+            for i in cluster.ids}
+    assert logs[1] == logs[2] == logs[3]
+    # Fast back-off skips the whole conflicting term in one round trip, not 40.
+    rejects = [line for line in cluster.trace if f"] {old} reject append" in line]
+    assert 1 <= len(rejects) <= 2
+
+
+def test_leader_does_not_commit_entries_of_earlier_terms_by_counting() -> None:
+    # Figure 3.7 (Figure 8 in the paper): node 1 is leader in term 4 with an
+    # entry of term 2 at index 2 that a majority holds; it must not commit it by
+    # counting replicas, only together with an entry of its own term.
+    node = make_node(1, term=3, voted_for=None, entries=entries(1, 2),
+                     config=Config(pre_vote=False))
+    node.tick(1.0)
+    drain(node, 1.0)
+    node.step(RequestVoteResponse(term=4, src=2, dst=1, vote_granted=True), 1.001)
+    sent, _ = drain(node, 1.001)
+    assert node.role is Role.LEADER and node.log.last_index == 3  # the no-op of term 4
+    # Follower 2 acknowledges only up to the old entry.
+    node.step(AppendEntriesResponse(term=4, src=2, dst=1, success=True, match_index=2), 1.002)
+    drain(node, 1.002)
+    assert node.commit_index == 0
+    node.step(AppendEntriesResponse(term=4, src=2, dst=1, success=True, match_index=3), 1.003)
+    drain(node, 1.003)
+    assert node.commit_index == 3
+
+
+def test_heartbeat_does_not_commit_a_followers_stale_suffix() -> None:
+    # The follower holds (1,1),(2,1),(3,2)... but only index 1 is known to match.
+    node = make_node(2, term=3, entries=entries(1, 1, 2))
+    node.step(AppendEntries(term=3, src=1, dst=2, prev_log_index=1, prev_log_term=1,
+                            entries=(), leader_commit=5), now=1.0)
+    drain(node, 1.0)
+    assert node.commit_index == 1  # min(leader_commit, index of last new entry)
+
+
+def test_follower_acknowledges_only_after_persisting() -> None:
+    node = make_node(2, term=1)
+    node.step(AppendEntries(term=1, src=1, dst=2, prev_log_index=0, prev_log_term=0,
+                            entries=(Entry(1, 1, b"a"), Entry(2, 1, b"b")),
+                            leader_commit=0), now=1.0)
+    ready = node.ready()
+    assert [e.index for e in ready.entries] == [1, 2]
+    assert ready.messages == []
+    assert ready.messages_after_persist == [
+        AppendEntriesResponse(term=1, src=2, dst=1, success=True, match_index=2)]
+
+
+def test_follower_truncates_conflicting_uncommitted_suffix() -> None:
+    node = make_node(2, term=3, entries=entries(1, 2, 2))
+    node.step(AppendEntries(term=3, src=1, dst=2, prev_log_index=1, prev_log_term=1,
+                            entries=(Entry(2, 3, b"x"),), leader_commit=1), now=1.0)
+    _, readies = drain(node, 1.0)
+    assert [(e.index, e.term) for e in node.log.entries()] == [(1, 1), (2, 3)]
+    assert [(e.index, e.term) for e in readies[0].entries] == [(2, 3)]
+
+
+def test_rejection_tells_the_leader_where_the_conflicting_term_starts() -> None:
+    node = make_node(2, term=3, entries=entries(1, 2, 2, 2))
+    node.step(AppendEntries(term=3, src=1, dst=2, prev_log_index=4, prev_log_term=3,
+                            entries=(), leader_commit=0), now=1.0)
+    sent, _ = drain(node, 1.0)
+    assert sent == [AppendEntriesResponse(term=3, src=2, dst=1, success=False, reject_index=4,
+                                          conflict_index=2, conflict_term=2)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_clusters_of_other_sizes_commit(n: int) -> None:
+    cluster = Cluster(n=n, seed=3)
+    cluster.wait_for_leader()
+    proposal = cluster.propose(b"x")
+    assert cluster.run_until(lambda: proposal.committed, 1.0)
+
+
+def test_restart_keeps_exactly_what_was_persisted() -> None:
+    cluster = Cluster(n=3, seed=6)
+    leader = cluster.wait_for_leader()
+    proposals = [cluster.propose(b"c%d" % i) for i in range(10)]
+    assert cluster.run_until(lambda: all(p.committed for p in proposals), 1.0)
+    follower = next(i for i in cluster.ids if i != leader)
+    cluster.run_for(0.1)
+    before = cluster.node(follower)
+    term, vote, log = before.current_term, before.voted_for, before.log.entries()
+    cluster.crash(follower)
+    cluster.restart(follower)
+    after = cluster.node(follower)
+    assert (after.current_term, after.voted_for, after.log.entries()) == (term, vote, log)
+    cluster.run_for(0.5)
+    assert commands(cluster, follower) == [b"c%d" % i for i in range(10)]
