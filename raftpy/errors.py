@@ -71,3 +71,11 @@ class CorruptLog(StorageError):
         self.offset = offset
         self.reason = reason
         super().__init__(f"{path} is corrupt at offset {offset}: {reason}")
+
+
+class NodeClosed(RaftError):
+    """The running node was shut down before the request completed (or was made)."""
+
+    def __init__(self, node_id: int):
+        self.node_id = node_id
+        super().__init__(f"node {node_id} is shut down")
