@@ -55,14 +55,13 @@ def test_replication_survives_drops_duplicates_and_reordering() -> None:
     assert cluster.fault_counts["drop"] > 0 and cluster.fault_counts["duplicate"] > 0
 
 
-def test_divergent_follower_log_is_repaired_with_fast_back_off() -> None:
-    cluster = Cluster(n=3, seed=4, record_trace=True)
+def test_divergent_follower_log_is_repaired() -> None:
+    cluster = Cluster(n=3, seed=4)
     old = cluster.wait_for_leader()
     cluster.isolate(old)
     # The isolated leader accepts 40 entries it can never commit.
     lost = [cluster.propose(b"lost%d" % i, node_id=old) for i in range(40)]
-    new = cluster.run_until(lambda: cluster.leader() not in (None, old), 2.0)
-    assert new
+    assert cluster.run_until(lambda: cluster.leader() not in (None, old), 2.0)
     kept = [cluster.propose(b"kept%d" % i) for i in range(5)]
     assert cluster.run_until(lambda: all(p.committed for p in kept), 1.0)
     cluster.heal()
@@ -74,9 +73,44 @@ def test_divergent_follower_log_is_repaired_with_fast_back_off() -> None:
     logs = {i: [(e.index, e.term, e.data) for e in cluster.node(i).log.entries()]
             for i in cluster.ids}
     assert logs[1] == logs[2] == logs[3]
-    # Fast back-off skips the whole conflicting term in one round trip, not 40.
-    rejects = [line for line in cluster.trace if f"] {old} reject append" in line]
-    assert 1 <= len(rejects) <= 2
+    assert [e[2] for e in logs[old][-5:]] == [b"kept%d" % i for i in range(5)]
+
+
+def test_lagging_follower_is_caught_up_with_one_rejection() -> None:
+    cluster = Cluster(n=5, seed=4, record_trace=True)
+    leader = cluster.wait_for_leader()
+    lagging = next(i for i in cluster.ids if i != leader)
+    cluster.crash(lagging)
+    proposals = [cluster.propose(b"c%d" % i) for i in range(40)]
+    assert cluster.run_until(lambda: all(p.committed for p in proposals), 1.0)
+    cluster.crash(leader)  # the new leader knows nothing of the lagging follower
+    assert cluster.run_until(lambda: cluster.leader() not in (None, leader), 2.0)
+    cluster.restart(lagging)
+    new = cluster.leader()
+    assert new is not None
+    assert cluster.run_until(
+        lambda: cluster.node(new).progress[lagging].match_index
+        == cluster.node(new).log.last_index, 1.0)
+    # Fast back-off: the rejection says where the follower's log ends, and the
+    # leader jumps there at once instead of stepping back 40 times.
+    rejects = [line for line in cluster.trace if f"] {lagging} reject append" in line]
+    assert len(rejects) == 1
+
+
+def test_leader_skips_a_whole_conflicting_term_on_rejection() -> None:
+    node = make_node(1, term=3, entries=entries(1, 1, 1, 1, 1, 3),
+                     config=Config(pre_vote=False))
+    node.tick(1.0)
+    drain(node, 1.0)
+    node.step(RequestVoteResponse(term=4, src=2, dst=1, vote_granted=True), 1.001)
+    drain(node, 1.001)
+    assert node.role is Role.LEADER and node.progress[3].next_index == 7
+    node.step(AppendEntriesResponse(term=4, src=3, dst=1, success=False, reject_index=6,
+                                    conflict_index=4, conflict_term=2), 1.002)
+    sent, _ = drain(node, 1.002)
+    # The leader has no entry of term 2: it resumes where the follower's term 2 began.
+    probe = [m for m in sent if isinstance(m, AppendEntries) and m.dst == 3]
+    assert [m.prev_log_index for m in probe] == [3]
 
 
 def test_leader_does_not_commit_entries_of_earlier_terms_by_counting() -> None:
