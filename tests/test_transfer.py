@@ -1,0 +1,185 @@
+"""Leadership transfer (Raft §3.10, Dqlite's raft_transfer semantics)."""
+
+from __future__ import annotations
+
+import pytest
+
+from raftpy import (
+    AppendEntries,
+    Config,
+    InvalidTransferTarget,
+    LeadershipTransferInProgress,
+    NotLeader,
+    RequestVote,
+    Role,
+    TimeoutNow,
+    TransferEnded,
+)
+from raftpy.sim import Cluster
+
+from helpers import drain, entries, make_node
+
+
+def settled_cluster(n: int = 3, seed: int = 7, **kwargs: object) -> tuple[Cluster, int]:
+    cluster = Cluster(n=n, seed=seed, record_trace=True, **kwargs)  # type: ignore[arg-type]
+    leader = cluster.wait_for_leader()
+    proposal = cluster.propose(b"warm-up")
+    assert cluster.run_until(lambda: proposal.committed, 1.0)
+    cluster.run_for(0.1)
+    return cluster, leader
+
+
+def test_transfer_to_up_to_date_follower() -> None:
+    cluster, leader = settled_cluster()
+    target = next(i for i in cluster.voters if i != leader)
+    term = cluster.node(leader).current_term
+    transfer = cluster.transfer_leadership(target)
+    assert cluster.run_until(lambda: transfer.done, 1.0)
+    assert transfer.succeeded and transfer.new_leader == target
+    assert cluster.leader() == target and cluster.node(target).current_term == term + 1
+    assert cluster.node(leader).role is Role.FOLLOWER
+    # TimeoutNow at once, one vote round: a handful of network delays (<= 2 ms each).
+    assert transfer.duration is not None and transfer.duration < 0.015
+    # The new leader commits in its term right away.
+    proposal = cluster.propose(b"after")
+    assert cluster.run_until(lambda: proposal.committed, 0.1)
+
+
+def test_transfer_to_lagging_follower_catches_it_up_first() -> None:
+    cluster, leader = settled_cluster()
+    target = next(i for i in cluster.voters if i != leader)
+    cluster.hold(lambda m: isinstance(m, AppendEntries) and m.dst == target)
+    proposals = [cluster.propose(b"c%d" % i) for i in range(20)]
+    assert cluster.run_until(lambda: all(p.committed for p in proposals), 1.0)
+    assert cluster.node(target).log.last_index < cluster.node(leader).log.last_index
+    mark = len(cluster.trace)
+    transfer = cluster.transfer_leadership(target)
+    cluster.run_for(0.01)
+    assert not any("send TimeoutNow" in line for line in cluster.trace[mark:])
+    cluster.release()
+    assert cluster.run_until(lambda: transfer.done, 1.0)
+    assert transfer.succeeded and cluster.leader() == target
+    assert cluster.node(target).log.entries()[-21].data == b"c0"
+
+
+def test_transfer_times_out_when_target_is_unreachable_then_proposals_resume() -> None:
+    cluster, leader = settled_cluster()
+    target = next(i for i in cluster.voters if i != leader)
+    cluster.isolate(target)
+    transfer = cluster.transfer_leadership(target)
+    cluster.run_for(0.05)
+    with pytest.raises(LeadershipTransferInProgress) as err:
+        cluster.propose(b"refused")
+    assert err.value.target == target
+    with pytest.raises(LeadershipTransferInProgress):
+        cluster.transfer_leadership(target)
+    assert cluster.run_until(lambda: transfer.done, 1.0)
+    assert not transfer.succeeded and transfer.reason == "timed out"
+    assert transfer.duration == pytest.approx(cluster.config.transfer_deadline)
+    assert cluster.leader() == leader
+    proposal = cluster.propose(b"accepted again")
+    assert cluster.run_until(lambda: proposal.committed, 0.2)
+
+
+def test_transfer_target_crashes_mid_transfer() -> None:
+    cluster, leader = settled_cluster(n=5)
+    target = next(i for i in cluster.voters if i != leader)
+    # Let TimeoutNow leave, then crash the target before it is delivered.
+    cluster.hold(lambda m: isinstance(m, TimeoutNow))
+    transfer = cluster.transfer_leadership(target)
+    assert cluster.run_until(lambda: len(cluster.held) == 1, 0.1)
+    cluster.crash(target)
+    cluster.release()
+    assert cluster.run_until(lambda: transfer.done, 1.0)
+    assert not transfer.succeeded and transfer.reason == "timed out"
+    assert cluster.leader() == leader
+    proposal = cluster.propose(b"still works")
+    assert cluster.run_until(lambda: proposal.committed, 0.2)
+
+
+def test_transfer_without_target_picks_the_most_up_to_date_voter() -> None:
+    cluster, leader = settled_cluster(n=5)
+    others = sorted(i for i in cluster.voters if i != leader)
+    behind = set(others[:3])  # only the last one keeps up
+    cluster.hold(lambda m: isinstance(m, AppendEntries) and m.dst in behind)
+    proposals = [cluster.propose(b"c%d" % i) for i in range(5)]
+    cluster.run_for(0.05)
+    assert not any(p.committed for p in proposals)  # 2 of 5 is no majority
+    transfer = cluster.transfer_leadership(None)
+    assert transfer.target == others[3]
+    cluster.release()
+    assert cluster.run_until(lambda: transfer.done, 1.0)
+    assert transfer.succeeded and cluster.leader() == others[3]
+
+
+def test_transfer_argument_errors() -> None:
+    cluster, leader = settled_cluster(learners=1)
+    follower = next(i for i in cluster.voters if i != leader)
+    node = cluster.node(leader)
+    with pytest.raises(InvalidTransferTarget, match="leader itself"):
+        node.transfer_leadership(leader, cluster.now)
+    with pytest.raises(InvalidTransferTarget, match="no such node"):
+        node.transfer_leadership(99, cluster.now)
+    with pytest.raises(InvalidTransferTarget, match="not a voter"):
+        node.transfer_leadership(4, cluster.now)
+    with pytest.raises(NotLeader) as err:
+        cluster.node(follower).transfer_leadership(None, cluster.now)
+    assert err.value.leader_id == leader
+    assert node.transfer_target is None  # none of these started a transfer
+
+
+def test_transfer_in_single_voter_cluster_is_refused() -> None:
+    cluster = Cluster(n=1, seed=1)
+    leader = cluster.wait_for_leader()
+    with pytest.raises(InvalidTransferTarget, match="no other voter"):
+        cluster.node(leader).transfer_leadership(None, cluster.now)
+
+
+def test_leader_reports_the_outcome_as_an_event() -> None:
+    cluster, leader = settled_cluster()
+    target = next(i for i in cluster.voters if i != leader)
+    events: list[TransferEnded] = []
+    node = cluster.node(leader)
+    original = node.ready
+
+    def spy() -> object:
+        ready = original()
+        events.extend(e for e in ready.events if isinstance(e, TransferEnded))
+        return ready
+
+    node.ready = spy  # type: ignore[method-assign]
+    cluster.transfer_leadership(target)
+    cluster.run_for(0.5)
+    assert len(events) == 1
+    assert events[0].succeeded and events[0].new_leader == target and events[0].target == target
+
+
+def test_target_acts_only_on_timeout_now_from_its_leader_with_matching_log() -> None:
+    log = entries(1, 1, 2)
+    node = make_node(2, term=2, entries=log)
+    node.step(AppendEntries(term=2, src=1, dst=2, prev_log_index=3, prev_log_term=2,
+                            entries=(), leader_commit=3), now=1.0)
+    drain(node, 1.0)
+    for bad in (
+        TimeoutNow(term=2, src=3, dst=2, last_log_index=3, last_log_term=2),  # not its leader
+        TimeoutNow(term=2, src=1, dst=2, last_log_index=4, last_log_term=2),  # log behind
+        TimeoutNow(term=2, src=1, dst=2, last_log_index=3, last_log_term=1),  # other term
+    ):
+        node.step(bad, 1.01)
+        assert node.role is Role.FOLLOWER and node.current_term == 2
+    node.step(TimeoutNow(term=2, src=1, dst=2, last_log_index=3, last_log_term=2), 1.02)
+    sent, readies = drain(node, 1.02)
+    assert node.role is Role.CANDIDATE and node.current_term == 3 and not node.in_pre_vote
+    assert {m.dst for m in sent} == {1, 3}
+    for msg in sent:
+        assert isinstance(msg, RequestVote)
+        assert msg.term == 3 and msg.disrupt_leader and not msg.pre_vote
+    assert readies[0].hard_state is not None and readies[0].hard_state.term == 3
+
+
+def test_transfer_with_pre_vote_off_also_works() -> None:
+    cluster, leader = settled_cluster(config=Config(pre_vote=False))
+    target = next(i for i in cluster.voters if i != leader)
+    transfer = cluster.transfer_leadership(target)
+    assert cluster.run_until(lambda: transfer.done, 1.0)
+    assert transfer.succeeded
