@@ -1,0 +1,1 @@
+"""The Trio network runtime: the only package (besides tests) that imports trio."""

@@ -1,0 +1,666 @@
+"""Run one Raft node under Trio: the driver task that owns the sans-I/O core.
+
+One task (the *driver*) is the only code that touches the :class:`~raftpy.node.RaftNode`.
+It waits for the next input (a wire message, or a local request such as a
+proposal) but never past ``node.next_deadline()``: timers come straight from
+``trio.current_time()``, with no fixed tick. After each batch of inputs it drains
+the node's :class:`~raftpy.ready.Ready` batches in the documented order: send,
+persist (in a worker thread), send what had to wait for the persist, restore a
+received snapshot, apply committed entries to the state machine, resolve the
+callers waiting on them, advance.
+
+Everything runs in a nursery owned by :func:`open_node`; leaving the ``async
+with`` block cancels and joins every task, closes the listeners and closes the
+storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from raftpy.config import Config
+from raftpy.errors import (
+    InvalidTransferTarget,
+    LeadershipTransferInProgress,
+    NodeClosed,
+    NotLeader,
+    TransferFailed,
+)
+from raftpy.messages import Entry, EntryKind, Message
+from raftpy.node import RaftNode
+from raftpy.ready import LeaderChanged, Ready, Role, SnapshotMeta, TransferEnded
+from raftpy.storage.base import Storage
+from raftpy.storage.memory import MemoryStorage
+
+logger = logging.getLogger(__name__)
+
+_BARRIER = b""
+"""The command of a read barrier: empty commands never reach the state machine."""
+
+_MAX_BATCH = 256
+"""Most inputs handled per driver round (one round, one fsync)."""
+
+
+class StateMachine(Protocol):
+    """The application's replicated state: fed committed commands in log order.
+
+    ``apply`` must be deterministic; whatever it returns (or raises) is handed to
+    the :meth:`Node.apply` caller that proposed the command on this node.
+    """
+
+    def apply(self, command: bytes) -> Any:
+        """Apply one committed command and return its result."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """The whole state, serialized (for log compaction and slow followers)."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a :meth:`snapshot`'s bytes."""
+        ...
+
+
+class MessageTransport(Protocol):
+    """What the runtime needs from a transport (:class:`raftpy.trio.transport.Transport`
+    or a test double)."""
+
+    @property
+    def incoming(self) -> trio.MemoryReceiveChannel[Message]:
+        """Messages received from peers, already decoded and validated."""
+        ...
+
+    def send(self, msg: Message) -> None:
+        """Queue ``msg`` for ``msg.dst``; never blocks (drops when the queue is full)."""
+        ...
+
+    async def run(
+        self,
+        listeners: list[trio.abc.Listener[Any]] | None = None,
+        *,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve and connect until cancelled."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """What this node knows about one other member."""
+
+    node_id: int
+    address: str | None
+    match_index: int | None
+    """Highest log index known replicated on the peer (``None`` unless this node leads)."""
+    last_contact: float | None
+    """Seconds since a message from the peer arrived (``None``: never)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """A frozen snapshot of a running node, as returned by :meth:`Node.status`."""
+
+    node_id: int
+    role: Role
+    term: int
+    leader_id: int | None
+    leader_address: str | None
+    commit_index: int
+    applied_index: int
+    last_log_index: int
+    transfer_target: int | None
+    peers: tuple[PeerStatus, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (str keys, ints, strings, None), e.g. for JSON or msgpack."""
+        return {
+            "node_id": self.node_id, "role": self.role.value, "term": self.term,
+            "leader_id": self.leader_id, "leader_address": self.leader_address,
+            "commit_index": self.commit_index, "applied_index": self.applied_index,
+            "last_log_index": self.last_log_index, "transfer_target": self.transfer_target,
+            "peers": [{"node_id": p.node_id, "address": p.address,
+                       "match_index": p.match_index, "last_contact": p.last_contact}
+                      for p in self.peers],
+        }
+
+
+@dataclass(eq=False, slots=True)
+class _Reply:
+    """Where the driver leaves the outcome of one local request."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    value: Any = None
+    error: BaseException | None = None
+    followers: list[_Reply] = field(default_factory=list)
+    """Replies resolved together with this one (readers sharing a barrier)."""
+
+    def resolve(self, value: Any) -> None:
+        if not self.done.is_set():
+            self.value = value
+            self.done.set()
+        for follower in self.followers:
+            follower.resolve(value)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+        for follower in self.followers:
+            follower.fail(error)
+
+    async def wait(self) -> Any:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class _Propose:
+    command: bytes
+    reply: _Reply
+
+
+@dataclass(frozen=True, slots=True)
+class _Barrier:
+    reply: _Reply
+
+
+@dataclass(frozen=True, slots=True)
+class _Transfer:
+    target: int | None
+    reply: _Reply
+
+
+_Input = Message | _Propose | _Barrier | _Transfer
+
+
+def format_address(address: Any) -> str:
+    """``host:port`` for a ``(host, port)`` pair or anything with ``host``/``port``."""
+    if isinstance(address, str):
+        return address
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return f"{address.host}:{address.port}"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6); raises ``ValueError``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+class Node:
+    """A running Raft member; get one from :func:`open_node`.
+
+    The coroutine methods may be called from any task; each is handed to the
+    driver task, which alone touches the protocol core.
+    """
+
+    def __init__(
+        self,
+        raft: RaftNode,
+        *,
+        transport: MessageTransport,
+        storage: Storage,
+        state_machine: StateMachine,
+        addresses: Mapping[int, str],
+        snapshot: tuple[SnapshotMeta, bytes] | None,
+        inbox_size: int,
+    ) -> None:
+        self.id = raft.id
+        self._raft = raft
+        self._transport = transport
+        self._storage = storage
+        self._sm = state_machine
+        self._addresses = dict(addresses)
+        self._snapshot = snapshot
+        self._applied = raft.applied_index
+        self._inbox_send, self._inbox = trio.open_memory_channel[_Input](inbox_size)
+        self._waiting: dict[int, list[tuple[int, _Reply]]] = {}
+        self._transfer_reply: tuple[int, _Reply] | None = None
+        self._last_contact: dict[int, float] = {}
+        self._changed = trio.Event()
+        self._closed = False
+        self._inline_io = type(storage) is MemoryStorage
+        self.listen_addresses: list[tuple[str, int]] = []
+        """The ``(host, port)`` pairs this node listens on (filled in once running)."""
+        raft.set_snapshot_source(lambda: self._snapshot)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def leader_id(self) -> int | None:
+        """The leader this node knows of, if any."""
+        return self._raft.leader_id
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this node is the leader (as far as it knows)."""
+        return self._raft.role is Role.LEADER
+
+    def address_of(self, node_id: int | None) -> str | None:
+        """The configured ``host:port`` of a member (``None`` if unknown)."""
+        return None if node_id is None else self._addresses.get(node_id)
+
+    async def apply(self, command: bytes) -> Any:
+        """Replicate ``command``; once committed, return what the state machine's
+        ``apply`` returned for it on this node (or raise what it raised).
+
+        Raises :class:`NotLeader` (with the leader's id and address when known) if
+        this node does not lead, or if the proposal was overwritten by another
+        leader's entry (it did not commit); :class:`LeadershipTransferInProgress`
+        while handing over. If the caller is cancelled, the command may still commit.
+        """
+        if not isinstance(command, bytes) or not command:
+            raise ValueError("a command must be non-empty bytes (empty ones mark read barriers)")
+        reply = _Reply()
+        await self._submit(_Propose(command, reply))
+        return await reply.wait()
+
+    async def read_barrier(self) -> None:
+        """Return once the local state machine reflects every write that committed
+        before the call (a linearizable read may then read it directly).
+
+        Works by committing a marker entry in the current term; concurrent callers
+        share one. Raises like :meth:`apply`.
+        """
+        reply = _Reply()
+        await self._submit(_Barrier(reply))
+        await reply.wait()
+
+    async def transfer_leadership(self, target: int | None = None) -> int:
+        """Hand leadership to ``target`` (``None``: the most up-to-date voter) and
+        return the new leader's id once it is known.
+
+        Raises :class:`TransferFailed` if the target did not take over in time,
+        :class:`NotLeader`, :class:`InvalidTransferTarget` or
+        :class:`LeadershipTransferInProgress`.
+        """
+        reply = _Reply()
+        await self._submit(_Transfer(target, reply))
+        leader: int = await reply.wait()
+        return leader
+
+    async def wait_leader(self) -> int:
+        """Wait until a leader is known (to this node) and return its id."""
+        while True:
+            leader = self._raft.leader_id
+            if leader is not None:
+                return leader
+            await self._wait_changed()
+
+    async def wait_applied(self, index: int) -> None:
+        """Wait until the state machine has applied ``index``."""
+        while self._applied < index:
+            await self._wait_changed()
+
+    def status(self) -> NodeStatus:
+        """Role, term, leader, indexes and what this node knows of each peer."""
+        raft = self._raft
+        now = trio.current_time()
+        peers = []
+        for peer in sorted((raft.voters | raft.learners) - {self.id}):
+            pr = raft.progress.get(peer)
+            seen = self._last_contact.get(peer)
+            peers.append(PeerStatus(
+                node_id=peer, address=self._addresses.get(peer),
+                match_index=pr.match_index if pr is not None else None,
+                last_contact=None if seen is None else max(0.0, now - seen)))
+        return NodeStatus(
+            node_id=self.id, role=raft.role, term=raft.current_term, leader_id=raft.leader_id,
+            leader_address=self.address_of(raft.leader_id), commit_index=raft.commit_index,
+            applied_index=self._applied, last_log_index=raft.log.last_index,
+            transfer_target=raft.transfer_target, peers=tuple(peers))
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _submit(self, item: _Input) -> None:
+        if self._closed:
+            raise NodeClosed(self.id)
+        try:
+            await self._inbox_send.send(item)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise NodeClosed(self.id) from None
+
+    async def _wait_changed(self) -> None:
+        if self._closed:
+            raise NodeClosed(self.id)
+        await self._changed.wait()
+        if self._closed:
+            raise NodeClosed(self.id)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _not_leader(self) -> NotLeader:
+        leader = self._raft.leader_id
+        if leader == self.id:
+            leader = None
+        return NotLeader(self.id, leader, leader_address=self.address_of(leader))
+
+    async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking storage work off the event loop. Memory storage never blocks,
+        and running it inline keeps virtual-time tests (MockClock) from jumping the
+        clock while a worker thread runs."""
+        if self._inline_io:
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args)
+
+    async def _pump(self, incoming: trio.MemoryReceiveChannel[Message]) -> None:
+        """Forward wire messages into the driver's inbox (back-pressure included)."""
+        async for msg in incoming:
+            await self._inbox_send.send(msg)
+
+    async def _drive(self) -> None:
+        """The driver task: the only code that touches ``self._raft``."""
+        raft = self._raft
+        inbox = self._inbox
+        # A restarted node may hold committed-looking state to hand out at once.
+        await self._drain_ready()
+        while True:
+            batch: list[_Input] = []
+            with trio.move_on_at(raft.next_deadline()):
+                batch.append(await inbox.receive())
+            while batch and len(batch) < _MAX_BATCH:
+                try:
+                    batch.append(inbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            now = trio.current_time()
+            commands: list[bytes] = []
+            replies: list[_Reply] = []
+            barrier_replies: list[_Reply] = []
+            for item in batch:
+                if isinstance(item, _Propose):
+                    commands.append(item.command)
+                    replies.append(item.reply)
+                elif isinstance(item, _Barrier):
+                    barrier_replies.append(item.reply)
+                elif isinstance(item, _Transfer):
+                    self._start_transfer(item, now)
+                else:
+                    self._last_contact[item.src] = now
+                    raft.step(item, now)
+            if barrier_replies:
+                # One barrier serves every reader of this round: each asked before it
+                # was proposed, which is what makes the read linearizable.
+                commands.append(_BARRIER)
+                replies.append(_Reply(followers=barrier_replies))
+            if commands:
+                self._propose(commands, replies, now)
+            if now >= raft.next_deadline():
+                raft.tick(now)
+            await self._drain_ready()
+
+    def _propose(self, commands: list[bytes], replies: list[_Reply], now: float) -> None:
+        raft = self._raft
+        try:
+            positions = raft.propose_many(commands, now)
+        except NotLeader:
+            error: BaseException = self._not_leader()
+        except LeadershipTransferInProgress as exc:
+            error = exc
+        else:
+            for pos, reply in zip(positions, replies, strict=True):
+                self._waiting.setdefault(pos.index, []).append((pos.term, reply))
+            return
+        for reply in replies:
+            reply.fail(error)
+
+    def _start_transfer(self, item: _Transfer, now: float) -> None:
+        try:
+            target = self._raft.transfer_leadership(item.target, now)
+        except NotLeader:
+            item.reply.fail(self._not_leader())
+        except (LeadershipTransferInProgress, InvalidTransferTarget) as exc:
+            item.reply.fail(exc)
+        else:
+            self._transfer_reply = (target, item.reply)
+
+    async def _drain_ready(self) -> None:
+        raft = self._raft
+        while raft.has_ready():
+            await self._handle_ready(raft.ready())
+        await self._maybe_snapshot()
+
+    async def _handle_ready(self, ready: Ready) -> None:
+        send = self._transport.send
+        for msg in ready.messages:
+            send(msg)
+        if ready.must_persist():
+            await self._io(self._storage.save, ready.hard_state, ready.entries, ready.snapshot)
+        for msg in ready.messages_after_persist:
+            send(msg)
+        if ready.snapshot is not None:
+            meta, data = ready.snapshot
+            self._sm.restore(data)
+            self._snapshot = ready.snapshot
+            self._applied = meta.index
+            self._fail_waiting_through(meta.index)
+        for entry in ready.committed:
+            self._apply(entry)
+        changed = bool(ready.committed) or ready.snapshot is not None
+        for event in ready.events:
+            changed = True
+            if isinstance(event, TransferEnded):
+                self._end_transfer(event)
+            elif isinstance(event, LeaderChanged):
+                logger.info("node %d: leader is %s (term %d)", self.id, event.leader_id,
+                            event.term)
+        self._raft.advance(ready, trio.current_time())
+        if changed:
+            self._notify()
+
+    def _apply(self, entry: Entry) -> None:
+        result: Any = None
+        error: BaseException | None = None
+        if entry.kind is EntryKind.COMMAND and entry.data != _BARRIER:
+            try:
+                result = self._sm.apply(entry.data)
+            except Exception as exc:  # a deterministic rejection: every replica agrees
+                logger.debug("node %d: entry %d raised %r", self.id, entry.index, exc)
+                error = exc
+        self._applied = entry.index
+        for term, reply in self._waiting.pop(entry.index, ()):
+            if term != entry.term:
+                reply.fail(self._not_leader())
+            elif error is not None:
+                reply.fail(error)
+            else:
+                reply.resolve(result)
+
+    def _fail_waiting_through(self, index: int) -> None:
+        """A snapshot replaced the entries up to ``index``: their outcome is unknown
+        here, so their callers hear "not leader" (this node lost leadership anyway)."""
+        for waiting_index in [i for i in self._waiting if i <= index]:
+            for _, reply in self._waiting.pop(waiting_index):
+                reply.fail(self._not_leader())
+
+    def _end_transfer(self, event: TransferEnded) -> None:
+        pending = self._transfer_reply
+        if pending is None or pending[0] != event.target:
+            return
+        self._transfer_reply = None
+        logger.info("node %d: transfer to %d ended after %.1f ms: %s", self.id, event.target,
+                    (event.ended_at - event.started_at) * 1000, event.reason)
+        if event.succeeded and event.new_leader is not None:
+            pending[1].resolve(event.new_leader)
+        else:
+            pending[1].fail(TransferFailed(event.target, event.reason, event.new_leader))
+
+    async def _maybe_snapshot(self) -> None:
+        """Compact the log every ``snapshot_threshold`` applied entries."""
+        raft = self._raft
+        every = raft.config.snapshot_threshold
+        if every is None:
+            return
+        last = self._snapshot[0].index if self._snapshot is not None else 0
+        applied = self._applied
+        if applied - last < every or applied > raft.log.persisted_index:
+            return
+        term = raft.log.term_at(applied)
+        if term is None:
+            return
+        snapshot = (SnapshotMeta(applied, term), self._sm.snapshot())
+        await self._io(self._storage.compact, *snapshot)
+        self._snapshot = snapshot
+        keep_from = max(applied - raft.config.snapshot_trailing, raft.log.snapshot_index)
+        if keep_from > raft.log.snapshot_index:
+            raft.compact(keep_from)
+        logger.info("node %d: snapshot at index %d", self.id, applied)
+
+    def _close(self) -> None:
+        """Fail every pending request: the driver is gone."""
+        self._closed = True
+        error = NodeClosed(self.id)
+        for waiting in self._waiting.values():
+            for _, reply in waiting:
+                reply.fail(error)
+        self._waiting.clear()
+        if self._transfer_reply is not None:
+            self._transfer_reply[1].fail(error)
+            self._transfer_reply = None
+        while True:
+            try:
+                item = self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if not isinstance(item, (_Propose, _Barrier, _Transfer)):
+                continue
+            item.reply.fail(error)
+        self._changed.set()
+
+
+ClientHandler = Callable[[Node, Any], Awaitable[None]]
+"""Serves one client connection: ``handler(node, framed_stream)``."""
+
+
+async def _open_listeners(listen: str | Sequence[trio.abc.Listener[Any]] | None
+                          ) -> list[trio.abc.Listener[Any]] | None:
+    if listen is None:
+        return None
+    if isinstance(listen, str):
+        host, port = parse_address(listen)
+        return list(await trio.open_tcp_listeners(port, host=host))
+    return list(listen)
+
+
+def _listener_addresses(listeners: Sequence[trio.abc.Listener[Any]] | None
+                        ) -> list[tuple[str, int]]:
+    out = []
+    for listener in listeners or ():
+        sock = getattr(listener, "socket", None)
+        if sock is None:
+            sock = getattr(getattr(listener, "transport_listener", None), "socket", None)
+        if sock is not None:
+            name = sock.getsockname()
+            out.append((str(name[0]), int(name[1])))
+    return out
+
+
+@asynccontextmanager
+async def open_node(
+    node_id: int,
+    peers: Mapping[int, Any],
+    *,
+    state_machine: StateMachine,
+    storage: Storage | None = None,
+    config: Config | None = None,
+    listen: str | Sequence[trio.abc.Listener[Any]] | None = None,
+    cluster_id: str = "raftpy",
+    ssl_context: Any = None,
+    client_ssl_context: Any = None,
+    client_handler: ClientHandler | None = None,
+    transport: MessageTransport | None = None,
+    learners: Sequence[int] = (),
+    rng: random.Random | None = None,
+    inbox_size: int = 1024,
+) -> AsyncIterator[Node]:
+    """Run node ``node_id`` for the duration of the ``async with`` block.
+
+    ``peers`` maps every *other* member's id to its address (``"host:port"``, a
+    ``(host, port)`` pair or a :class:`~raftpy.trio.transport.PeerAddress`); every
+    member votes unless listed in ``learners``. ``listen`` is ``"host:port"`` or
+    ready-made Trio listeners (pass listeners on port 0 to learn the ports first).
+    ``storage`` defaults to memory (nothing survives a restart). ``transport``
+    replaces the TCP transport (tests inject an in-memory one).
+
+    On exit every task is cancelled and joined, the listeners are closed, pending
+    callers get :class:`NodeClosed` and ``storage.close()`` runs if it exists.
+    """
+    storage = storage if storage is not None else MemoryStorage()
+    addresses = {peer: format_address(addr) for peer, addr in peers.items()}
+    listeners = await _open_listeners(listen)
+    if listeners:
+        own = _listener_addresses(listeners)
+        if own:
+            addresses.setdefault(node_id, format_address(own[0]))
+    if transport is None:
+        transport = _tcp_transport(node_id, cluster_id, peers, ssl_context, client_ssl_context,
+                                   client_handler, lambda: node)
+    if type(storage) is MemoryStorage:
+        state, snapshot_data = storage.load()
+    else:
+        state, snapshot_data = await trio.to_thread.run_sync(storage.load)
+    members = set(peers) | {node_id}
+    raft = RaftNode(node_id, members - set(learners), learners=learners, config=config,
+                    state=state, rng=rng, now=trio.current_time())
+    snapshot = None
+    if state.snapshot is not None and snapshot_data is not None:
+        state_machine.restore(snapshot_data)
+        snapshot = (state.snapshot, snapshot_data)
+    node = Node(raft, transport=transport, storage=storage, state_machine=state_machine,
+                addresses=addresses, snapshot=snapshot, inbox_size=inbox_size)
+    node.listen_addresses = _listener_addresses(listeners)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(transport.run, listeners)
+            nursery.start_soon(node._pump, transport.incoming)
+            nursery.start_soon(node._drive)
+            try:
+                yield node
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        node._close()
+        with trio.CancelScope(shield=True):
+            for listener in listeners or ():
+                await listener.aclose()
+            close = getattr(storage, "close", None)
+            if callable(close):
+                await trio.to_thread.run_sync(close)
+        logger.info("node %d: stopped", node_id)
+
+
+def _tcp_transport(node_id: int, cluster_id: str, peers: Mapping[int, Any], ssl_context: Any,
+                   client_ssl_context: Any, client_handler: ClientHandler | None,
+                   get_node: Callable[[], Node]) -> MessageTransport:
+    from raftpy.trio.transport import PeerAddress, Transport
+
+    def to_peer(addr: Any) -> PeerAddress:
+        if isinstance(addr, PeerAddress):
+            return addr
+        host, port = parse_address(format_address(addr))
+        return PeerAddress(host, port)
+
+    handler = None
+    if client_handler is not None:
+        async def handler(framed: Any) -> None:
+            await client_handler(get_node(), framed)
+
+    transport: MessageTransport = Transport(
+        node_id, cluster_id, {peer: to_peer(addr) for peer, addr in peers.items()},
+        ssl_context=ssl_context, client_ssl_context=client_ssl_context,
+        client_handler=handler)
+    return transport

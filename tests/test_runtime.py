@@ -1,0 +1,368 @@
+"""The Trio runtime over an in-memory network under virtual time (MockClock)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import msgpack
+import pytest
+import trio
+import trio.testing
+
+from raftpy import (
+    AppendEntries,
+    Config,
+    InvalidTransferTarget,
+    Message,
+    NotLeader,
+    Role,
+    TransferFailed,
+)
+from raftpy.errors import NodeClosed
+from raftpy.storage.memory import MemoryStorage
+from raftpy.trio.runtime import Node, open_node
+
+CONFIG = Config(election_timeout_min=0.150, election_timeout_max=0.300, heartbeat_interval=0.050)
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+class Recorder:
+    """A state machine that records every command and answers with its position."""
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+
+    def apply(self, command: bytes) -> Any:
+        if command == b"boom":
+            raise ValueError("boom refused")
+        self.commands.append(command)
+        return len(self.commands)
+
+    def snapshot(self) -> bytes:
+        return msgpack.packb(self.commands)
+
+    def restore(self, data: bytes) -> None:
+        self.commands = list(msgpack.unpackb(data))
+
+
+class FakeNetwork:
+    """Delivers messages at once between transports that are up and not cut off."""
+
+    def __init__(self) -> None:
+        self.transports: dict[int, FakeTransport] = {}
+        self.cut: set[int] = set()
+        self.sent: list[tuple[float, Message]] = []
+
+    def transport(self, node_id: int) -> FakeTransport:
+        return FakeTransport(self, node_id)
+
+
+class FakeTransport:
+    """The runtime-facing surface of raftpy.trio.transport.Transport, in memory."""
+
+    def __init__(self, network: FakeNetwork, node_id: int) -> None:
+        self.network = network
+        self.node_id = node_id
+        self._send, self.incoming = trio.open_memory_channel[Message](1024)
+        self.running = False
+        network.transports[node_id] = self
+
+    def send(self, msg: Message) -> None:
+        net = self.network
+        net.sent.append((trio.current_time(), msg))
+        dst = net.transports.get(msg.dst)
+        if dst is None or not dst.running or {msg.src, msg.dst} & net.cut:
+            return
+        with suppress(trio.WouldBlock):
+            dst._send.send_nowait(msg)
+
+    async def run(self, listeners: Any = None, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.running = True
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.running = False
+
+
+class Cluster:
+    """Three (or n) runtime nodes on a FakeNetwork, each startable and stoppable."""
+
+    def __init__(self, nursery: trio.Nursery, n: int = 3, config: Config = CONFIG) -> None:
+        self.nursery = nursery
+        self.ids = list(range(1, n + 1))
+        self.config = config
+        self.network = FakeNetwork()
+        self.storages = {i: MemoryStorage() for i in self.ids}
+        self.machines: dict[int, Recorder] = {}
+        self.nodes: dict[int, Node] = {}
+        self._stops: dict[int, trio.CancelScope] = {}
+
+    async def start(self, node_id: int) -> Node:
+        async def run(task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+            with trio.CancelScope() as scope:
+                self._stops[node_id] = scope
+                machine = self.machines[node_id] = Recorder()
+                peers = {p: f"10.0.0.{p}:7000" for p in self.ids if p != node_id}
+                async with open_node(
+                    node_id, peers, state_machine=machine, storage=self.storages[node_id],
+                    config=self.config, transport=self.network.transport(node_id),
+                    rng=random.Random(node_id),
+                ) as node:
+                    self.nodes[node_id] = node
+                    task_status.started(node)
+                    await trio.sleep_forever()
+
+        node: Node = await self.nursery.start(run)
+        return node
+
+    def stop(self, node_id: int) -> None:
+        self._stops.pop(node_id).cancel()
+        del self.nodes[node_id]
+
+    async def leader(self) -> Node:
+        while True:
+            leaders = [n for n in self.nodes.values() if n.is_leader]
+            if leaders:
+                return max(leaders, key=lambda n: n.status().term)
+            await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def cluster(n: int = 3, config: Config = CONFIG) -> AsyncIterator[Cluster]:
+    async with trio.open_nursery() as nursery:
+        c = Cluster(nursery, n, config)
+        for node_id in c.ids:
+            await c.start(node_id)
+        yield c
+        nursery.cancel_scope.cancel()
+
+
+async def test_three_nodes_elect_replicate_and_read(autojump_clock: trio.testing.MockClock
+                                                    ) -> None:
+    async with cluster() as c:
+        with trio.fail_after(5):
+            leader = await c.leader()
+            assert [await c.nodes[i].wait_leader() for i in c.ids] == [leader.id] * 3
+            assert await leader.apply(b"a") == 1
+            assert await leader.apply(b"b") == 2
+            await leader.read_barrier()
+            status = leader.status()
+            for node in c.nodes.values():
+                await node.wait_applied(status.commit_index)
+            await trio.sleep(0.001)  # the last acknowledgement reaches the leader
+            status = leader.status()
+        assert all(m.commands == [b"a", b"b"] for m in c.machines.values())
+        assert status.role is Role.LEADER and status.leader_id == leader.id
+        # index 1: the leader's no-op; 2, 3: the commands; 4: the read barrier.
+        assert (status.commit_index, status.applied_index, status.last_log_index) == (4, 4, 4)
+        assert [p.match_index for p in status.peers] == [4, 4]
+        assert all(p.last_contact is not None and p.last_contact < 0.1 for p in status.peers)
+        follower = c.nodes[next(i for i in c.ids if i != leader.id)].status()
+        assert follower.role is Role.FOLLOWER and follower.leader_id == leader.id
+        assert all(p.match_index is None for p in follower.peers)
+
+
+async def test_concurrent_applies_commit_in_order_and_share_barriers(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as c:
+        leader = await c.leader()
+        results: dict[int, int] = {}
+
+        async def put(k: int) -> None:
+            results[k] = await leader.apply(b"%d" % k)
+
+        async with trio.open_nursery() as nursery:
+            for k in range(20):
+                nursery.start_soon(put, k)
+            for _ in range(5):
+                nursery.start_soon(leader.read_barrier)
+        assert sorted(results.values()) == list(range(1, 21))
+        order = [int(x) for x in c.machines[leader.id].commands]
+        assert all(order[results[k] - 1] == k for k in range(20))
+
+
+async def test_apply_on_follower_raises_not_leader_with_address(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as c:
+        leader = await c.leader()
+        follower = next(n for n in c.nodes.values() if n is not leader)
+        await follower.wait_leader()
+        for call in (follower.apply(b"x"), follower.read_barrier(),
+                     follower.transfer_leadership()):
+            with pytest.raises(NotLeader) as info:
+                await call
+            assert info.value.leader_id == leader.id
+            assert info.value.leader_address == f"10.0.0.{leader.id}:7000"
+
+
+async def test_state_machine_error_reaches_the_caller_only(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as c:
+        leader = await c.leader()
+        with pytest.raises(ValueError, match="boom refused"):
+            await leader.apply(b"boom")
+        assert await leader.apply(b"ok") == 1
+        with pytest.raises(ValueError, match="non-empty"):
+            await leader.apply(b"")
+
+
+async def test_transfer_leadership_to_a_chosen_and_to_the_best_target(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as c:
+        leader = await c.leader()
+        await leader.apply(b"a")
+        target = next(i for i in c.ids if i != leader.id)
+        assert await leader.transfer_leadership(target) == target
+        new = c.nodes[target]
+        assert new.is_leader and not leader.is_leader
+        assert new.status().term == leader.status().term
+        assert await new.apply(b"b") == 2
+        chosen = await new.transfer_leadership()
+        assert chosen != target and c.nodes[chosen].is_leader
+
+
+async def test_transfer_rejections_and_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as c:
+        leader = await c.leader()
+        with pytest.raises(InvalidTransferTarget):
+            await leader.transfer_leadership(leader.id)
+        with pytest.raises(InvalidTransferTarget):
+            await leader.transfer_leadership(9)
+        target = next(i for i in c.ids if i != leader.id)
+        c.network.cut.add(target)
+        start = trio.current_time()
+        with pytest.raises(TransferFailed) as info:
+            await leader.transfer_leadership(target)
+        assert info.value.target == target and info.value.reason == "timed out"
+        assert trio.current_time() - start == pytest.approx(CONFIG.transfer_deadline)
+        assert leader.is_leader
+        assert await leader.apply(b"still works") == 1
+
+
+async def test_heartbeats_go_out_exactly_on_schedule(autojump_clock: trio.testing.MockClock
+                                                     ) -> None:
+    """No fixed tick: the driver sleeps exactly until the core's next deadline."""
+    async with cluster() as c:
+        leader = await c.leader()
+        await trio.sleep(1.0)
+        peer = next(i for i in c.ids if i != leader.id)
+        times = [t for t, m in c.network.sent if isinstance(m, AppendEntries)
+                 and m.src == leader.id and m.dst == peer and not m.entries]
+        gaps = [b - a for a, b in zip(times[-15:], times[-14:], strict=False)]
+        assert gaps == pytest.approx([CONFIG.heartbeat] * 14, abs=1e-9)
+
+
+async def test_survives_a_killed_member_and_restart_catches_up(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as c:
+        leader = await c.leader()
+        assert await leader.apply(b"1") == 1
+        killed = leader.id
+        c.stop(killed)
+        new = await c.leader()
+        assert new.id != killed
+        assert await new.apply(b"2") == 2
+        assert await new.apply(b"3") == 3
+        restarted = await c.start(killed)  # from its MemoryStorage: what it persisted
+        await restarted.wait_applied(new.status().commit_index)
+        assert c.machines[killed].commands == [b"1", b"2", b"3"]
+        assert restarted.leader_id == new.id
+
+
+async def test_lagging_member_catches_up_from_a_snapshot(
+        autojump_clock: trio.testing.MockClock) -> None:
+    config = Config(election_timeout_min=0.150, election_timeout_max=0.300,
+                    heartbeat_interval=0.050, snapshot_threshold=5, snapshot_trailing=2)
+    async with cluster(config=config) as c:
+        leader = await c.leader()
+        lagging = next(i for i in c.ids if i != leader.id)
+        c.stop(lagging)
+        c.storages[lagging] = MemoryStorage()  # lost its disk
+        for k in range(20):
+            await leader.apply(b"%d" % k)
+        assert leader.status().last_log_index == 21
+        assert c.storages[leader.id].snapshot is not None
+        node = await c.start(lagging)
+        await node.wait_applied(leader.status().commit_index)
+        assert c.machines[lagging].commands == [b"%d" % k for k in range(20)]
+        assert c.storages[lagging].snapshot is not None
+
+
+async def test_shutdown_cancels_everything_and_fails_pending_callers(
+        autojump_clock: trio.testing.MockClock) -> None:
+    def tasks() -> set[trio.lowlevel.Task]:
+        out: set[trio.lowlevel.Task] = set()
+        todo = [trio.lowlevel.current_root_task()]
+        while todo:
+            task = todo.pop()
+            assert task is not None
+            out.add(task)
+            todo.extend(t for n in task.child_nurseries for t in n.child_tasks)
+        return out
+
+    before = tasks()
+    errors: list[BaseException] = []
+    async with trio.open_nursery() as outer:
+        c = Cluster(outer)
+        for node_id in c.ids:
+            await c.start(node_id)
+        leader = await c.leader()
+        assert len(tasks()) > len(before) + 6
+        c.network.cut.update(c.ids)  # nothing can commit any more
+
+        async def stuck() -> None:
+            try:
+                await leader.apply(b"never")
+            except NodeClosed as exc:
+                errors.append(exc)
+
+        outer.start_soon(stuck)
+        await trio.sleep(0.01)
+        for node_id in c.ids:
+            c.stop(node_id)
+    assert [type(e) for e in errors] == [NodeClosed]
+    assert tasks() == before
+    with pytest.raises(NodeClosed):
+        await leader.apply(b"late")
+
+
+class SlowStorage(MemoryStorage):
+    """Not a MemoryStorage for the runtime's purposes: its calls run in a thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+        self.closed = False
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        import threading
+
+        self.threads.add(threading.current_thread().name)
+        super().save(*args, **kwargs)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_blocking_storage_runs_in_a_worker_thread_and_is_closed() -> None:
+    import threading
+
+    storage = SlowStorage()
+    config = Config(election_timeout_min=0.02, election_timeout_max=0.04)
+    with trio.fail_after(10):
+        async with open_node(1, {}, state_machine=Recorder(), storage=storage,
+                             config=config, transport=FakeNetwork().transport(1)) as node:
+            await node.wait_leader()
+            assert await node.apply(b"x") == 1
+    assert storage.threads and threading.current_thread().name not in storage.threads
+    assert storage.closed
+    assert [e.data for e in storage.entries] == [b"", b"x"]
