@@ -1,0 +1,70 @@
+"""The client wire format of the key-value server: one msgpack map per frame.
+
+A request is ``{"op": OP, ...}`` with OP one of ``put`` (``key``, ``value``),
+``get`` (``key``), ``delete`` (``key``), ``status`` and ``transfer`` (``to``: an
+id or nil). A response is ``{"ok": true, ...}`` or ``{"ok": false, "error": CODE,
+"message": TEXT, ...}``; a ``not_leader`` error also carries ``leader_id`` and
+``leader_address`` (nil when unknown) so that the client can follow it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+OPS = ("put", "get", "delete", "status", "transfer")
+
+# Error codes (stable: clients branch on them).
+NOT_LEADER = "not_leader"
+NOT_FOUND = "not_found"
+UNAVAILABLE = "unavailable"
+BAD_REQUEST = "bad_request"
+TRANSFER_FAILED = "transfer_failed"
+INVALID_TARGET = "invalid_target"
+REJECTED = "rejected"
+
+
+class BadRequest(ValueError):
+    """A request frame that is not a valid request."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One request or response as bytes."""
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def decode_response(data: bytes) -> dict[str, Any]:
+    """Parse a response; raises ``ValueError`` if it is not a response map."""
+    try:
+        message = msgpack.unpackb(data, raw=False)
+    except Exception as exc:
+        raise ValueError(f"malformed response: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("ok"), bool):
+        raise ValueError("malformed response: not a map with a boolean 'ok'")
+    return message
+
+
+def decode_request(data: bytes) -> dict[str, Any]:
+    """Parse and validate a request; raises :class:`BadRequest`."""
+    try:
+        request = msgpack.unpackb(data, raw=False)
+    except Exception as exc:
+        raise BadRequest(f"not msgpack: {exc}") from None
+    if not isinstance(request, dict) or request.get("op") not in OPS:
+        raise BadRequest(f"expected a map with 'op' one of {', '.join(OPS)}")
+    op = request["op"]
+    if op in ("put", "get", "delete") and not isinstance(request.get("key"), str):
+        raise BadRequest(f"{op} needs a string 'key'")
+    if op == "put" and not isinstance(request.get("value"), str):
+        raise BadRequest("put needs a string 'value'")
+    if op == "transfer":
+        to = request.get("to")
+        if to is not None and (type(to) is not int or to < 0):
+            raise BadRequest("transfer 'to' must be a node id or nil")
+    return request
+
+
+def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """An error response."""
+    return {"ok": False, "error": code, "message": message, **extra}

@@ -1,0 +1,112 @@
+"""Serving key-value clients on a running node.
+
+Writes go through the log (:meth:`Node.apply`); reads first pass a read barrier
+so that they are linearizable, then read the local dict. A member that is not
+the leader answers ``not_leader`` with the leader's id and address, and the
+client follows (a redirect, rather than forwarding: one less hop to reason
+about, and the client learns the leader for its next request).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import trio
+
+from raftpy.errors import (
+    InvalidTransferTarget,
+    LeadershipTransferInProgress,
+    NodeClosed,
+    NotLeader,
+    TransferFailed,
+)
+from raftpy.kv import protocol
+from raftpy.kv.statemachine import KVStore, delete_command, put_command
+from raftpy.trio.runtime import Node
+
+logger = logging.getLogger(__name__)
+
+
+class FramedStream(Protocol):
+    """A connection carrying whole frames (the transport's client streams)."""
+
+    async def send(self, payload: bytes) -> None:
+        """Send one frame."""
+        ...
+
+    async def receive(self) -> bytes | None:
+        """The next frame; ``None`` once the peer closed the connection."""
+        ...
+
+
+class KVServer:
+    """Answers client requests for one node and its :class:`KVStore`."""
+
+    def __init__(self, store: KVStore, *, request_timeout: float = 5.0) -> None:
+        self.store = store
+        self.request_timeout = request_timeout
+
+    async def serve_connection(self, node: Node, stream: FramedStream) -> None:
+        """Answer requests on ``stream`` until the client closes it."""
+        while True:
+            data = await stream.receive()
+            if data is None:
+                return
+            try:
+                request = protocol.decode_request(data)
+            except protocol.BadRequest as exc:
+                response = protocol.error(protocol.BAD_REQUEST, str(exc))
+            else:
+                response = await self.handle(node, request)
+            await stream.send(protocol.encode(response))
+
+    async def handle(self, node: Node, request: dict[str, Any]) -> dict[str, Any]:
+        """The response to one validated request."""
+        op = request["op"]
+        if op == "status":
+            return {"ok": True, "status": node.status().to_dict()}
+        with trio.move_on_after(self.request_timeout):
+            try:
+                return await self._handle(node, request)
+            except NotLeader as exc:
+                return protocol.error(protocol.NOT_LEADER, str(exc), leader_id=exc.leader_id,
+                                      leader_address=exc.leader_address)
+            except LeadershipTransferInProgress as exc:
+                return protocol.error(protocol.UNAVAILABLE, str(exc))
+            except NodeClosed as exc:
+                return protocol.error(protocol.UNAVAILABLE, str(exc))
+            except InvalidTransferTarget as exc:
+                return protocol.error(protocol.INVALID_TARGET, str(exc))
+            except TransferFailed as exc:
+                return protocol.error(protocol.TRANSFER_FAILED, str(exc),
+                                      leader_id=exc.new_leader)
+            except ValueError as exc:  # the state machine refused the command
+                return protocol.error(protocol.REJECTED, str(exc))
+        return protocol.error(protocol.UNAVAILABLE,
+                              f"no outcome within {self.request_timeout:g}s (a write may still"
+                              " commit)")
+
+    async def _handle(self, node: Node, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "put":
+            await node.apply(put_command(request["key"], request["value"]))
+            return {"ok": True}
+        if op == "delete":
+            if not await node.apply(delete_command(request["key"])):
+                return protocol.error(protocol.NOT_FOUND, f"no such key: {request['key']!r}")
+            return {"ok": True}
+        if op == "get":
+            await node.read_barrier()
+            value = self.store.data.get(request["key"])
+            if value is None:
+                return protocol.error(protocol.NOT_FOUND, f"no such key: {request['key']!r}")
+            return {"ok": True, "value": value}
+        assert op == "transfer"
+        start = trio.current_time()
+        leader = await node.transfer_leadership(request.get("to"))
+        elapsed = trio.current_time() - start
+        logger.info("node %d: leadership transferred to %d in %.2f ms", node.id, leader,
+                    elapsed * 1000)
+        return {"ok": True, "leader_id": leader, "leader_address": node.address_of(leader),
+                "elapsed_ms": elapsed * 1000}
