@@ -98,6 +98,8 @@ class RaftLog:
         the entries start at most one past the end and that no committed entry is cut.
         """
         for n, entry in enumerate(entries):
+            if entry.index <= self.snapshot_index:
+                continue  # covered by the snapshot, hence committed and matching
             existing = self.term_at(entry.index)
             if existing == entry.term:
                 continue

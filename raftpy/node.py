@@ -643,10 +643,11 @@ class RaftNode:
         if pr.paused or pr.state is ProgressState.SNAPSHOT:
             return
         last = self.log.last_index
-        if pr.state is ProgressState.REPLICATE and pr.next_index > last:
-            return
-        if pr.next_index - 1 - pr.match_index > self.config.max_inflight_entries:
-            return
+        if pr.state is ProgressState.REPLICATE and (
+            pr.next_index > last
+            or pr.next_index - 1 - pr.match_index >= self.config.max_inflight_entries
+        ):
+            return  # nothing new, or the window is full: wait for acknowledgements
         prev = pr.next_index - 1
         prev_term = self.log.term_at(prev)
         if prev_term is None:

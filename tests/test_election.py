@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import drain, entries, make_node
 
 from raftpy import (
     AppendEntries,
@@ -13,8 +14,6 @@ from raftpy import (
     Role,
 )
 from raftpy.sim import Cluster
-
-from helpers import drain, entries, make_node
 
 
 @pytest.mark.parametrize("pre_vote", [True, False])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import drain, entries, make_node
 
 from raftpy import (
     AppendEntries,
@@ -14,8 +15,6 @@ from raftpy import (
     Role,
 )
 from raftpy.sim import Cluster, NetworkConfig
-
-from helpers import drain, entries, make_node
 
 
 def commands(cluster: Cluster, node_id: int) -> list[bytes]:
@@ -122,7 +121,7 @@ def test_leader_does_not_commit_entries_of_earlier_terms_by_counting() -> None:
     node.tick(1.0)
     drain(node, 1.0)
     node.step(RequestVoteResponse(term=4, src=2, dst=1, vote_granted=True), 1.001)
-    sent, _ = drain(node, 1.001)
+    _sent, _ = drain(node, 1.001)
     assert node.role is Role.LEADER and node.log.last_index == 3  # the no-op of term 4
     # Follower 2 acknowledges only up to the old entry.
     node.step(AppendEntriesResponse(term=4, src=2, dst=1, success=True, match_index=2), 1.002)

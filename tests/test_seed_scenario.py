@@ -96,7 +96,7 @@ def test_three_nodes_pre_vote_transfer_only_fails_in_that_interleaving(
     # the buggy target wins when no heartbeat overtakes its pre-vote round: the bug
     # hides behind timing, which is why the held heartbeat is needed to expose it.
     monkeypatch.setattr(RaftNode, "_campaign", run_pre_vote_on_transfer)
-    cluster, leader, target = stable_cluster(3, Config(pre_vote=True))
+    cluster, _leader, target = stable_cluster(3, Config(pre_vote=True))
     transfer = cluster.transfer_leadership(target)
     assert cluster.run_until(lambda: transfer.done, 1.0)
     assert transfer.succeeded
@@ -120,7 +120,7 @@ def test_five_nodes_pre_vote_transfer_fails_even_without_held_heartbeat(
 
 @pytest.mark.parametrize("n", [3, 5])
 def test_transfer_succeeds_without_held_heartbeat(n: int) -> None:
-    cluster, leader, target = stable_cluster(n, Config(pre_vote=True))
+    cluster, _leader, target = stable_cluster(n, Config(pre_vote=True))
     transfer = cluster.transfer_leadership(target)
     assert cluster.run_until(lambda: transfer.done, 1.0)
     assert transfer.succeeded and cluster.leader() == target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import drain, entries, make_node
 
 from raftpy import (
     AppendEntries,
@@ -16,8 +17,6 @@ from raftpy import (
     TransferEnded,
 )
 from raftpy.sim import Cluster
-
-from helpers import drain, entries, make_node
 
 
 def settled_cluster(n: int = 3, seed: int = 7, **kwargs: object) -> tuple[Cluster, int]:

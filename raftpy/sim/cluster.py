@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 from raftpy.config import Config
 from raftpy.errors import NotLeader
-from raftpy.messages import Entry, EntryKind, Message
+from raftpy.messages import Entry, EntryKind, InstallSnapshot, Message
 from raftpy.node import RaftNode
 from raftpy.ready import LeaderChanged, Ready, Role, SnapshotMeta, TransferEnded
 from raftpy.sim.invariants import InvariantChecker, InvariantViolation
 from raftpy.sim.network import NetworkConfig
+from raftpy.sim.statemachine import decode_applied, encode_applied
 from raftpy.storage.memory import MemoryStorage
 
 MessagePredicate = Callable[[Message], bool]
@@ -111,7 +112,8 @@ class Cluster:
         self.trace: list[str] = []
         self.record_trace = record_trace
         self.fault_counts: Counter[str] = Counter()
-        self.snapshot_every = snapshot_every
+        self.snapshot_every = (snapshot_every if snapshot_every is not None
+                               else self.config.snapshot_threshold)
         self.storages = {i: MemoryStorage() for i in self.ids}
         self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
         self.proposals: list[Proposal] = []
@@ -339,7 +341,7 @@ class Cluster:
         node.set_snapshot_source(self._snapshot_source(node_id))
         self._nodes[node_id] = node
         if snapshot is not None and state.snapshot is not None:
-            self.applied[node_id] = self._restore(snapshot)
+            self.applied[node_id] = self._restore(node_id, state.snapshot.index, snapshot)
         self._after(node_id)
 
     def _push(self, when: float, kind: int, a: object, b: object) -> None:
@@ -375,6 +377,8 @@ class Cluster:
             self.fault_counts["to_crashed"] += 1
             return
         self._hash(f"D{self.now:.9f}/{type(msg).__name__}/{msg.src}/{msg.dst}/{msg.term}")
+        if type(msg) is InstallSnapshot:
+            self.fault_counts["install_snapshot"] += 1
         node.step(msg, self.now)
         self._after(msg.dst)
 
@@ -432,7 +436,8 @@ class Cluster:
         for msg in ready.messages_after_persist:
             self._send(msg)
         if ready.snapshot is not None:
-            self.applied[node_id] = self._restore(ready.snapshot[1])
+            meta, data = ready.snapshot
+            self.applied[node_id] = self._restore(node_id, meta.index, data)
         self.applied[node_id].extend(ready.committed)
         node.advance(ready, self.now)
         if self.snapshot_every is not None:
@@ -443,8 +448,9 @@ class Cluster:
         last = storage.snapshot[0].index if storage.snapshot else 0
         applied = node.applied_index
         assert self.snapshot_every is not None
-        if applied - last < self.snapshot_every or applied > node.log.persisted_index:
-            return
+        if applied - last < self.snapshot_every or applied > node.log.persisted_index \
+                or self._disk_pending[node_id]:
+            return  # only snapshot what is durable and applied, with no batch in flight
         term = node.log.term_at(applied)
         assert term is not None
         meta = SnapshotMeta(applied, term)
@@ -458,15 +464,14 @@ class Cluster:
         self.fault_counts["snapshot"] += 1
 
     def _snapshot_bytes(self, node_id: int, index: int) -> bytes:
-        # The simulated state machine is the list of applied commands.
-        from raftpy.sim.statemachine import encode_applied
-
+        # The simulated state machine is the list of applied entries.
         return encode_applied([e for e in self.applied[node_id] if e.index <= index])
 
-    def _restore(self, data: bytes) -> list[Entry]:
-        from raftpy.sim.statemachine import decode_applied
-
-        return decode_applied(data)
+    def _restore(self, node_id: int, index: int, data: bytes) -> list[Entry]:
+        applied = decode_applied(data)
+        if self.checker is not None:
+            self.checker.on_restore(node_id, index, applied)
+        return applied
 
     def _snapshot_source(self, node_id: int) -> Callable[[], tuple[SnapshotMeta, bytes] | None]:
         def source() -> tuple[SnapshotMeta, bytes] | None:

@@ -46,6 +46,8 @@ class FaultPlan:
     """Random actions (proposal, transfer, crash, ...) per virtual second."""
     weights: tuple[tuple[str, float], ...]
     snapshot_every: int | None
+    config: Config = field(default_factory=Config)
+    """Replication knobs drawn too: tiny batches and windows reach rare interleavings."""
 
     @classmethod
     def draw(cls, rng: random.Random) -> FaultPlan:
@@ -71,9 +73,17 @@ class FaultPlan:
             ("hold", rng.choice([0.0, 0.5, 1.5])),
             ("release", 1.0),
         )
+        pre_vote = rng.random() < 0.8
+        config = Config(
+            pre_vote=pre_vote,
+            max_entries_per_message=rng.choice([1, 2, 5, 1024]),
+            max_inflight_entries=rng.choice([1, 4, 64, 8192]),
+            snapshot_trailing=rng.choice([0, 5, 1000]),
+        )
         return cls(
             nodes=rng.choice([3, 3, 3, 5, 5]),
-            pre_vote=rng.random() < 0.8,
+            pre_vote=pre_vote,
+            config=config,
             network=network,
             action_rate=rng.uniform(5, 40),
             weights=weights,
@@ -112,7 +122,7 @@ def run_seed(seed: int, *, safety_time: float = 5.0, liveness_bound: float = 10.
     rng = random.Random(seed * 7919 + 17)
     plan = plan if plan is not None else FaultPlan.draw(rng)
     report = SeedReport(seed, plan)
-    cluster = Cluster(plan.nodes, seed=seed, config=Config(pre_vote=plan.pre_vote),
+    cluster = Cluster(plan.nodes, seed=seed, config=plan.config,
                       network=plan.network, record_trace=record_trace,
                       snapshot_every=plan.snapshot_every)
     try:
@@ -160,8 +170,9 @@ def _act(cluster: Cluster, rng: random.Random, action: str, counter: int,
     down = [i for i in cluster.ids if not cluster.is_up(i)]
     if action == "propose":
         try:
-            cluster.propose(b"cmd-%d" % counter)
-            report.faults["action_propose"] += 1
+            for burst in range(rng.choice([1, 1, 3, 10])):
+                cluster.propose(b"cmd-%d-%d" % (counter, burst))
+                report.faults["action_propose"] += 1
         except (NotLeader, LeadershipTransferInProgress):
             pass
     elif action == "transfer":
