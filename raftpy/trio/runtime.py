@@ -531,6 +531,9 @@ class Node:
         if self._transfer_reply is not None:
             self._transfer_reply[1].fail(error)
             self._transfer_reply = None
+        # Wakes callers blocked on a full inbox (they get NodeClosed), then fails
+        # the requests already queued.
+        self._inbox_send.close()
         while True:
             try:
                 item = self._inbox.receive_nowait()
