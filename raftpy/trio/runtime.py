@@ -304,6 +304,11 @@ class Node:
         while self._applied < index:
             await self._wait_changed()
 
+    async def wait_changed(self) -> None:
+        """Wait for the next change of known leader or applied index (or a
+        transfer's end); then read :meth:`status`. Raises :class:`NodeClosed` at shutdown."""
+        await self._wait_changed()
+
     def status(self) -> NodeStatus:
         """Role, term, leader, indexes and what this node knows of each peer."""
         raft = self._raft
