@@ -63,3 +63,25 @@ def test_split_vote_counted_when_two_candidates_share_a_term() -> None:
         assert t.split == (t.contested_rounds + t.failed_rounds > 0)
         # Every failed round costs a term: the winner's term is the last round.
         assert t.rounds == t.failed_rounds + 1
+
+
+def test_scaling_runs_and_snapshots_bound_the_stored_log(tmp_path: Path) -> None:
+    from benchmarks import scaling
+
+    payload = scaling.main([
+        "--sizes", "3", "--command-sizes", "16", "--codec-sizes", "16",
+        "--virtual-seconds", "0.02", "--election-trials", "2", "--lengths", "300",
+        "--snapshot-every", "100", "--no-plot", "--no-progress", "--results-dir", str(tmp_path),
+    ])
+    assert json.loads((tmp_path / "scaling.json").read_text())["codec"][0]["size"] == 16
+    (tput,) = payload["throughput"]
+    assert tput["n"] == 3 and tput["commits"] > 0
+    (election,) = payload["election"]
+    assert election["leader_ms"]["n"] == 2
+    without, with_snapshots = payload["memory"]
+    assert without["snapshot_every"] is None and without["snapshots_taken"] == 0
+    assert without["entries_in_storage"] == without["log_length"] >= 300
+    assert with_snapshots["snapshots_taken"] > 0
+    assert with_snapshots["snapshot_index"] >= 200
+    assert with_snapshots["entries_in_storage"] == (
+        with_snapshots["log_length"] - with_snapshots["snapshot_index"])
