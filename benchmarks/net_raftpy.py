@@ -20,7 +20,9 @@ on (the defaults). Two profiles:
   setting raftpy is meant to be run with.
 
 A profile whose pieces are missing (no TCP transport, no file storage yet) is
-skipped with a message instead of failing the run.
+skipped with a message instead of failing the run. To exercise the harness
+with another transport, set ``RAFTPY_BENCH_TRANSPORT=module:factory``, where
+``factory(node_id, peers)`` returns a ``MessageTransport``.
 
 "First commit as leader" for raftpy: the leader has applied the no-op it
 appended on election (``Node.wait_applied``), noticed by a watcher task.
@@ -59,6 +61,7 @@ from benchmarks.peer_pysyncobj import (
 NAME = "net_raftpy"
 HEARTBEAT = 0.05
 PROFILES = ("memory", "file-fsync")
+TRANSPORT_ENV = "RAFTPY_BENCH_TRANSPORT"
 
 
 class _Counter:
@@ -80,7 +83,9 @@ class _Counter:
 
 def missing_pieces(profile: str) -> str | None:
     """Why ``profile`` cannot run here, or None if it can."""
-    needed = ["raftpy.trio.runtime", "raftpy.trio.transport"]
+    needed = ["raftpy.trio.runtime"]
+    if not os.environ.get(TRANSPORT_ENV):
+        needed.append("raftpy.trio.transport")
     if profile == "file-fsync":
         needed.append("raftpy.storage.file")
     for module in needed:
@@ -119,6 +124,10 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
                     heartbeat_interval=HEARTBEAT)
     peers = {i: f"127.0.0.1:{p}" for i, p in ports.items() if i != node_id}
     storage = await trio.to_thread.run_sync(_make_storage, profile, data_dir, node_id)
+    transport = None
+    if os.environ.get(TRANSPORT_ENV):
+        module, _, factory = os.environ[TRANSPORT_ENV].partition(":")
+        transport = getattr(importlib.import_module(module), factory)(node_id, peers)
 
     def reply(obj: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
@@ -129,8 +138,7 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
         commit_at.append((term, monotonic()))
 
     async def watch(node: Node, nursery: trio.Nursery) -> None:
-        # Node has no public change feed yet; _wait_changed wakes on every
-        # leader change and every applied batch.
+        # wait_changed wakes on every leader change and every applied batch.
         led = 0
         while True:
             st = node.status()
@@ -139,7 +147,7 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
                 leader_at.append((st.term, monotonic()))
                 # No writes run during elections, so the no-op is the last entry.
                 nursery.start_soon(wait_commit, node, st.term, st.last_log_index)
-            await node._wait_changed()
+            await node.wait_changed()
 
     async def seq(node: Node, n: int, size: int, max_seconds: float) -> dict[str, Any]:
         data = os.urandom(size)
@@ -176,7 +184,8 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
             await node.transfer_leadership(target)
 
     async with open_node(node_id, peers, state_machine=_Counter(), storage=storage,
-                         config=config, listen=f"127.0.0.1:{ports[node_id]}") as node, \
+                         config=config, listen=f"127.0.0.1:{ports[node_id]}",
+                         transport=transport) as node, \
             trio.open_nursery() as nursery:
         nursery.start_soon(watch, node, nursery)
         reply({"ready": True})
