@@ -140,6 +140,11 @@ class RaftNode:
     # ------------------------------------------------------------------ queries
 
     @property
+    def term(self) -> int:
+        """The current term (alias of ``current_term``)."""
+        return self.current_term
+
+    @property
     def quorum(self) -> int:
         """How many voters make a majority."""
         return len(self.voters) // 2 + 1
