@@ -228,7 +228,7 @@ def _liveness_phase(cluster: Cluster, rng: random.Random, report: SeedReport,
     if not cluster.run_until(lambda: all(t.done for t in cluster.transfers),
                              cluster.config.transfer_deadline + 0.001):
         raise LivenessFailure("a leadership transfer did not end within its timeout")
-    final = _commit_one(cluster, b"liveness-probe", start + bound)
+    final = commit_one(cluster, b"liveness-probe", start + bound)
     # Everything at or below the final index is now decided; proposals above it
     # come from older terms and can never commit (the leader overwrites them).
     for proposal in cluster.proposals:
@@ -238,11 +238,13 @@ def _liveness_phase(cluster: Cluster, rng: random.Random, report: SeedReport,
             else:
                 raise LivenessFailure(f"proposal at index {proposal.index} (term "
                                       f"{proposal.term}) never resolved")
-    _check_transfer_liveness(cluster, rng, start + bound)
-    _check_committed_durable(cluster)
+    check_transfer_liveness(cluster, rng, start + bound)
+    check_committed_durable(cluster)
 
 
-def _commit_one(cluster: Cluster, command: bytes, deadline: float) -> Proposal:
+def commit_one(cluster: Cluster, command: bytes, deadline: float) -> Proposal:
+    """Commit ``command`` through whoever leads, retrying across leader changes,
+    before virtual time ``deadline``; raises :class:`LivenessFailure`."""
     while cluster.now < deadline:
         if not cluster.run_until(lambda: cluster.leader() is not None,
                                  deadline - cluster.now):
@@ -267,7 +269,9 @@ def _decided_or_moved_on(cluster: Cluster, proposal: Proposal) -> bool:
         cluster.node(leader).current_term != proposal.term)
 
 
-def _check_transfer_liveness(cluster: Cluster, rng: random.Random, deadline: float) -> None:
+def check_transfer_liveness(cluster: Cluster, rng: random.Random, deadline: float) -> None:
+    """Once the cluster settles, a transfer to a random up-to-date voter must succeed
+    within one election timeout; raises :class:`LivenessFailure`."""
     if len(cluster.voters) == 1:
         return
 
@@ -297,7 +301,8 @@ def _check_transfer_liveness(cluster: Cluster, rng: random.Random, deadline: flo
                               f"target failed: {transfer.reason}")
 
 
-def _check_committed_durable(cluster: Cluster) -> None:
+def check_committed_durable(cluster: Cluster) -> None:
+    """Every proposal acknowledged as committed is on a majority of voters' disks."""
     quorum = len(cluster.voters) // 2 + 1
     for proposal in cluster.proposals:
         if not proposal.committed:
