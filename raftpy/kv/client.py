@@ -219,13 +219,25 @@ async def _close(stream: Any) -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
+    if _refused(exc):
         return "connection refused"
     if isinstance(exc, trio.TooSlowError):
         return "timed out"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return str(exc) or type(exc).__name__
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is (or wraps: trio's "all attempts failed") a refused connect."""
+    if exc is None:
+        return False
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    inner = getattr(exc, "exceptions", None)
+    if isinstance(inner, tuple) and inner and all(_refused(e) for e in inner):
+        return True
+    return _refused(exc.__cause__)
 
 
 def _default_connect(cluster_id: str, ssl_context: ssl.SSLContext | None) -> Connect:
