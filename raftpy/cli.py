@@ -19,6 +19,7 @@ Exit codes (stable, for scripts):
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -169,13 +170,14 @@ def tls_contexts(ca: str | None, cert: str | None, key: str | None
 def _open_storage(data_dir: str, node_id: int, cluster_id: str) -> Any:
     os.makedirs(data_dir, exist_ok=True)
     try:
-        from raftpy.storage.file import FileStorage
+        # By name until raftpy.storage.file lands (it is written in parallel).
+        file_storage = importlib.import_module("raftpy.storage.file").FileStorage
     except ImportError:  # pragma: no cover - until the durable storage lands
         from raftpy.storage.memory import MemoryStorage
 
         logger.warning("durable storage unavailable: keeping state in memory only")
         return MemoryStorage()
-    return FileStorage(data_dir, node_id=node_id, cluster_id=cluster_id)
+    return file_storage(data_dir, node_id=node_id, cluster_id=cluster_id)
 
 
 async def serve(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ waits briefly while an election runs, and gives up with
 
 from __future__ import annotations
 
+import importlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -241,9 +242,13 @@ def _refused(exc: BaseException | None) -> bool:
 
 
 def _default_connect(cluster_id: str, ssl_context: ssl.SSLContext | None) -> Connect:
-    from raftpy.trio.client import connect_client
+    # Imported by name until raftpy.trio.client lands (it wraps the transport's
+    # client handshake, which is written in parallel).
+    connect_client = importlib.import_module("raftpy.trio.client").connect_client
 
     async def connect(address: str) -> FramedStream:
-        return await connect_client(address, cluster_id=cluster_id, ssl_context=ssl_context)
+        stream: FramedStream = await connect_client(address, cluster_id=cluster_id,
+                                                    ssl_context=ssl_context)
+        return stream
 
     return connect

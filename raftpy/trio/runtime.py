@@ -16,6 +16,7 @@ storage.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -654,20 +655,22 @@ async def open_node(
 def _tcp_transport(node_id: int, cluster_id: str, peers: Mapping[int, Any], ssl_context: Any,
                    client_ssl_context: Any, client_handler: ClientHandler | None,
                    get_node: Callable[[], Node]) -> MessageTransport:
-    from raftpy.trio.transport import PeerAddress, Transport
+    # Imported by name until raftpy.trio.transport lands (it is written in parallel).
+    module = importlib.import_module("raftpy.trio.transport")
+    peer_address, transport_class = module.PeerAddress, module.Transport
 
-    def to_peer(addr: Any) -> PeerAddress:
-        if isinstance(addr, PeerAddress):
+    def to_peer(addr: Any) -> Any:
+        if isinstance(addr, peer_address):
             return addr
         host, port = parse_address(format_address(addr))
-        return PeerAddress(host, port)
+        return peer_address(host, port)
 
     handler = None
     if client_handler is not None:
         async def handler(framed: Any) -> None:
             await client_handler(get_node(), framed)
 
-    transport: MessageTransport = Transport(
+    transport: MessageTransport = transport_class(
         node_id, cluster_id, {peer: to_peer(addr) for peer, addr in peers.items()},
         ssl_context=ssl_context, client_ssl_context=client_ssl_context,
         client_handler=handler)
