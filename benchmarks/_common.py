@@ -92,7 +92,8 @@ def machine_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "cpu_model": _cpu_model(),
+        "command": _command_line(),
     }
     try:
         from importlib.metadata import version
@@ -107,6 +108,23 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         info["git"] = None
     return info
+
+
+def _command_line() -> str:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = ["-m", spec.name] if spec is not None else sys.argv[:1]
+    return " ".join(["python", *program, *sys.argv[1:]])
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def write_json(results_dir: Path, name: str, payload: dict[str, Any]) -> Path:
