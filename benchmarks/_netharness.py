@@ -298,6 +298,8 @@ def measure_writes(cluster: NetCluster, sizes: Sequence[int], seq_n: int, pipe_n
     for size in sizes:
         leader.call("seq", n=min(50, seq_n), size=size, max_seconds=2, timeout=120)  # warm-up
         seq = leader.call("seq", n=seq_n, size=size, max_seconds=seq_seconds, timeout=300)
+        warm = min(1000, pipe_n)
+        leader.call("pipe", n=warm, size=size, inflight=min(inflight, warm), timeout=120)
         pipe = leader.call("pipe", n=pipe_n, size=size, inflight=inflight, timeout=300)
         out.append({"size": size, "seq_latencies_s": seq["latencies"],
                     "pipe_n": pipe_n, "pipe_inflight": inflight,

@@ -143,10 +143,14 @@ def plot(rows: list[dict[str, Any]], profiles: Sequence[str], results_dir: Any) 
                 ratios.append(0.0)
             else:
                 ratios.append(ratio if r["higher_is_better"] else 1 / ratio)
-        ax.barh(ys, ratios, height=height, label=f"raftpy {name}")
+        # Bars grow from 1x: right of the line raftpy is ahead, left it is behind.
+        ax.barh(ys, [r - 1 if r else 0.0 for r in ratios], left=1.0, height=height,
+                label=f"raftpy {name}")
     ax.axvline(1.0, color="k", linewidth=1)
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))], labels, fontsize=8)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(_times_formatter())
+    ax.xaxis.set_minor_formatter(_times_formatter())
     ax.set_xlabel("times better than PySyncObj's best profile (>1: raftpy ahead)")
     ax.invert_yaxis()
     ax.legend(fontsize=8)
@@ -155,13 +159,18 @@ def plot(rows: list[dict[str, Any]], profiles: Sequence[str], results_dir: Any) 
     plt.close(fig)
 
 
+def _times_formatter() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _pos: f"{value:g}x")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare",
                                      description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--from-results", action="store_true",
                         help="read peer_pysyncobj.json and net_raftpy.json instead of running")
-    parser.add_argument("--no-plot", dest="plot", action="store_false")
     args, rest = parser.parse_known_args(argv)
     results_dir = args.results_dir
     if args.from_results:
@@ -169,7 +178,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ours = json.loads((results_dir / "net_raftpy.json").read_text())
     else:
         forwarded = list(sys.argv[1:] if argv is None else argv)
-        forwarded = [a for a in forwarded if a not in ("--no-plot",)]
         peer = peer_pysyncobj.main(forwarded) or {}
         ours = net_raftpy.main(forwarded) or {}
     profiles = list(ours.get("profiles", {}))

@@ -54,6 +54,7 @@ from benchmarks.peer_pysyncobj import (
     add_common_args,
     apply_quick,
     best_rows,
+    plot_profiles,
     print_profiles,
     summarize_profile,
 )
@@ -315,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     if payload["skipped"]:
         print_table(["profile", "skipped because"], list(payload["skipped"].items()))
     write_json(args.results_dir, NAME, payload)
+    if args.plot:
+        plot_profiles(f"raftpy {payload['version']}, 3 processes on loopback",
+                      payload["profiles"], args.results_dir, NAME)
     return payload
 
 

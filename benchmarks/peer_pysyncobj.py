@@ -45,8 +45,11 @@ from typing import Any
 
 from benchmarks._common import (
     RESULTS_DIR,
+    cdf_points,
     print_table,
     progress,
+    pyplot,
+    save_figure,
     summarize,
     write_json,
 )
@@ -247,6 +250,14 @@ def summarize_profile(failover: list[dict[str, Any]], transfers: list[dict[str, 
                       writes: list[dict[str, Any]]) -> dict[str, Any]:
     """Distributions (ms) and throughput from the raw measurements."""
     return {
+        "raw": {
+            "failover_leader_ms": [f["leader_s"] * 1000 for f in failover
+                                   if f["leader_s"] is not None],
+            "transfer_commit_ms": [t["commit_s"] * 1000 for t in transfers
+                                   if t["commit_s"] is not None],
+            "seq_ms": {str(w["size"]): [x * 1000 for x in w["seq_latencies_s"]]
+                       for w in writes},
+        },
         "failover_leader_ms": summarize((f["leader_s"] for f in failover
                                          if f["leader_s"] is not None), 1000),
         "failover_commit_ms": summarize((f["commit_s"] for f in failover
@@ -305,6 +316,34 @@ def print_profiles(title: str, profiles: dict[str, Any]) -> None:
     print_table(["profile", "figure", "n", "median", "p95", "p99", "max"], rows, title)
 
 
+def plot_profiles(title: str, profiles: dict[str, Any], results_dir: Path, name: str) -> None:
+    """CDFs of re-election, transfer and sequential latency, one line per profile."""
+    plt = pyplot()
+    if plt is None or not profiles:
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    for profile, p in profiles.items():
+        raw = p.get("raw", {})
+        for ax, values in ((axes[0], raw.get("failover_leader_ms", [])),
+                           (axes[1], raw.get("transfer_commit_ms", []))):
+            if values:
+                ax.step(*cdf_points(values), where="post", label=profile)
+        for size, values in raw.get("seq_ms", {}).items():
+            if values:
+                axes[2].step(*cdf_points(values), where="post", label=f"{profile}, {size} B")
+    for ax, what in zip(axes, ("SIGKILL of the leader -> new leader (ms)",
+                               "transfer -> new leader's first commit (ms)",
+                               "sequential write latency (ms)"), strict=True):
+        ax.set_xlabel(what)
+        ax.set_ylabel("cumulative fraction")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    axes[2].set_xscale("log")
+    fig.suptitle(title)
+    save_figure(fig, results_dir, name)
+    plt.close(fig)
+
+
 def _version() -> str | None:
     try:
         from importlib.metadata import version
@@ -328,6 +367,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--no-plot", dest="plot", action="store_false")
 
 
 def apply_quick(args: argparse.Namespace) -> None:
@@ -365,6 +405,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         payload = run_peer(args, bar)
     print_profiles(f"PySyncObj {payload['version']}, 3 processes on loopback", payload["profiles"])
     write_json(args.results_dir, NAME, payload)
+    if args.plot:
+        plot_profiles(f"PySyncObj {payload['version']}, 3 processes on loopback",
+                      payload["profiles"], args.results_dir, NAME)
     return payload
 
 
