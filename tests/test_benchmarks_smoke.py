@@ -85,3 +85,30 @@ def test_scaling_runs_and_snapshots_bound_the_stored_log(tmp_path: Path) -> None
     assert with_snapshots["snapshot_index"] >= 200
     assert with_snapshots["entries_in_storage"] == (
         with_snapshots["log_length"] - with_snapshots["snapshot_index"])
+
+
+def test_compare_ratios_and_targets() -> None:
+    from benchmarks.compare import build_table
+    from benchmarks.peer_pysyncobj import best_rows
+
+    def profile(failover: float, transfer: float, seq: float, pipe: float) -> dict[str, object]:
+        stats = {"n": 1, "median": failover, "p99": 2 * failover}
+        return {"failover_leader_ms": stats, "failover_commit_ms": stats,
+                "transfer_commit_ms": {"n": 1, "median": transfer, "p99": transfer},
+                "writes": [{"size": 16, "seq_ms": {"median": seq, "p99": seq},
+                            "pipe_ops_per_s": pipe, "pipe_n": 1, "pipe_inflight": 1,
+                            "pipe_ok": 1}]}
+
+    peer = {"best": best_rows({"a": profile(200, 1.0, 100, 50_000),
+                               "b": profile(180, 0.9, 0.4, 10_000)})}
+    assert peer["best"]["seq_16B_ms.median"] == {"value": 0.4, "profile": "b"}
+    assert peer["best"]["pipe_16B_ops_per_s"] == {"value": 50_000, "profile": "a"}
+    ours = {"profiles": {"memory": profile(170, 1.5, 0.3, 120_000)}}
+    rows = {r["figure"]: r["raftpy"]["memory"] for r in build_table(peer, ours)}
+    assert rows["pipe_16B_ops_per_s"]["ratio"] == 120_000 / 50_000
+    assert rows["pipe_16B_ops_per_s"]["met"] is True
+    assert rows["seq_16B_ms.median"]["met"] is True
+    assert rows["transfer_commit_ms.median"]["met"] is False  # 1.5 ms is not below 0.9
+    assert rows["failover_leader_ms.median"]["met"] is True
+    assert rows["failover_leader_ms.p99"]["met"] is False  # 340 > 0.6 * 360
+    assert rows["pipe_1024B_ops_per_s"]["value"] is None
