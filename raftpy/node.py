@@ -367,6 +367,8 @@ class RaftNode:
             can_vote = msg.term > self.current_term or (
                 self.voted_for in (None, msg.src) and self.leader_id is None)
             granted = up_to_date and can_vote and self.is_voter
+            if granted and self._concurrent_pre_candidate_yields_not(msg):
+                granted = False
             self._log_trace(f"{'grant' if granted else 'reject'} pre-vote to {msg.src}"
                             f" for term {msg.term}")
             self._send(RequestVoteResponse(
@@ -376,6 +378,9 @@ class RaftNode:
         can_vote = self.voted_for == msg.src or (
             self.voted_for is None and self.leader_id is None)
         granted = up_to_date and can_vote and self.is_voter
+        if (not granted and self.role is Role.CANDIDATE and not self.in_pre_vote
+                and self.voted_for == self.id):
+            self._back_off_split_vote()
         if granted:
             self.voted_for = msg.src
             self._hard_state_dirty = True
@@ -384,6 +389,28 @@ class RaftNode:
                         f"{self.current_term}")
         self._send(RequestVoteResponse(
             term=self.current_term, src=self.id, dst=msg.src, vote_granted=granted))
+
+    def _concurrent_pre_candidate_yields_not(self, msg: RequestVote) -> bool:
+        """Two pre-candidates whose timers fired within a round trip would grant each
+        other's pre-vote and then split the real vote; with three voters and one
+        down, nobody can win that term. Among concurrent pre-candidates with equal
+        logs the lower id goes first: the higher one is refused here and grants the
+        lower one's request. (Pre-votes never affect safety, only who tries first.)"""
+        return (
+            self.role is Role.CANDIDATE
+            and self.in_pre_vote
+            and msg.term == self.current_term + 1
+            and (msg.last_log_term, msg.last_log_index) == (self.log.last_term,
+                                                             self.log.last_index)
+            and self.id < msg.src
+        )
+
+    def _back_off_split_vote(self) -> None:
+        """A competing candidate asked for our vote in our own term: the vote is
+        split. Retry after a short random delay instead of a whole election timeout,
+        so the faster of the two wins the next term (liveness only)."""
+        retry = self._now + self._rng.uniform(0, self.config.election_timeout_min / 2)
+        self._election_deadline = min(self._election_deadline, retry)
 
     def _step_candidate(self, msg: Message) -> None:
         if not isinstance(msg, RequestVoteResponse) or msg.src not in self.voters:

@@ -208,3 +208,53 @@ def test_learner_never_campaigns() -> None:
     cluster.run_for(3.0)
     learner = cluster.node(4)
     assert learner.role is Role.FOLLOWER and learner.current_term == 1
+
+
+def test_concurrent_pre_candidates_with_equal_logs_let_the_lower_id_go_first() -> None:
+    low, high = make_node(1, term=2), make_node(2, term=2)
+    for node in (low, high):
+        node.tick(1.0)
+        drain(node, 1.0)
+        assert node.role is Role.CANDIDATE and node.in_pre_vote
+    low.step(RequestVote(term=3, src=2, dst=1, last_log_index=0, last_log_term=0,
+                         pre_vote=True), 1.001)
+    high.step(RequestVote(term=3, src=1, dst=2, last_log_index=0, last_log_term=0,
+                          pre_vote=True), 1.001)
+    (to_high,), _ = drain(low, 1.001)
+    (to_low,), _ = drain(high, 1.001)
+    assert isinstance(to_high, RequestVoteResponse) and not to_high.vote_granted
+    assert isinstance(to_low, RequestVoteResponse) and to_low.vote_granted
+    # A requester with a more up-to-date log is granted whatever its id.
+    ahead = make_node(1, term=2)
+    ahead.tick(1.0)
+    drain(ahead, 1.0)
+    ahead.step(RequestVote(term=3, src=2, dst=1, last_log_index=1, last_log_term=2,
+                           pre_vote=True), 1.001)
+    (reply,), _ = drain(ahead, 1.001)
+    assert isinstance(reply, RequestVoteResponse) and reply.vote_granted
+
+
+def test_split_vote_retries_after_a_short_random_delay() -> None:
+    node = make_node(1, term=4, config=Config(pre_vote=False))
+    node.tick(1.0)
+    drain(node, 1.0)
+    assert node.role is Role.CANDIDATE and node.current_term == 5
+    assert node.next_deadline() >= 1.0 + 0.150
+    node.step(RequestVote(term=5, src=2, dst=1, last_log_index=0, last_log_term=0), 1.002)
+    (reply,), _ = drain(node, 1.002)
+    assert isinstance(reply, RequestVoteResponse) and not reply.vote_granted
+    assert 1.002 <= node.next_deadline() <= 1.002 + 0.075
+
+
+def test_three_node_re_election_tail_stays_within_two_timeouts() -> None:
+    # A split vote costs a short retry, not another full election timeout.
+    worst = 0.0
+    for seed in range(150):
+        cluster = Cluster(n=3, seed=seed, check_invariants=False)
+        leader = cluster.wait_for_leader()
+        cluster.run_for(0.3 + (seed % 50) / 1000)
+        cluster.crash(leader)
+        start = cluster.now
+        cluster.wait_for_leader(5.0)
+        worst = max(worst, cluster.now - start)
+    assert worst < 0.300 + 0.075 + 0.02
