@@ -79,3 +79,11 @@ class NodeClosed(RaftError):
     def __init__(self, node_id: int):
         self.node_id = node_id
         super().__init__(f"node {node_id} is shut down")
+
+
+class HandshakeRefused(ProtocolError):
+    """A connection's hello was refused (other cluster, unknown node id, bad version...)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"handshake refused: {reason}")

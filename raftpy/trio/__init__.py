@@ -3,3 +3,9 @@
 from raftpy.trio.runtime import Node, NodeStatus, PeerStatus, StateMachine, open_node
 
 __all__ = ["Node", "NodeStatus", "PeerStatus", "StateMachine", "open_node"]
+from raftpy.trio.client import connect_client
+from raftpy.trio.framing import DEFAULT_MAX_FRAME, FrameDecoder, FramedStream, encode_frame
+from raftpy.trio.transport import PeerAddress, Transport
+
+__all__ += ["DEFAULT_MAX_FRAME", "FrameDecoder", "FramedStream", "PeerAddress", "Transport",
+            "connect_client", "encode_frame"]

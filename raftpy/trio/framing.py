@@ -1,0 +1,123 @@
+"""Length-prefixed frames: a sans-I/O decoder, the encoder, and a framed Trio stream.
+
+A frame is a 4-byte big-endian payload length followed by the payload. The
+decoder is fed whatever bytes arrived and returns the frames they complete; it
+checks every length prefix against ``max_frame`` *before* buffering the payload,
+so a hostile prefix ("4 GiB follow") raises :class:`ProtocolError` instead of
+making anyone allocate it.
+
+:class:`FramedStream` puts a decoder on a ``trio.abc.Stream``; it is what the
+transport hands to client handlers (see :mod:`raftpy.trio.transport`).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+import trio
+
+from raftpy.errors import ProtocolError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+"""The largest payload accepted by default (16 MiB)."""
+
+_HEADER = struct.Struct(">I")
+_RECEIVE_CHUNK = 64 * 1024
+
+
+def encode_frame(payload: bytes) -> bytes:
+    """``payload`` prefixed with its 4-byte big-endian length."""
+    if len(payload) > 0xFFFFFFFF:
+        raise ProtocolError(f"a frame payload of {len(payload)} bytes does not fit 32 bits")
+    return _HEADER.pack(len(payload)) + payload
+
+
+class FrameDecoder:
+    """Turns a byte stream, fed in arbitrary chunks, into whole frame payloads.
+
+    ``max_frame`` may be changed between calls (the transport reads the hello
+    with a small limit, then raises it).
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._need: int | None = None  # payload length of the frame being read, once known
+
+    @property
+    def in_frame(self) -> bool:
+        """Whether part of a frame was received but not yet returned."""
+        return self._need is not None or bool(self._buffer)
+
+    def feed(self, data: bytes | bytearray) -> list[bytes]:
+        """Add ``data``; return every frame it completes, in order.
+
+        Raises :class:`ProtocolError` as soon as a length prefix exceeds
+        ``max_frame``; the decoder is then unusable (the stream is out of sync).
+        """
+        self._buffer += data
+        frames: list[bytes] = []
+        while True:
+            if self._need is None:
+                if len(self._buffer) < _HEADER.size:
+                    return frames
+                (length,) = _HEADER.unpack_from(self._buffer)
+                if length > self.max_frame:
+                    raise ProtocolError(
+                        f"frame of {length} bytes exceeds the {self.max_frame}-byte limit")
+                del self._buffer[:_HEADER.size]
+                self._need = length
+            if len(self._buffer) < self._need:
+                return frames
+            frames.append(bytes(self._buffer[:self._need]))
+            del self._buffer[:self._need]
+            self._need = None
+
+
+class FramedStream:
+    """A Trio stream carrying whole frames.
+
+    ``send(payload)`` writes one frame; ``receive()`` returns the next payload, or
+    ``None`` once the other side closed the connection cleanly. An oversized
+    frame or a connection closed in the middle of a frame raises
+    :class:`ProtocolError`; a broken connection raises ``trio.BrokenResourceError``.
+    One task may send while another receives; concurrent sends are serialized.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, *, max_frame: int = DEFAULT_MAX_FRAME,
+                 decoder: FrameDecoder | None = None, peer: str = "?") -> None:
+        self.stream = stream
+        self.decoder = decoder if decoder is not None else FrameDecoder(max_frame)
+        self.peer = peer
+        """A description of the other side, for log messages."""
+        self._pending: list[bytes] = []
+        self._send_lock = trio.Lock()
+        self._eof = False
+
+    async def send(self, payload: bytes) -> None:
+        """Write one frame (waits while the connection is busy with another send)."""
+        frame = encode_frame(payload)
+        async with self._send_lock:
+            await self.stream.send_all(frame)
+
+    async def receive(self) -> bytes | None:
+        """The next frame's payload; ``None`` at a clean end of stream."""
+        while not self._pending:
+            if self._eof:
+                return None
+            data = await self.stream.receive_some(_RECEIVE_CHUNK)
+            if not data:
+                self._eof = True
+                if self.decoder.in_frame:
+                    raise ProtocolError("connection closed in the middle of a frame")
+                return None
+            self._pending = self.decoder.feed(data)
+            self._pending.reverse()
+        return self._pending.pop()
+
+    async def aclose(self) -> None:
+        """Close the underlying stream."""
+        await self.stream.aclose()

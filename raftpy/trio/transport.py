@@ -1,0 +1,520 @@
+"""The TCP (optionally TLS) transport between Raft members, and the client entry point.
+
+Connections
+    Each node *dials* every peer for the messages it sends, and *accepts* the
+    connections its peers dial for the messages it receives: one connection per
+    direction, so no one has to decide which of two crossing dials wins, and a
+    connection carries data one way only (after the handshake). Messages to a
+    peer travel on two lanes, each its own connection: ``bulk`` carries
+    InstallSnapshot chunks, ``control`` everything else, so heartbeats never
+    queue behind a snapshot (see ``docs/transport.md``).
+
+Frames and handshake
+    Every frame is a 4-byte big-endian length and a msgpack payload
+    (:mod:`raftpy.trio.framing`). The dialer's first frame is a hello (protocol
+    version, cluster id, node id, role, lane); the acceptor answers with its own
+    identity or refuses with a reason and closes (:mod:`raftpy.trio.handshake`).
+    It refuses another cluster, an unknown or its own node id, another protocol
+    version. The dialer in turn refuses an answer from another cluster or
+    another node id than the one configured at that address. Oversized frames,
+    malformed frames, unknown message types and messages whose ``src``/``dst``
+    do not match the handshake close that one connection with a logged error.
+
+Queues
+    :meth:`Transport.send` never blocks: each peer lane has a bounded queue;
+    when it is full the oldest heartbeat (an AppendEntries without entries) is
+    dropped, or else the oldest message. Raft retransmits, so a drop costs a
+    round trip, never safety. Dials back off exponentially (capped, jittered).
+
+Clients on the same port
+    A hello with role ``"client"`` is handed, after the reply, to the
+    ``client_handler`` given to :class:`Transport` as a :class:`FramedStream`:
+    ``await stream.receive()`` returns the next frame's payload (``None`` once the
+    client hung up), ``await stream.send(payload)`` writes one frame. The
+    connection is closed when the handler returns. The client side is
+    :func:`raftpy.trio.client.connect_client`. Without a handler, client hellos
+    are refused.
+
+TLS
+    ``ssl_context`` (server side; make it require client certificates for mutual
+    authentication) wraps every accepted stream, ``client_ssl_context`` every
+    dialled one. A peer whose certificate does not verify, or that speaks plain
+    TCP to a TLS port, is refused and logged; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import logging
+import random
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from raftpy import codec
+from raftpy.errors import HandshakeRefused, ProtocolError
+from raftpy.messages import AppendEntries, InstallSnapshot, Message
+from raftpy.trio import handshake
+from raftpy.trio.framing import DEFAULT_MAX_FRAME, FramedStream
+
+logger = logging.getLogger(__name__)
+
+ConnectStream = Callable[[int, "PeerAddress"], Awaitable[trio.abc.Stream]]
+"""Opens a raw stream to a peer (TCP by default; tests inject memory streams)."""
+
+ClientHandler = Callable[[FramedStream], Awaitable[None]]
+"""Serves one client connection until it returns."""
+
+# Errors that end one connection (never the transport).
+_CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
+                      ProtocolError, OSError)
+# accept() errors caused by resource exhaustion: wait and retry rather than stop serving.
+_ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    """Where a peer listens."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _is_heartbeat(msg: Message) -> bool:
+    return isinstance(msg, AppendEntries) and not msg.entries
+
+
+def _lane_of(msg: Message) -> str:
+    return handshake.LANE_BULK if isinstance(msg, InstallSnapshot) else handshake.LANE_CONTROL
+
+
+class _Outbox:
+    """A bounded FIFO of messages for one peer lane, drained by one dialer task."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._queue: deque[Message] = deque()
+        self._ready = trio.Event()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, msg: Message) -> bool:
+        """Queue ``msg``; returns whether an older message had to be dropped."""
+        dropped = False
+        if len(self._queue) >= self.capacity:
+            self._evict()
+            dropped = True
+        self._queue.append(msg)
+        self._ready.set()
+        return dropped
+
+    def _evict(self) -> None:
+        # A newer heartbeat supersedes an older one (same leader, newer commit index),
+        # so old heartbeats are the cheapest loss; otherwise the oldest message goes.
+        for i, queued in enumerate(self._queue):
+            if _is_heartbeat(queued):
+                del self._queue[i]
+                return
+        self._queue.popleft()
+
+    async def wait(self) -> None:
+        """Return once the queue is not empty."""
+        while not self._queue:
+            self._ready = trio.Event()
+            await self._ready.wait()
+
+    async def get(self) -> Message:
+        """Take the oldest message, waiting for one."""
+        await self.wait()
+        return self._queue.popleft()
+
+
+class Transport:
+    """Carries Raft messages between this node and its peers over TCP (or TLS).
+
+    ``peers`` maps every *other* member's id to its address. Received messages
+    appear on :attr:`incoming`; :meth:`send` queues one for its ``dst``.
+    :meth:`run` serves and dials until cancelled. See the module docstring.
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        cluster_id: str,
+        peers: dict[int, PeerAddress],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        client_ssl_context: ssl.SSLContext | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        queue_size: int = 1024,
+        connect_stream: ConnectStream | None = None,
+        client_handler: ClientHandler | None = None,
+        connect_timeout: float = 5.0,
+        handshake_timeout: float = 5.0,
+        backoff_min: float = 0.05,
+        backoff_max: float = 2.0,
+        check_peer_host: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        if queue_size < 1 or max_frame < handshake.MAX_HELLO:
+            raise ValueError("queue_size must be >= 1 and max_frame >= 4096")
+        if not 0 < backoff_min <= backoff_max:
+            raise ValueError("need 0 < backoff_min <= backoff_max")
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.peers = {peer: addr for peer, addr in peers.items() if peer != node_id}
+        self.ssl_context = ssl_context
+        self.client_ssl_context = client_ssl_context
+        self.max_frame = max_frame
+        self.client_handler = client_handler
+        self.connect_timeout = connect_timeout
+        self.handshake_timeout = handshake_timeout
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.check_peer_host = check_peer_host
+        self._connect_stream = connect_stream if connect_stream is not None else open_tcp
+        self._rng = rng if rng is not None else random.Random()
+        self._incoming_send, self.incoming = trio.open_memory_channel[Message](queue_size)
+        self._outboxes = {(peer, lane): _Outbox(queue_size)
+                          for peer in self.peers for lane in handshake.LANES}
+        self._connected: set[tuple[int, str]] = set()
+        self._inbound: dict[tuple[int, str], trio.CancelScope] = {}
+        self._stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
+
+    # ------------------------------------------------------------------ public
+
+    def send(self, msg: Message) -> None:
+        """Queue ``msg`` for ``msg.dst``; never blocks (see the module docstring)."""
+        outbox = self._outboxes.get((msg.dst, _lane_of(msg)))
+        if outbox is None:
+            self._count("dropped_unknown_peer")
+            logger.debug("node %d: no address for node %d, dropping %s", self.node_id, msg.dst,
+                         type(msg).__name__)
+            return
+        if outbox.put(msg):
+            self._count("dropped_queue_full")
+
+    def stats(self) -> dict[str, int]:
+        """Counters since start: frames and bytes each way, drops, connections, refusals."""
+        out = dict(self._stats)
+        out["queued"] = sum(len(o) for o in self._outboxes.values())
+        out["peers_connected"] = len({peer for peer, lane in self._connected
+                                      if lane == handshake.LANE_CONTROL})
+        return out
+
+    def connected(self, peer: int) -> bool:
+        """Whether the outgoing control connection to ``peer`` is up."""
+        return (peer, handshake.LANE_CONTROL) in self._connected
+
+    async def run(
+        self,
+        listeners: list[trio.abc.Listener[Any]] | None = None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept on ``listeners`` and dial every peer until cancelled.
+
+        The listeners stay open when this returns; their owner closes them.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                for listener in listeners or ():
+                    nursery.start_soon(self._serve, listener, nursery)
+                for (peer, lane), outbox in self._outboxes.items():
+                    nursery.start_soon(self._dial_loop, peer, lane, outbox)
+                task_status.started()
+        finally:
+            self._incoming_send.close()
+
+    async def accept_stream(self, stream: trio.abc.Stream) -> None:
+        """Handle one inbound connection until it ends; the stream is closed on return.
+
+        Never raises for a misbehaving peer: every refusal is logged and counted.
+        """
+        name = _remote_name(stream)
+        try:
+            await self._accept(stream, name)
+        except HandshakeRefused as exc:
+            self._count("refused")
+            logger.warning("node %d: refused connection from %s: %s", self.node_id, name,
+                           exc.reason)
+        except ProtocolError as exc:
+            self._count("protocol_errors")
+            logger.error("node %d: closing connection from %s: %s", self.node_id, name, exc)
+        except trio.TooSlowError:
+            self._count("refused")
+            logger.warning("node %d: refused connection from %s: no hello within %.1fs",
+                           self.node_id, name, self.handshake_timeout)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            logger.info("node %d: connection from %s ended: %s", self.node_id, name,
+                        _why(exc))
+        except Exception:
+            # A failing client handler must not take the server down with it.
+            logger.exception("node %d: error serving %s", self.node_id, name)
+        finally:
+            await close_quietly(stream)
+
+    # ------------------------------------------------------------------ accepting
+
+    async def _serve(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except trio.ClosedResourceError:
+                return
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RETRY_ERRNOS:
+                    raise
+                logger.error("node %d: accept failed (%s), retrying", self.node_id, exc)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(self.accept_stream, stream)
+
+    async def _accept(self, raw: trio.abc.Stream, name: str) -> None:
+        stream = raw
+        with trio.fail_after(self.handshake_timeout):
+            if self.ssl_context is not None:
+                stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
+                try:
+                    await stream.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    self._count("refused_tls")
+                    raise HandshakeRefused(f"TLS handshake failed: {_why(exc)}") from exc
+            framed = FramedStream(stream, max_frame=handshake.MAX_HELLO, peer=name)
+            payload = await framed.receive()
+            if payload is None:
+                raise trio.BrokenResourceError("closed before the hello")
+            hello = handshake.decode_hello(payload)
+            reason = handshake.check_hello(
+                hello, cluster_id=self.cluster_id, node_id=self.node_id,
+                peer_ids=self.peers.keys(), serves_clients=self.client_handler is not None)
+            if reason is None and hello.role == handshake.ROLE_PEER and self.check_peer_host:
+                reason = self._check_host(hello, raw)
+            if reason is not None:
+                await framed.send(handshake.encode_reply(handshake.HelloReply(
+                    ok=False, cluster_id=self.cluster_id, node_id=self.node_id, reason=reason)))
+                raise HandshakeRefused(reason)
+            await framed.send(handshake.encode_reply(handshake.HelloReply(
+                ok=True, cluster_id=self.cluster_id, node_id=self.node_id)))
+        framed.decoder.max_frame = self.max_frame
+        if hello.role == handshake.ROLE_CLIENT:
+            assert self.client_handler is not None
+            self._count("client_connections")
+            await self.client_handler(framed)
+            return
+        assert hello.node_id is not None
+        key = (hello.node_id, hello.lane)
+        # A peer that restarted may leave its old connection half-open: the new one wins.
+        old = self._inbound.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self._count("accepted")
+        logger.info("node %d: node %d connected (%s) from %s", self.node_id, hello.node_id,
+                    hello.lane, name)
+        with trio.CancelScope() as scope:
+            self._inbound[key] = scope
+            try:
+                await self._receive_messages(framed, hello.node_id)
+            finally:
+                if self._inbound.get(key) is scope:
+                    del self._inbound[key]
+
+    def _check_host(self, hello: handshake.Hello, raw: trio.abc.Stream) -> str | None:
+        assert hello.node_id is not None
+        configured = self.peers[hello.node_id].host
+        remote = _remote_host(raw)
+        try:
+            expected = ipaddress.ip_address(configured)
+        except ValueError:
+            return None  # a host name: nothing reliable to compare with
+        if remote is None or ipaddress.ip_address(remote) == expected:
+            return None
+        return f"node {hello.node_id} is configured at {configured}, not {remote}"
+
+    async def _receive_messages(self, framed: FramedStream, peer: int) -> None:
+        while True:
+            payload = await framed.receive()
+            if payload is None:
+                return
+            msg = codec.decode(payload)
+            if msg.src != peer or msg.dst != self.node_id:
+                raise ProtocolError(f"node {peer} sent a message from {msg.src} to {msg.dst}")
+            self._count("frames_received")
+            self._count("bytes_received", len(payload) + 4)
+            try:
+                await self._incoming_send.send(msg)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # nobody listens any more: the node is shutting down
+
+    # ------------------------------------------------------------------ dialling
+
+    def _backoff(self, failures: int) -> float:
+        # Capped exponential backoff with "equal jitter": at least half the step, so
+        # dialers that failed together spread out without ever retrying at once.
+        step = min(self.backoff_max, self.backoff_min * float(2 ** min(failures, 32)))
+        return step / 2 + self._rng.uniform(0, step / 2)
+
+    async def _dial_loop(self, peer: int, lane: str, outbox: _Outbox) -> None:
+        address = self.peers[peer]
+        failures = 0
+        ever_connected = False
+        while True:
+            await outbox.wait()  # dial lazily: an idle bulk lane holds no connection
+            framed: FramedStream | None = None
+            try:
+                framed = await self._dial(peer, address, lane)
+            except HandshakeRefused as exc:
+                self._count("handshake_failures")
+                logger.error("node %d: %s (node %d, %s) refused us: %s", self.node_id, address,
+                             peer, lane, exc.reason)
+            except _CONNECTION_ERRORS as exc:
+                self._count("connect_failures")
+                log = logger.info if failures else logger.warning
+                log("node %d: cannot connect to node %d at %s (%s): %s", self.node_id, peer,
+                    address, lane, _why(exc))
+            if framed is not None:
+                self._count("reconnects" if ever_connected else "connects")
+                ever_connected = True
+                failures = 0
+                self._connected.add((peer, lane))
+                try:
+                    reason = await self._pump(framed, outbox)
+                finally:
+                    self._connected.discard((peer, lane))
+                    await close_quietly(framed.stream)
+                logger.info("node %d: connection to node %d (%s) lost: %s", self.node_id,
+                            peer, lane, reason)
+            await trio.sleep(self._backoff(failures))
+            failures += 1
+
+    async def _dial(self, peer: int, address: PeerAddress, lane: str) -> FramedStream:
+        with trio.fail_after(self.connect_timeout):
+            stream = await self._connect_stream(peer, address)
+        try:
+            with trio.fail_after(self.handshake_timeout):
+                if self.client_ssl_context is not None:
+                    stream = trio.SSLStream(stream, self.client_ssl_context,
+                                            server_hostname=address.host)
+                    await stream.do_handshake()
+                framed = await handshake.say_hello(stream, handshake.Hello(
+                    cluster_id=self.cluster_id, node_id=self.node_id, role=handshake.ROLE_PEER,
+                    lane=lane), expected_node=peer, name=str(address))
+        except BaseException:
+            await close_quietly(stream)
+            raise
+        return framed
+
+    async def _pump(self, framed: FramedStream, outbox: _Outbox) -> str:
+        """Write queued messages until the connection fails; returns why it ended."""
+        reason = "closed"
+        async with trio.open_nursery() as nursery:
+            async def watch() -> None:
+                # The acceptor never writes after its reply, so any read result means
+                # the connection is over: learn it now, not at the next failed write.
+                nonlocal reason
+                try:
+                    data = await framed.receive()
+                    reason = "closed by the peer" if data is None else "unexpected data"
+                except _CONNECTION_ERRORS as exc:
+                    reason = _why(exc)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            try:
+                while True:
+                    msg = await outbox.get()
+                    payload = codec.encode(msg)
+                    if len(payload) > self.max_frame:
+                        self._count("dropped_too_large")
+                        logger.error("node %d: %s to node %d is %d bytes, over the %d-byte "
+                                     "frame limit: dropped", self.node_id, type(msg).__name__,
+                                     msg.dst, len(payload), self.max_frame)
+                        continue
+                    await framed.send(payload)
+                    self._count("frames_sent")
+                    self._count("bytes_sent", len(payload) + 4)
+            except _CONNECTION_ERRORS as exc:
+                reason = _why(exc)
+                self._count("send_failures")
+                nursery.cancel_scope.cancel()
+        return reason
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self._stats[name] += n
+
+
+_STAT_NAMES = (
+    "frames_sent", "frames_received", "bytes_sent", "bytes_received",
+    "dropped_queue_full", "dropped_unknown_peer", "dropped_too_large", "send_failures",
+    "connects", "reconnects", "connect_failures", "handshake_failures",
+    "accepted", "client_connections", "refused", "refused_tls", "protocol_errors",
+)
+
+
+def peer_address(address: str | PeerAddress | tuple[str, int]) -> PeerAddress:
+    """A :class:`PeerAddress` from ``"host:port"`` (``"[v6]:port"``) or a pair."""
+    if isinstance(address, PeerAddress):
+        return address
+    if isinstance(address, tuple):
+        return PeerAddress(address[0], int(address[1]))
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    return PeerAddress(host.strip("[]"), int(port))
+
+
+async def open_tcp(peer: int, address: PeerAddress) -> trio.abc.Stream:
+    """The default ``connect_stream``: a TCP connection to ``address``."""
+    return await trio.open_tcp_stream(address.host, address.port)
+
+
+def _sockets(stream: Any) -> Iterator[Any]:
+    while stream is not None:
+        sock = getattr(stream, "socket", None)
+        if sock is not None:
+            yield sock
+        stream = getattr(stream, "transport_stream", None)
+
+
+def _remote_host(stream: trio.abc.Stream) -> str | None:
+    for sock in _sockets(stream):
+        try:
+            return str(sock.getpeername()[0])
+        except OSError:
+            return None
+    return None
+
+
+def _remote_name(stream: trio.abc.Stream) -> str:
+    for sock in _sockets(stream):
+        try:
+            host, port = sock.getpeername()[:2]
+        except (OSError, ValueError):
+            break
+        return f"{host}:{port}"
+    return type(stream).__name__
+
+
+def _why(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, trio.BrokenResourceError) and cause is not None:
+        text = f"{text} ({cause})" if str(exc) else str(cause) or type(cause).__name__
+    return text
+
+
+async def close_quietly(stream: trio.abc.AsyncResource) -> None:
+    """Close ``stream`` (at most 1 s, even when cancelled), ignoring a broken connection."""
+    with (trio.CancelScope(shield=True), trio.move_on_after(1),
+          contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
+        await stream.aclose()
