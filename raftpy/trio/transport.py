@@ -51,7 +51,7 @@ import logging
 import random
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,7 +218,7 @@ class Transport:
 
     async def run(
         self,
-        listeners: list[trio.abc.Listener[Any]] | None = None,
+        listeners: Sequence[trio.abc.Listener[Any]] | None = None,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -245,7 +245,7 @@ class Transport:
         try:
             await self._accept(stream, name)
         except HandshakeRefused as exc:
-            self._count("refused")
+            # Counted where refused, before telling the peer (so a test sees it at once).
             logger.warning("node %d: refused connection from %s: %s", self.node_id, name,
                            exc.reason)
         except ProtocolError as exc:
@@ -288,6 +288,7 @@ class Transport:
                 try:
                     await stream.do_handshake()
                 except trio.BrokenResourceError as exc:
+                    self._count("refused")
                     self._count("refused_tls")
                     raise HandshakeRefused(f"TLS handshake failed: {_why(exc)}") from exc
             framed = FramedStream(stream, max_frame=handshake.MAX_HELLO, peer=name)
@@ -301,6 +302,7 @@ class Transport:
             if reason is None and hello.role == handshake.ROLE_PEER and self.check_peer_host:
                 reason = self._check_host(hello, raw)
             if reason is not None:
+                self._count("refused")
                 await framed.send(handshake.encode_reply(handshake.HelloReply(
                     ok=False, cluster_id=self.cluster_id, node_id=self.node_id, reason=reason)))
                 raise HandshakeRefused(reason)
