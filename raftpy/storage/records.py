@@ -26,6 +26,7 @@ from raftpy.messages import Entry, EntryKind
 HEADER = struct.Struct("<III")
 _LENGTH_AND_CRC = struct.Struct("<II")
 _KINDS = {int(k): k for k in EntryKind}
+_PAYLOAD_START = b"\x94"  # msgpack: a list of 4 items
 
 
 def crc32c(data: bytes, value: int = 0) -> int:
@@ -59,8 +60,8 @@ def decode_entry(payload: bytes) -> Entry:
 
 @dataclass(frozen=True, slots=True)
 class Damage:
-    """Why the record at ``offset`` cannot be read, and whether it may be a torn tail
-    (nothing but that record, or zeros, follows it in the file)."""
+    """Why the record at ``offset`` cannot be read, and whether it may be a torn
+    tail: no intact record follows it in the file."""
 
     offset: int
     reason: str
@@ -78,8 +79,36 @@ class Scan:
     damage: Damage | None
 
 
-def _zeros_from(buf: bytes, start: int) -> bool:
-    return buf.count(0, start) == len(buf) - start
+def _record_at(buf: bytes, pos: int) -> tuple[int, int] | str:
+    """The payload span of the intact record at ``pos``, or why there is none."""
+    size = len(buf)
+    if size - pos < HEADER.size:
+        return "record header cut short by the end of the file"
+    length, crc, hcrc = HEADER.unpack_from(buf, pos)
+    if crc32c(buf[pos:pos + 8]) != hcrc:
+        return "record header checksum mismatch"
+    body = pos + HEADER.size
+    end = body + length
+    if end > size:
+        return f"record of {length} bytes runs past the end of the file"
+    if crc32c(buf[body:end]) != crc:
+        return "record checksum mismatch"
+    return body, end
+
+
+def intact_record_after(buf: bytes, pos: int) -> bool:
+    """Whether an intact record starts anywhere after ``pos``.
+
+    Damage followed by an intact record is in the middle of the log, never a torn
+    write. Every payload is a msgpack list of 4 (first byte 0x94), so only the
+    places 12 bytes before such a byte need a look.
+    """
+    hit = buf.find(_PAYLOAD_START, pos + 1 + HEADER.size)
+    while hit != -1:
+        if not isinstance(_record_at(buf, hit - HEADER.size), str):
+            return True
+        hit = buf.find(_PAYLOAD_START, hit + 1)
+    return False
 
 
 def scan(buf: bytes, start: int) -> Scan:
@@ -87,28 +116,13 @@ def scan(buf: bytes, start: int) -> Scan:
     offsets: list[int] = []
     payloads: list[tuple[int, int]] = []
     pos = start
-    size = len(buf)
     damage = None
-    while pos < size:
-        if size - pos < HEADER.size:
-            damage = Damage(pos, "record header cut short by the end of the file", True)
-            break
-        length, crc, hcrc = HEADER.unpack_from(buf, pos)
-        if crc32c(buf[pos:pos + 8]) != hcrc:
-            # A torn write can leave zeros (a size extended before its data); any
-            # other bytes here mean the header itself was damaged.
-            damage = Damage(pos, "record header checksum mismatch", _zeros_from(buf, pos))
-            break
-        body = pos + HEADER.size
-        end = body + length
-        if end > size:
-            damage = Damage(pos, f"record of {length} bytes runs past the end of the file",
-                            True)
-            break
-        if crc32c(buf[body:end]) != crc:
-            damage = Damage(pos, "record checksum mismatch", _zeros_from(buf, end))
+    while pos < len(buf):
+        found = _record_at(buf, pos)
+        if isinstance(found, str):
+            damage = Damage(pos, found, not intact_record_after(buf, pos))
             break
         offsets.append(pos)
-        payloads.append((body, end))
-        pos = end
+        payloads.append(found)
+        pos = found[1]
     return Scan(offsets, payloads, pos, damage)

@@ -170,8 +170,8 @@ class Segment:
 def recover(path: str, first_index: int, *, last: bool, sync: bool) -> Segment | None:
     """Check every record of a segment file and return it opened.
 
-    In the ``last`` segment, damage that can be a torn write (the final record cut
-    short, or failing its checksum with nothing but zeros after it) is cut off;
+    In the ``last`` segment, damage that can be a torn write (a record cut short
+    or failing its checksum, with no intact record after it) is cut off;
     a last segment left with no records is deleted (None). Any other damage
     raises :class:`CorruptLog` naming the file and offset.
     """
