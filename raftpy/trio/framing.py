@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Sequence
 
 import trio
 
@@ -102,6 +103,13 @@ class FramedStream:
         frame = encode_frame(payload)
         async with self._send_lock:
             await self.stream.send_all(frame)
+
+    async def send_many(self, payloads: Sequence[bytes]) -> None:
+        """Write several frames in one ``send_all`` (one system call for a batch)."""
+        data = b"".join(encode_frame(p) for p in payloads)
+        if data:
+            async with self._send_lock:
+                await self.stream.send_all(data)
 
     async def receive(self) -> bytes | None:
         """The next frame's payload; ``None`` at a clean end of stream."""

@@ -21,10 +21,14 @@ Frames and handshake
     do not match the handshake close that one connection with a logged error.
 
 Queues
-    :meth:`Transport.send` never blocks: each peer lane has a bounded queue;
-    when it is full the oldest heartbeat (an AppendEntries without entries) is
-    dropped, or else the oldest message. Raft retransmits, so a drop costs a
-    round trip, never safety. Dials back off exponentially (capped, jittered).
+    :meth:`Transport.send` never blocks: each peer lane has a queue bounded in
+    messages (``queue_size``) and bytes (``queue_bytes``). A queued heartbeat (an
+    AppendEntries without entries) is replaced by a newer one; when the queue is
+    full the heartbeat goes first, else the oldest message. Raft retransmits, so
+    a drop costs a round trip, never safety. The writer sends whatever queued up
+    in one write. Dials back off exponentially (capped, jittered). Received
+    messages go to :attr:`Transport.incoming` (``queue_size`` deep); when the
+    node falls behind, readers wait, and TCP pushes back on the senders.
 
 Clients on the same port
     A hello with role ``"client"`` is handed, after the reply, to the
@@ -74,6 +78,8 @@ ClientHandler = Callable[[FramedStream], Awaitable[None]]
 # Errors that end one connection (never the transport).
 _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
                       ProtocolError, OSError)
+# A write gathers queued messages up to about this many bytes.
+_BATCH_BYTES = 256 * 1024
 # accept() errors caused by resource exhaustion: wait and retry rather than stop serving.
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -97,35 +103,76 @@ def _lane_of(msg: Message) -> str:
     return handshake.LANE_BULK if isinstance(msg, InstallSnapshot) else handshake.LANE_CONTROL
 
 
-class _Outbox:
-    """A bounded FIFO of messages for one peer lane, drained by one dialer task."""
+def _weight(msg: Message) -> int:
+    """Roughly the bytes ``msg`` takes queued and on the wire (cheaper than encoding it)."""
+    if isinstance(msg, AppendEntries):
+        return 64 + sum(24 + len(e.data) for e in msg.entries)
+    if isinstance(msg, InstallSnapshot):
+        return 64 + len(msg.data)
+    return 64
 
-    def __init__(self, capacity: int) -> None:
+
+class _Outbox:
+    """A bounded FIFO of messages for one peer lane, drained by one dialer task.
+
+    Bounded in count and in bytes. At most one heartbeat waits in it: a newer one
+    supersedes the older (same or later term, later commit index), so the older
+    is dropped ("coalesced") rather than sent late.
+    """
+
+    def __init__(self, capacity: int, max_bytes: int) -> None:
         self.capacity = capacity
-        self._queue: deque[Message] = deque()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._queue: deque[tuple[Message, int]] = deque()
+        self._heartbeat: Message | None = None
         self._ready = trio.Event()
 
     def __len__(self) -> int:
         return len(self._queue)
 
-    def put(self, msg: Message) -> bool:
-        """Queue ``msg``; returns whether an older message had to be dropped."""
-        dropped = False
-        if len(self._queue) >= self.capacity:
+    def put(self, msg: Message) -> tuple[int, int]:
+        """Queue ``msg``; returns how many older messages were dropped and coalesced."""
+        coalesced = 0
+        if self._heartbeat is not None and _is_heartbeat(msg):
+            self._remove(self._heartbeat)
+            coalesced = 1
+        weight = _weight(msg)
+        dropped = 0
+        while self._queue and (len(self._queue) >= self.capacity
+                               or self.bytes + weight > self.max_bytes):
             self._evict()
-            dropped = True
-        self._queue.append(msg)
+            dropped += 1
+        self._queue.append((msg, weight))
+        self.bytes += weight
+        if _is_heartbeat(msg):
+            self._heartbeat = msg
         self._ready.set()
-        return dropped
+        return dropped, coalesced
+
+    def _remove(self, msg: Message) -> None:
+        for i, (queued, weight) in enumerate(self._queue):
+            if queued is msg:
+                del self._queue[i]
+                self.bytes -= weight
+                break
+        if msg is self._heartbeat:
+            self._heartbeat = None
 
     def _evict(self) -> None:
-        # A newer heartbeat supersedes an older one (same leader, newer commit index),
-        # so old heartbeats are the cheapest loss; otherwise the oldest message goes.
-        for i, queued in enumerate(self._queue):
-            if _is_heartbeat(queued):
-                del self._queue[i]
-                return
-        self._queue.popleft()
+        # The heartbeat is the cheapest loss (the next one repeats it); otherwise the
+        # oldest message goes: Raft retransmits whatever is still needed.
+        if self._heartbeat is not None:
+            self._remove(self._heartbeat)
+        else:
+            self._pop()
+
+    def _pop(self) -> Message:
+        msg, weight = self._queue.popleft()
+        self.bytes -= weight
+        if msg is self._heartbeat:
+            self._heartbeat = None
+        return msg
 
     async def wait(self) -> None:
         """Return once the queue is not empty."""
@@ -133,10 +180,15 @@ class _Outbox:
             self._ready = trio.Event()
             await self._ready.wait()
 
-    async def get(self) -> Message:
-        """Take the oldest message, waiting for one."""
+    async def take(self, max_bytes: int) -> list[Message]:
+        """The oldest messages, at least one (waiting for it), about ``max_bytes`` in all."""
         await self.wait()
-        return self._queue.popleft()
+        batch = [self._pop()]
+        total = _weight(batch[0])
+        while self._queue and total + self._queue[0][1] <= max_bytes:
+            total += self._queue[0][1]
+            batch.append(self._pop())
+        return batch
 
 
 class Transport:
@@ -157,6 +209,7 @@ class Transport:
         client_ssl_context: ssl.SSLContext | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
         queue_size: int = 1024,
+        queue_bytes: int = 64 * 1024 * 1024,
         connect_stream: ConnectStream | None = None,
         client_handler: ClientHandler | None = None,
         connect_timeout: float = 5.0,
@@ -185,7 +238,7 @@ class Transport:
         self._connect_stream = connect_stream if connect_stream is not None else open_tcp
         self._rng = rng if rng is not None else random.Random()
         self._incoming_send, self.incoming = trio.open_memory_channel[Message](queue_size)
-        self._outboxes = {(peer, lane): _Outbox(queue_size)
+        self._outboxes = {(peer, lane): _Outbox(queue_size, queue_bytes)
                           for peer in self.peers for lane in handshake.LANES}
         self._connected: set[tuple[int, str]] = set()
         self._inbound: dict[tuple[int, str], trio.CancelScope] = {}
@@ -201,8 +254,11 @@ class Transport:
             logger.debug("node %d: no address for node %d, dropping %s", self.node_id, msg.dst,
                          type(msg).__name__)
             return
-        if outbox.put(msg):
-            self._count("dropped_queue_full")
+        dropped, coalesced = outbox.put(msg)
+        if dropped:
+            self._count("dropped_queue_full", dropped)
+        if coalesced:
+            self._count("coalesced_heartbeats", coalesced)
 
     def stats(self) -> dict[str, int]:
         """Counters since start: frames and bytes each way, drops, connections, refusals."""
@@ -434,17 +490,20 @@ class Transport:
             nursery.start_soon(watch)
             try:
                 while True:
-                    msg = await outbox.get()
-                    payload = codec.encode(msg)
-                    if len(payload) > self.max_frame:
+                    # Whatever queued up meanwhile goes out in one write (one syscall).
+                    payloads = []
+                    for msg in await outbox.take(_BATCH_BYTES):
+                        payload = codec.encode(msg)
+                        if len(payload) <= self.max_frame:
+                            payloads.append(payload)
+                            continue
                         self._count("dropped_too_large")
                         logger.error("node %d: %s to node %d is %d bytes, over the %d-byte "
                                      "frame limit: dropped", self.node_id, type(msg).__name__,
                                      msg.dst, len(payload), self.max_frame)
-                        continue
-                    await framed.send(payload)
-                    self._count("frames_sent")
-                    self._count("bytes_sent", len(payload) + 4)
+                    await framed.send_many(payloads)
+                    self._count("frames_sent", len(payloads))
+                    self._count("bytes_sent", sum(len(p) + 4 for p in payloads))
             except _CONNECTION_ERRORS as exc:
                 reason = _why(exc)
                 self._count("send_failures")
@@ -457,7 +516,8 @@ class Transport:
 
 _STAT_NAMES = (
     "frames_sent", "frames_received", "bytes_sent", "bytes_received",
-    "dropped_queue_full", "dropped_unknown_peer", "dropped_too_large", "send_failures",
+    "dropped_queue_full", "coalesced_heartbeats", "dropped_unknown_peer", "dropped_too_large",
+    "send_failures",
     "connects", "reconnects", "connect_failures", "handshake_failures",
     "accepted", "client_connections", "refused", "refused_tls", "protocol_errors",
 )
