@@ -189,16 +189,32 @@ def test_opening_finishes_a_snapshot_install_cut_short(tmp_path: Path) -> None:
     # The crash hit after the snapshot file was written and before the log it
     # contradicts was deleted: opening deletes it.
     with open_fs(tmp_path) as fs:
-        fs.save(None, run(1, 1, 1, 1))
+        fs.save(None, run(1, 1, 1, 1, 1, 1))
     keep = (tmp_path / "log-00000000000000000001.seg").read_bytes()
     with open_fs(tmp_path) as fs:
-        fs.save(None, (), (SnapshotMeta(3, 2), b"s"))
+        fs.save(None, (), (SnapshotMeta(3, 2), b"s"))  # entry 3 has term 1: the log goes
     (tmp_path / "log-00000000000000000001.seg").write_bytes(keep)
     with open_fs(tmp_path) as fs:
         state, _ = fs.load()
         assert state.entries == ()
         assert state.snapshot == SnapshotMeta(3, 2)
     assert segment_names(tmp_path) == []
+
+
+def test_opening_finishes_a_compaction_cut_short(tmp_path: Path) -> None:
+    with open_fs(tmp_path, segment_size=1) as fs:
+        for start in (1, 4, 7):
+            fs.save(None, run(start, 1, 1, 1))
+    keep = {n: (tmp_path / n).read_bytes() for n in segment_names(tmp_path)}
+    with open_fs(tmp_path) as fs:
+        fs.compact(SnapshotMeta(7, 1), b"s")
+    for name, data in keep.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "log-00000000000000000001.seg").write_bytes(b"no longer read")
+    with open_fs(tmp_path) as fs:
+        state, _ = fs.load()
+    assert [e.index for e in state.entries] == [8, 9]
+    assert segment_names(tmp_path) == ["log-00000000000000000007.seg"]
 
 
 def test_a_corrupt_snapshot_file_is_refused(tmp_path: Path) -> None:
