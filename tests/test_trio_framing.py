@@ -57,10 +57,22 @@ def test_huge_length_prefix_is_refused_before_any_payload() -> None:
     assert decoder.in_frame
 
 
-def test_earlier_frames_of_a_chunk_are_not_returned_after_an_oversized_prefix() -> None:
-    # The stream is out of sync after a bad prefix: the whole chunk is refused.
-    with pytest.raises(ProtocolError):
-        FrameDecoder(max_frame=4).feed(encode_frame(b"ok") + struct.pack(">I", 5))
+def test_frames_before_an_oversized_prefix_come_first_then_the_error() -> None:
+    decoder = FrameDecoder(max_frame=4)
+    assert decoder.feed(encode_frame(b"ok") + struct.pack(">I", 5) + b"abc") == [b"ok"]
+    with pytest.raises(ProtocolError, match="5 bytes exceeds the 4-byte limit"):
+        decoder.feed(b"")
+    with pytest.raises(ProtocolError):  # out of sync for good
+        decoder.feed(b"more")
+
+
+def test_raising_the_limit_applies_to_bytes_already_buffered() -> None:
+    # The transport reads the hello under a small limit, then raises it: a big frame
+    # that arrived in the same read as the hello must not be refused.
+    decoder = FrameDecoder(max_frame=8)
+    assert decoder.feed(encode_frame(b"hello") + encode_frame(b"x" * 20)[:10]) == [b"hello"]
+    decoder.max_frame = 100
+    assert decoder.feed(encode_frame(b"x" * 20)[10:]) == [b"x" * 20]
 
 
 @given(st.lists(st.binary(max_size=300), max_size=8), st.data())
@@ -179,6 +191,15 @@ async def test_framed_stream_eof_inside_a_frame_is_a_protocol_error() -> None:
     assert await b.receive() == b"complete"
     with pytest.raises(ProtocolError, match="middle of a frame"):
         await b.receive()
+
+
+async def test_framed_stream_hello_then_a_big_frame_in_one_read() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    await left.send_all(encode_frame(b"hello") + encode_frame(b"b" * 5000))
+    framed = FramedStream(right, max_frame=4096)
+    assert await framed.receive() == b"hello"
+    framed.decoder.max_frame = 10_000
+    assert await framed.receive() == b"b" * 5000
 
 
 async def test_framed_stream_refuses_an_oversized_frame() -> None:

@@ -15,6 +15,8 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raftpy import codec
 from raftpy.errors import HandshakeRefused, ProtocolError
@@ -28,7 +30,7 @@ from raftpy.messages import (
 )
 from raftpy.trio import handshake
 from raftpy.trio.client import connect_client
-from raftpy.trio.framing import FramedStream
+from raftpy.trio.framing import FramedStream, encode_frame
 from raftpy.trio.transport import PeerAddress, Transport
 
 CLUSTER = "test-cluster"
@@ -586,3 +588,23 @@ async def test_run_closes_incoming_when_cancelled(
         await t1.run([])
     with pytest.raises(trio.EndOfChannel):
         await t1.incoming.receive()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=40).map(encode_frame), st.binary(max_size=40)),
+                max_size=4))
+def test_random_bytes_after_the_hello_never_crash_the_acceptor(chunks: list[bytes]) -> None:
+    async def main() -> None:
+        t1 = Transport(1, CLUSTER, {2: PeerAddress("mem", 2)}, max_frame=4096)
+        client, server = trio.testing.memory_stream_pair()
+        await client.send_all(encode_frame(handshake.encode_hello(handshake.Hello(CLUSTER, 2))))
+        for chunk in chunks:
+            await client.send_all(chunk)
+        await client.send_eof()  # the reply can still arrive
+        with trio.fail_after(5):
+            await t1.accept_stream(server)  # returns; never raises
+        stats = t1.stats()
+        assert stats["accepted"] == 1
+        assert stats["protocol_errors"] <= 1
+
+    trio.run(main)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections import deque
 from collections.abc import Sequence
 
 import trio
@@ -56,8 +57,10 @@ class FrameDecoder:
     def feed(self, data: bytes | bytearray) -> list[bytes]:
         """Add ``data``; return every frame it completes, in order.
 
-        Raises :class:`ProtocolError` as soon as a length prefix exceeds
-        ``max_frame``; the decoder is then unusable (the stream is out of sync).
+        A length prefix over ``max_frame`` raises :class:`ProtocolError` (without
+        buffering its payload); frames completed before it in the same call are
+        returned first, and the next call raises (``feed(b"")`` will do). After
+        that the decoder is unusable: the stream is out of sync.
         """
         self._buffer += data
         frames: list[bytes] = []
@@ -67,6 +70,8 @@ class FrameDecoder:
                     return frames
                 (length,) = _HEADER.unpack_from(self._buffer)
                 if length > self.max_frame:
+                    if frames:
+                        return frames  # the next call raises, after these are handled
                     raise ProtocolError(
                         f"frame of {length} bytes exceeds the {self.max_frame}-byte limit")
                 del self._buffer[:_HEADER.size]
@@ -94,7 +99,7 @@ class FramedStream:
         self.decoder = decoder if decoder is not None else FrameDecoder(max_frame)
         self.peer = peer
         """A description of the other side, for log messages."""
-        self._pending: list[bytes] = []
+        self._pending: deque[bytes] = deque()
         self._send_lock = trio.Lock()
         self._eof = False
 
@@ -114,17 +119,22 @@ class FramedStream:
     async def receive(self) -> bytes | None:
         """The next frame's payload; ``None`` at a clean end of stream."""
         while not self._pending:
+            if self.decoder.in_frame:
+                # Bytes left from an earlier read, perhaps under another max_frame:
+                # whole frames, or an oversized prefix that raises now.
+                self._pending.extend(self.decoder.feed(b""))
+                if self._pending:
+                    break
+                if self._eof:
+                    raise ProtocolError("connection closed in the middle of a frame")
             if self._eof:
                 return None
             data = await self.stream.receive_some(_RECEIVE_CHUNK)
             if not data:
                 self._eof = True
-                if self.decoder.in_frame:
-                    raise ProtocolError("connection closed in the middle of a frame")
-                return None
-            self._pending = self.decoder.feed(data)
-            self._pending.reverse()
-        return self._pending.pop()
+                continue
+            self._pending.extend(self.decoder.feed(data))
+        return self._pending.popleft()
 
     async def aclose(self) -> None:
         """Close the underlying stream."""
