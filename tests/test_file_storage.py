@@ -400,3 +400,28 @@ def test_a_restarted_voter_remembers_its_vote(tmp_path: Path) -> None:
     sent = restarted.ready()
     assert sent.messages + sent.messages_after_persist == [
         RequestVoteResponse(term=5, src=1, dst=3, vote_granted=False)]
+
+
+def test_a_node_restarts_from_its_snapshot_and_the_entries_after_it(tmp_path: Path) -> None:
+    with open_fs(tmp_path, segment_size=64) as fs:
+        node = RaftNode(1, [1], rng=random.Random(1))
+        now = node.next_deadline()
+        node.tick(now)
+        persist_all(node, fs, now)
+        node.propose_many([b"a", b"b", b"c"], now)
+        persist_all(node, fs, now)
+        applied = node.commit_index
+        fs.compact(SnapshotMeta(applied, node.log.term_at(applied) or 0), b"abc")
+        node.propose_many([b"d", b"e"], now)
+        persist_all(node, fs, now)
+        after = node.log.entries()[applied:]
+        term = node.current_term
+
+    with open_fs(tmp_path, segment_size=64) as fs:
+        state, snapshot = fs.load()
+    assert snapshot == b"abc"
+    restarted = RaftNode(1, [1], state=state, rng=random.Random(2))
+    assert restarted.current_term == term
+    assert (restarted.log.snapshot_index, restarted.log.snapshot_term) == (applied, term)
+    assert restarted.log.entries() == after
+    assert [e.data for e in after] == [b"d", b"e"]

@@ -160,6 +160,6 @@ class FileMatchesMemory(RuleBasedStateMachine):
         assert self.fs.first_index == self.model.first_index
 
 
-FileMatchesMemory.TestCase.settings = settings(max_examples=60, stateful_step_count=25,
+FileMatchesMemory.TestCase.settings = settings(max_examples=150, stateful_step_count=30,
                                                deadline=None)
 TestFileMatchesMemory = FileMatchesMemory.TestCase

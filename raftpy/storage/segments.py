@@ -18,6 +18,8 @@ import logging
 import os
 import re
 import struct
+from array import array
+from collections.abc import Iterable
 
 from raftpy.errors import CorruptLog
 from raftpy.messages import Entry
@@ -54,16 +56,16 @@ def _header(first_index: int) -> bytes:
 class Segment:
     """One segment file: where each of its records starts, and its size.
 
-    Only the offsets stay in memory; entries are read back from the file when
-    :meth:`read_entries` or :meth:`term_at` needs them.
+    Only the offsets stay in memory (8 bytes per entry); entries are read back
+    from the file when :meth:`read_entries` or :meth:`term_at` needs them.
     """
 
     __slots__ = ("_fd", "first_index", "offsets", "path", "size")
 
-    def __init__(self, path: str, first_index: int, offsets: list[int], size: int) -> None:
+    def __init__(self, path: str, first_index: int, offsets: Iterable[int], size: int) -> None:
         self.path = path
         self.first_index = first_index
-        self.offsets = offsets
+        self.offsets = array("Q", offsets)
         self.size = size
         self._fd: int | None = None
 
@@ -146,7 +148,7 @@ class Segment:
         found = scan(buf, SEG_HEADER_SIZE)
         if found.damage is not None:
             raise CorruptLog(self.path, found.damage.offset, found.damage.reason)
-        if found.offsets != self.offsets:
+        if array("Q", found.offsets) != self.offsets:
             raise CorruptLog(self.path, found.end, "segment changed since it was opened")
         skip = max(start - self.first_index, 0)
         return [decode_entry(buf[lo:hi]) for lo, hi in found.payloads[skip:]]
