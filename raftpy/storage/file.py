@@ -246,6 +246,10 @@ class FileStorage:
                                    f"files but no metadata file: refusing to guess its owner")
             meta = Metadata(self.node_id, self.cluster_id, 0, None)
             write_metadata(path, meta, sync=self.sync)
+            if self.sync:
+                # The directory may be new: its own name must be durable too, or a
+                # crash could take a granted vote with it.
+                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
             logger.info("%s: new data directory for node %d of cluster %r", self.path,
                         self.node_id, self.cluster_id)
             return meta
