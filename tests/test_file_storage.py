@@ -201,6 +201,26 @@ def test_opening_finishes_a_snapshot_install_cut_short(tmp_path: Path) -> None:
     assert segment_names(tmp_path) == []
 
 
+def test_a_cut_short_install_is_finished_even_when_a_segment_starts_after_it(
+        tmp_path: Path) -> None:
+    # Found by the model test: entry 1 (term 2) sits alone in the first segment and
+    # the log goes on in a segment starting right after the snapshot's index. The
+    # first segment must still be read to see that the snapshot (term 3 at index 1)
+    # contradicts the log.
+    with open_fs(tmp_path, segment_size=1) as fs:
+        fs.save(None, run(1, 2))
+        fs.save(None, run(2, 2))
+    keep = {n: (tmp_path / n).read_bytes() for n in segment_names(tmp_path)}
+    with open_fs(tmp_path) as fs:
+        fs.save(HardState(3, None), (), (SnapshotMeta(1, 3), b"s"))
+    for name, data in keep.items():
+        (tmp_path / name).write_bytes(data)
+    with open_fs(tmp_path) as fs:
+        state, _ = fs.load()
+    assert (state.entries, state.snapshot) == ((), SnapshotMeta(1, 3))
+    assert segment_names(tmp_path) == []
+
+
 def test_opening_finishes_a_compaction_cut_short(tmp_path: Path) -> None:
     with open_fs(tmp_path, segment_size=1) as fs:
         for start in (1, 4, 7):

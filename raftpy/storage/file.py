@@ -228,11 +228,14 @@ class FileStorage:
             fsync_dir(self.path)
 
     def _drop_covered(self) -> None:
-        """Delete the segments whose every entry is covered by the snapshot. A crash
-        part-way leaves some of them behind; opening deletes those."""
+        """Delete the segments whose every entry is covered by the snapshot, oldest
+        first, each deletion durable before the next, so that a crash part-way
+        leaves a gapless run of them behind (opening finishes the job)."""
         assert self._snapshot is not None
         while self._segments and self._segments[0].last_index <= self._snapshot.index:
             self._segments.pop(0).remove()
+            if self.sync:
+                fsync_dir(self.path)
 
     # ------------------------------------------------------------------ opening
 
@@ -282,11 +285,15 @@ class FileStorage:
         names = [n for _, n in found]
         firsts = [i for i, _ in found]
         if snap is not None:
-            # A segment is wholly covered when the next one starts within the
-            # snapshot: such leftovers of a cut-short compaction go unread.
-            while len(firsts) > 1 and firsts[1] <= snap.index + 1:
+            # A segment is wholly covered when the next one starts at or before the
+            # snapshot's index: such leftovers of a cut-short compaction go unread.
+            # The segment holding the snapshot's index itself is read, because its
+            # term there tells whether the log continues the snapshot (rule 6).
+            while len(firsts) > 1 and firsts[1] <= snap.index:
                 os.unlink(os.path.join(self.path, names.pop(0)))
                 firsts.pop(0)
+                if self.sync:
+                    fsync_dir(self.path)
         segments: list[Segment] = []
         for n, (first, name) in enumerate(zip(firsts, names, strict=True)):
             segment = recover(os.path.join(self.path, name), first,
@@ -307,7 +314,8 @@ class FileStorage:
 
     def _reconcile(self, segments: list[Segment], snap: SnapshotMeta) -> list[Segment]:
         """Finish what a crash interrupted: keep the log only if it continues the
-        snapshot (it holds the snapshot's entry with its term, or starts right after)."""
+        snapshot (holds the snapshot's entry with its term, or starts right after
+        it: no segment holding that entry is left, so a compaction removed it)."""
         if not segments:
             return segments
         first, last = segments[0].first_index, segments[-1].last_index
@@ -317,12 +325,16 @@ class FileStorage:
             logger.info("%s: dropping log %d..%d, covered by the snapshot at %d", self.path,
                         first, last, snap.index)
         elif first == snap.index + 1 or _term_in(segments, snap.index) == snap.term:
+            while segments[0].last_index <= snap.index:
+                segments.pop(0).remove()
             return segments
         else:
             logger.warning("%s: dropping log %d..%d, which disagrees with the snapshot at "
                            "%d", self.path, first, last, snap.index)
         for segment in reversed(segments):
             segment.remove()
+            if self.sync:
+                fsync_dir(self.path)
         return []
 
     # ------------------------------------------------------------------ helpers
