@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit soak bench clean
+.PHONY: demo demo-sim test lint typecheck unit soak bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@
 
+# Three real `raftpy serve` processes on loopback: writes, transfer, SIGKILL, re-election.
 demo: $(VENV)/.installed
+	$(BIN)/python -m raftpy.demo_net
+
+# The same story in the deterministic simulator, under virtual time.
+demo-sim: $(VENV)/.installed
 	$(BIN)/python -m raftpy.demo
 
 lint: $(VENV)/.installed-test

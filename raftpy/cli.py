@@ -19,7 +19,6 @@ Exit codes (stable, for scripts):
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ import trio
 
 from raftpy.config import Config
 from raftpy.errors import ConfigError, StorageError
+from raftpy.storage.file import FileStorage
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -167,17 +167,9 @@ def tls_contexts(ca: str | None, cert: str | None, key: str | None
 
 # ---------------------------------------------------------------------- serve
 
-def _open_storage(data_dir: str, node_id: int, cluster_id: str) -> Any:
+def _open_storage(data_dir: str, node_id: int, cluster_id: str) -> FileStorage:
     os.makedirs(data_dir, exist_ok=True)
-    try:
-        # By name until raftpy.storage.file lands (it is written in parallel).
-        file_storage = importlib.import_module("raftpy.storage.file").FileStorage
-    except ImportError:  # pragma: no cover - until the durable storage lands
-        from raftpy.storage.memory import MemoryStorage
-
-        logger.warning("durable storage unavailable: keeping state in memory only")
-        return MemoryStorage()
-    return file_storage(data_dir, node_id=node_id, cluster_id=cluster_id)
+    return FileStorage(data_dir, node_id=node_id, cluster_id=cluster_id)
 
 
 async def serve(args: argparse.Namespace) -> int:

@@ -63,7 +63,6 @@ def _closed_port() -> int:
 
 def test_unreachable_cluster_exits_3(capsys: pytest.CaptureFixture[str],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("raftpy.trio.transport", reason="needs the TCP transport")
     port = _closed_port()
     monkeypatch.setenv(cli.ENV_CLUSTER, f"127.0.0.1:{port}")
     code, out, err = run(capsys, "get", "k", "--timeout", "0.3")

@@ -8,16 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import trio
 
 from raftpy import cli
 from raftpy.demo_net import Servers, wait_for_leader
 from raftpy.kv.client import ClusterUnavailable, KVClient
-
-pytest.importorskip("raftpy.trio.transport", reason="needs the TCP transport")
-pytest.importorskip("raftpy.storage.file",
-                    reason="needs FileStorage: a restarted member must find its data")
 
 
 def raftpy(servers: Servers, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -18,8 +18,6 @@ from raftpy.kv.statemachine import KVStore, put_command
 from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.runtime import Node, open_node
 
-pytest.importorskip("raftpy.trio.transport", reason="needs the TCP transport")
-
 CONFIG = Config(election_timeout_min=0.150, election_timeout_max=0.300)
 CLUSTER_ID = "tcp-test"
 

@@ -7,7 +7,6 @@ waits briefly while an election runs, and gives up with
 
 from __future__ import annotations
 
-import importlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -242,9 +241,7 @@ def _refused(exc: BaseException | None) -> bool:
 
 
 def _default_connect(cluster_id: str, ssl_context: ssl.SSLContext | None) -> Connect:
-    # Imported by name until raftpy.trio.client lands (it wraps the transport's
-    # client handshake, which is written in parallel).
-    connect_client = importlib.import_module("raftpy.trio.client").connect_client
+    from raftpy.trio.client import connect_client
 
     async def connect(address: str) -> FramedStream:
         stream: FramedStream = await connect_client(address, cluster_id=cluster_id,

@@ -16,7 +16,6 @@ storage.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -655,9 +654,8 @@ async def open_node(
 def _tcp_transport(node_id: int, cluster_id: str, peers: Mapping[int, Any], ssl_context: Any,
                    client_ssl_context: Any, client_handler: ClientHandler | None,
                    get_node: Callable[[], Node]) -> MessageTransport:
-    # Imported by name until raftpy.trio.transport lands (it is written in parallel).
-    module = importlib.import_module("raftpy.trio.transport")
-    peer_address, transport_class = module.PeerAddress, module.Transport
+    from raftpy.trio.transport import PeerAddress as peer_address
+    from raftpy.trio.transport import Transport as transport_class
 
     def to_peer(addr: Any) -> Any:
         if isinstance(addr, peer_address):
