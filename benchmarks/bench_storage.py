@@ -102,18 +102,38 @@ class Appender:
         }
 
 
-def hard_state_run(directory: str, seconds: float) -> dict[str, Any]:
-    """Saves of a changing term and vote, as a node votes or starts an election."""
-    latencies: list[float] = []
-    with FileStorage(directory, node_id=1, cluster_id="bench") as fs:
+class HardStateSaver:
+    """Saves a new term and vote (as a node does when it votes or starts an
+    election), with ``entries`` new entries in the same save when non-zero (a new
+    leader's first Ready), in time slices like :class:`Appender`."""
+
+    def __init__(self, directory: str, entries: int, size: int) -> None:
+        self.entries = entries
+        self.payload = os.urandom(size)
+        self.term = 0
+        self.latencies: list[float] = []
+        self.fs = FileStorage(directory, node_id=1, cluster_id="bench")
+
+    def run_for(self, seconds: float) -> None:
+        """Save for about ``seconds`` (at least once)."""
         deadline = time.perf_counter() + seconds
-        term = 0
-        while time.perf_counter() < deadline or not latencies:
-            term += 1
+        while True:
+            self.term += 1
+            start = (self.term - 1) * self.entries + 1
+            entries = [Entry(i, self.term, self.payload)
+                       for i in range(start, start + self.entries)]
             t0 = time.perf_counter()
-            fs.save(HardState(term, 2))
-            latencies.append(time.perf_counter() - t0)
-    return {"saves": len(latencies), "save_ms": summarize(latencies, 1000.0)}
+            self.fs.save(HardState(self.term, 2), entries)
+            t1 = time.perf_counter()
+            self.latencies.append(t1 - t0)
+            if t1 >= deadline:
+                break
+
+    def result(self) -> dict[str, Any]:
+        """Totals over every slice."""
+        self.fs.close()
+        return {"entries_per_save": self.entries, "saves": len(self.latencies),
+                "save_ms": summarize(self.latencies, 1000.0)}
 
 
 def load_run(directory: str) -> dict[str, Any]:
@@ -141,10 +161,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=10,
                         help="interleaved time slices per row (10)")
     parser.add_argument("--quick", action="store_true", help="0.5 s per row")
+    parser.add_argument("--hard-state-only", action="store_true",
+                        help="only the two hard-state rows (results in storage_hard_state.json)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     seconds = 0.5 if args.quick else args.seconds
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = [] if args.hard_state_only else [int(b) for b in args.batches.split(",")]
     parent = tempfile.mkdtemp(prefix="raftpy-bench-storage-", dir=args.dir)
     fs_type = filesystem_of(parent)
     if fs_type in ("tmpfs", "ramfs"):
@@ -153,20 +175,37 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         appenders = [Appender(os.path.join(parent, f"sync-{n}"), batch, args.size,
                               args.max_entries, True) for n, batch in enumerate(batches)]
-        largest = max(batches)
-        appenders.append(Appender(os.path.join(parent, "nosync"), largest, args.size,
-                                  args.max_entries, False))
+        if batches:
+            appenders.append(Appender(os.path.join(parent, "nosync"), max(batches), args.size,
+                                      args.max_entries, False))
+        savers = [HardStateSaver(os.path.join(parent, f"hard-state-{n}"), n, args.size)
+                  for n in (0, 1)]
         # Interleaved slices: the shared disk's fsync latency drifts over time, and
         # every row should see the same mix of good and bad moments.
+        runners: list[Appender | HardStateSaver] = [*appenders, *savers]
         for _ in range(args.rounds):
-            for appender in appenders:
-                appender.run_for(seconds / args.rounds)
+            for runner in runners:
+                runner.run_for(seconds / args.rounds)
         rows = [a.result() for a in appenders]
-        nosync = rows.pop()
-        hard_state = hard_state_run(os.path.join(parent, "hard-state"), seconds)
-        loaded = load_run(os.path.join(parent, f"sync-{batches.index(largest)}"))
+        hard_state, hard_state_and_entry = (s.result() for s in savers)
+        if batches:
+            nosync = rows.pop()
+            loaded = load_run(os.path.join(parent, f"sync-{batches.index(max(batches))}"))
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+    for label, row in (("hard state (term+vote) save", hard_state),
+                       ("hard state + 1 entry save", hard_state_and_entry)):
+        ms = row["save_ms"]
+        print(f"{label}: median {ms['median']:.2f} ms, p99 {ms['p99']:.2f} ms "
+              f"over {row['saves']} saves ({fs_type})")
+    payload: dict[str, Any] = {
+        "entry_bytes": args.size, "seconds_per_row": seconds, "filesystem": fs_type,
+        "rounds": args.rounds, "hard_state": hard_state,
+        "hard_state_and_entry": hard_state_and_entry}
+    if not batches:
+        write_json(args.results_dir, NAME + "_hard_state", payload)
+        return payload
 
     baseline = rows[0]["entries_per_s"] if batches[0] == 1 else float("nan")
     table = [[r["batch"], "yes", r["entries"], r["entries_per_s"], r["saves_per_s"],
@@ -178,14 +217,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print_table(["entries/save", "fsync", "entries", "entries/s", "saves/s", "save p50 ms",
                  "save p99 ms", "x vs 1/save"], table,
                 title=f"FileStorage appends, {args.size} B entries, {fs_type} ({parent})")
-    print(f"\nhard state (term+vote) save: median {hard_state['save_ms']['median']:.2f} ms, "
-          f"p99 {hard_state['save_ms']['p99']:.2f} ms over {hard_state['saves']} saves")
     print(f"reopen + load of {loaded['entries']} entries: open {loaded['open_s']*1000:.0f} ms, "
           f"load {loaded['load_s']*1000:.0f} ms ({loaded['entries_per_s']:,.0f} entries/s)")
-    payload = {"entry_bytes": args.size, "seconds_per_row": seconds, "filesystem": fs_type,
-               "rounds": args.rounds,
-               "appends": rows, "appends_without_fsync": nosync, "hard_state": hard_state,
-               "reopen_and_load": loaded}
+    payload.update(appends=rows, appends_without_fsync=nosync, reopen_and_load=loaded)
     write_json(args.results_dir, NAME, payload)
     return payload
 

@@ -320,21 +320,21 @@ def test_a_closed_storage_refuses_calls(tmp_path: Path) -> None:
         fs.save(HardState(1, None))
 
 
-def test_a_failed_metadata_write_makes_the_storage_refuse_further_writes(
+def test_a_failed_hard_state_sync_makes_the_storage_refuse_further_writes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def disk_full(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def sync_fails(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
 
     with open_fs(tmp_path) as fs:
-        fs.save(None, run(1, 1))
+        fs.save(HardState(3, 1), run(1, 1))
         with monkeypatch.context() as patch:
-            patch.setattr("raftpy.storage.file.write_metadata", disk_full)
-            with pytest.raises(StorageError, match=r"write failed.*No space left"):
+            patch.setattr("raftpy.storage.statefile._datasync", sync_fails)
+            with pytest.raises(StorageError, match=r"write failed.*Input/output error"):
                 fs.save(HardState(9, None))
         with pytest.raises(StorageError, match="reopen the directory"):
             fs.save(None, run(2, 1))
-    with open_fs(tmp_path) as fs:
-        assert fs.load()[0].hard_state == HardState(0, None)
+    with open_fs(tmp_path) as fs:  # the slot written is blanked: the old record stands
+        assert fs.load()[0].hard_state == HardState(3, 1)
         assert fs.last_index == 1
 
 

@@ -1,6 +1,7 @@
 """FileStorage against MemoryStorage: random sequences of appends, conflicting
-overwrites, hard-state changes, compactions, installed snapshots, torn tails and
-reopenings must leave both loading exactly the same state."""
+overwrites, hard-state changes (alone or with entries), compactions, installed
+snapshots, torn log tails, torn hard-state writes and reopenings must leave both
+loading exactly the same state."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from raftpy.ready import HardState, SnapshotMeta
 from raftpy.storage.file import FileStorage
 from raftpy.storage.memory import MemoryStorage
 from raftpy.storage.records import encode_entry
+from raftpy.storage.statefile import SLOT_SIZE, encode_record, read_slots
 
 payloads = st.binary(max_size=40)
 segment_sizes = st.sampled_from([1, 64, 200, 1 << 20])
@@ -87,6 +89,34 @@ class FileMatchesMemory(RuleBasedStateMachine):
     def hard_state(self, term_step: int, voted_for: int | None) -> None:
         self.top_term += term_step
         self._save(HardState(self.top_term, voted_for))
+
+    @rule(term_step=st.integers(min_value=0, max_value=2),
+          voted_for=st.one_of(st.none(), st.integers(min_value=1, max_value=5)),
+          data=st.lists(payloads, min_size=1, max_size=4), back=st.integers(min_value=0))
+    def hard_state_with_entries(self, term_step: int, voted_for: int | None,
+                                data: list[bytes], back: int) -> None:
+        """A new term and vote with entries of that term, in one save (a new leader's
+        no-op, or a follower's first append in a term); they may overwrite a suffix."""
+        self.top_term += max(term_step, 1)
+        start = self.last + 1
+        if self.model.entries:
+            start -= back % (len(self.model.entries) + 1)
+        self._save(HardState(self.top_term, voted_for),
+                   self._entries(start, self.top_term, data, False))
+
+    @rule(cut=st.integers(min_value=0), term_step=st.integers(min_value=0, max_value=2),
+          voted_for=st.one_of(st.none(), st.integers(min_value=1, max_value=5)))
+    def tear_a_hard_state_write(self, cut: int, term_step: int, voted_for: int | None) -> None:
+        """A crash in the middle of writing a new hard state, then a restart: the
+        save never returned, so the model keeps the old one."""
+        path = os.path.join(self.dir, "state")
+        self.fs.close()
+        seq = max(slot.seq for slot in read_slots(path)) + 1
+        record = encode_record(seq, HardState(self.top_term + term_step, voted_for))
+        with open(path, "r+b") as f:
+            f.seek(seq % 2 * SLOT_SIZE)
+            f.write(record[:cut % len(record)])
+        self.fs = self._open(200)
 
     def _files(self) -> dict[str, bytes]:
         return {path.name: path.read_bytes() for path in Path(self.dir).iterdir()

@@ -2,7 +2,8 @@
 
 Layout of a data directory (formats in ``docs/storage.md``)::
 
-    metadata                  node id, cluster id, term, vote (replaced atomically)
+    metadata                  node id, cluster id (written once, atomically)
+    state                     term and vote, in two slots overwritten in turn
     log-<first index>.seg     the log, in segments of framed, checksummed records
     snapshot-<index>.snap     the latest snapshot (older ones are deleted)
     LOCK                      flock'ed while a FileStorage has the directory open
@@ -40,10 +41,12 @@ from raftpy.storage.snapfiles import (
     snapshot_name,
     write_snapshot,
 )
+from raftpy.storage.statefile import StateFile
 
 logger = logging.getLogger(__name__)
 
 METADATA = "metadata"
+STATE = "state"
 LOCK = "LOCK"
 DEFAULT_SEGMENT_SIZE = 8 * 1024 * 1024
 
@@ -72,11 +75,13 @@ class FileStorage:
         self._snapshot: SnapshotMeta | None = None
         self._broken: BaseException | None = None
         self._closed = False
+        self._state: StateFile | None = None
         os.makedirs(self.path, exist_ok=True)
         self._lock_fd = _lock(self.path)
         try:
-            self._meta = self._open_metadata()
+            self._open_metadata()
             self._remove_temporaries()
+            self._state = self._open_state()
             self._snapshot = self._open_snapshots()
             self._segments = self._open_segments()
         except BaseException:
@@ -100,8 +105,8 @@ class FileStorage:
                 data = read_snapshot(self._snapshot_path(snap.index), snap.index)[1]
         except OSError as exc:
             raise StorageError(f"{self.path}: read failed: {exc}") from exc
-        hard_state = HardState(self._meta.term, self._meta.voted_for)
-        return PersistentState(hard_state, tuple(entries), snap), data
+        assert self._state is not None
+        return PersistentState(self._state.hard_state, tuple(entries), snap), data
 
     def save(
         self,
@@ -126,6 +131,8 @@ class FileStorage:
         if self._closed:
             return
         self._closed = True
+        if self._state is not None:
+            self._state.close()
         for segment in self._segments:
             segment.close()
         os.close(self._lock_fd)
@@ -163,11 +170,9 @@ class FileStorage:
         if snapshot is not None:
             meta, data = snapshot
             self._store_snapshot(meta, data, self._term_at(meta.index) != meta.term)
-        if hard_state is not None and (hard_state.term, hard_state.voted_for) != (
-                self._meta.term, self._meta.voted_for):
-            new = Metadata(self.node_id, self.cluster_id, hard_state.term, hard_state.voted_for)
-            write_metadata(os.path.join(self.path, METADATA), new, sync=self.sync)
-            self._meta = new
+        assert self._state is not None
+        if hard_state is not None and hard_state != self._state.hard_state:
+            self._state.write(hard_state, sync=self.sync)  # one pwrite, one fdatasync
         first = self.first_index
         entries = [e for e in entries if e.index >= first]  # the snapshot covers the rest
         if entries:
@@ -239,29 +244,52 @@ class FileStorage:
 
     # ------------------------------------------------------------------ opening
 
-    def _open_metadata(self) -> Metadata:
+    def _open_metadata(self) -> None:
         path = os.path.join(self.path, METADATA)
         if not os.path.exists(path):
-            leftovers = [n for n in os.listdir(self.path)
-                         if segment_first_index(n) is not None or snapshot_index(n) is not None]
-            if leftovers:
-                raise StorageError(f"{self.path} holds {len(leftovers)} log or snapshot "
-                                   f"files but no metadata file: refusing to guess its owner")
-            meta = Metadata(self.node_id, self.cluster_id, 0, None)
-            write_metadata(path, meta, sync=self.sync)
-            if self.sync:
-                # The directory may be new: its own name must be durable too, or a
-                # crash could take a granted vote with it.
-                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
-            logger.info("%s: new data directory for node %d of cluster %r", self.path,
-                        self.node_id, self.cluster_id)
-            return meta
+            self._initialise(path)
+            return
         meta = read_metadata(path)
         if (meta.node_id, meta.cluster_id) != (self.node_id, self.cluster_id):
             raise StorageError(
                 f"{self.path} belongs to node {meta.node_id} of cluster {meta.cluster_id!r}, "
                 f"not to node {self.node_id} of cluster {self.cluster_id!r}")
-        return meta
+
+    def _initialise(self, meta_path: str) -> None:
+        """Stamp a directory without metadata: the state file first, the metadata
+        file last, each durable before the next, so that a directory with metadata
+        always has its state file. A state file without metadata is therefore left
+        by a crash during this, and holds nothing (term 0, no vote)."""
+        leftovers = [n for n in os.listdir(self.path)
+                     if segment_first_index(n) is not None or snapshot_index(n) is not None]
+        if leftovers:
+            raise StorageError(f"{self.path} holds {len(leftovers)} log or snapshot "
+                               f"files but no metadata file: refusing to guess its owner")
+        state_path = os.path.join(self.path, STATE)
+        if os.path.exists(state_path):
+            state = StateFile.open(state_path)
+            state.close()
+            if state.hard_state != HardState(0, None):
+                raise StorageError(f"{self.path} holds a state file with term "
+                                   f"{state.hard_state.term} but no metadata file: "
+                                   f"refusing to guess its owner")
+        StateFile.create(state_path, sync=self.sync)
+        if self.sync:
+            fsync_dir(self.path)
+        write_metadata(meta_path, Metadata(self.node_id, self.cluster_id), sync=self.sync)
+        if self.sync:
+            # The directory may be new: its own name must be durable too, or a
+            # crash could take a granted vote with it.
+            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        logger.info("%s: new data directory for node %d of cluster %r", self.path,
+                    self.node_id, self.cluster_id)
+
+    def _open_state(self) -> StateFile:
+        path = os.path.join(self.path, STATE)
+        if not os.path.exists(path):
+            raise StorageError(f"{self.path} has a metadata file but no state file: "
+                               f"the term and vote are lost")
+        return StateFile.open(path)
 
     def _remove_temporaries(self) -> None:
         for name in os.listdir(self.path):

@@ -1,5 +1,5 @@
 """Small whole files written atomically and checked on read: the metadata file
-(node id, cluster id, term, vote) and snapshot files share this container::
+(node id, cluster id) and snapshot files share this container::
 
     magic   8 bytes  what the file is (b"RAFTPYMD", b"RAFTPYSN")
     length  u64      length of the body
@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from raftpy.errors import CorruptLog
+from raftpy.errors import CorruptLog, StorageError
 from raftpy.storage.records import crc32c
 
 _HEAD = struct.Struct("<8sQ")
@@ -30,7 +30,10 @@ _CRC = struct.Struct("<I")
 HEAD_SIZE = _HEAD.size + _CRC.size
 TMP_SUFFIX = ".tmp"
 META_MAGIC = b"RAFTPYMD"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 kept the term and vote in the metadata file, replaced atomically on
+# every change (three fsyncs); format 2 keeps them in the ``state`` file.
+OLD_FORMATS = {1: "term and vote in the metadata file"}
 
 
 def fsync_dir(path: str) -> None:
@@ -85,37 +88,38 @@ def read_checked(path: str, magic: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Metadata:
-    """Whose directory this is, and the durable term and vote."""
+    """Whose directory this is (written once, when the directory is created)."""
 
     node_id: int
     cluster_id: str
-    term: int
-    voted_for: int | None
 
 
 def write_metadata(path: str, meta: Metadata, *, sync: bool) -> None:
-    """Atomically replace the metadata file."""
+    """Atomically write the metadata file."""
     body: bytes = msgpack.packb({
         "format": FORMAT_VERSION, "node_id": meta.node_id, "cluster_id": meta.cluster_id,
-        "term": meta.term, "voted_for": meta.voted_for,
     }, use_bin_type=True)
     write_checked(path, META_MAGIC, [body], sync=sync)
 
 
 def read_metadata(path: str) -> Metadata:
-    """The metadata file's contents; CorruptLog if damaged or malformed."""
+    """The metadata file's contents; CorruptLog if damaged or malformed, StorageError
+    if written in an older format."""
     body = read_checked(path, META_MAGIC)
     try:
         raw: Any = msgpack.unpackb(body, raw=False)
-        if raw["format"] != FORMAT_VERSION:
-            raise CorruptLog(path, HEAD_SIZE, f"unknown format version {raw['format']!r}")
-        meta = Metadata(raw["node_id"], raw["cluster_id"], raw["term"], raw["voted_for"])
-    except CorruptLog:
+        version = raw["format"]
+        if version in OLD_FORMATS:
+            raise StorageError(
+                f"{os.path.dirname(path) or '.'} is a format {version} data directory "
+                f"({OLD_FORMATS[version]}); this raftpy reads format {FORMAT_VERSION} only")
+        if version != FORMAT_VERSION:
+            raise CorruptLog(path, HEAD_SIZE, f"unknown format version {version!r}")
+        meta = Metadata(raw["node_id"], raw["cluster_id"])
+    except StorageError:
         raise
     except Exception as exc:  # a checksummed body that does not decode: written by a bug
         raise CorruptLog(path, HEAD_SIZE, f"undecodable metadata: {exc!r}") from None
-    if not (type(meta.node_id) is int and isinstance(meta.cluster_id, str)
-            and type(meta.term) is int and meta.term >= 0
-            and (meta.voted_for is None or type(meta.voted_for) is int)):
+    if not (type(meta.node_id) is int and isinstance(meta.cluster_id, str)):
         raise CorruptLog(path, HEAD_SIZE, "metadata fields have the wrong types")
     return meta
