@@ -14,9 +14,11 @@ it over its stdin/stdout, one JSON object per line. Each node process (see
     clock for every process on the machine (Linux ``CLOCK_MONOTONIC``).
 ``{"op": "seq", "n": n, "size": bytes, "max_seconds": s}``
     run ``n`` writes one after another on this node (the leader), stopping
-    early after ``s`` seconds; return the latency of each (seconds).
-``{"op": "pipe", "n": n, "size": bytes, "inflight": k}``
-    run ``n`` writes with up to ``k`` outstanding, return ``{"elapsed", "ok"}``.
+    early after ``s`` seconds; return the latency of each (seconds) and whether a
+    write stalled (did not complete within 10 s).
+``{"op": "pipe", "n": n, "size": bytes, "inflight": k, "max_seconds": s}``
+    run ``n`` writes with up to ``k`` outstanding, giving up after ``s`` seconds;
+    return ``{"elapsed", "ok", "stalled"}``.
 ``{"op": "transfer", "target": id}``
     start a leadership transfer; return ``{"ok", "at": t}`` (when it started).
 ``{"op": "exit"}``
@@ -290,21 +292,30 @@ def measure_transfers(cluster: NetCluster, trials: int, bar: Any,
 
 
 def measure_writes(cluster: NetCluster, sizes: Sequence[int], seq_n: int, pipe_n: int,
-                   inflight: int, seq_seconds: float = 15.0) -> list[dict[str, Any]]:
+                   inflight: int, seq_seconds: float = 15.0,
+                   pipe_seconds: float = 60.0) -> list[dict[str, Any]]:
     """Sequential latency (at most ``seq_n`` writes or ``seq_seconds``) and pipelined
-    throughput, both driven inside the leader."""
+    throughput (given up after ``pipe_seconds``), both driven inside the leader. A
+    write that never completes marks the figure as stalled instead of hanging."""
     leader = cluster.nodes[cluster.wait_stable()]
     out = []
     for size in sizes:
         leader.call("seq", n=min(50, seq_n), size=size, max_seconds=2, timeout=120)  # warm-up
         seq = leader.call("seq", n=seq_n, size=size, max_seconds=seq_seconds, timeout=300)
         warm = min(1000, pipe_n)
-        leader.call("pipe", n=warm, size=size, inflight=min(inflight, warm), timeout=120)
-        pipe = leader.call("pipe", n=pipe_n, size=size, inflight=inflight, timeout=300)
+        leader.call("pipe", n=warm, size=size, inflight=min(inflight, warm),
+                    max_seconds=pipe_seconds, timeout=pipe_seconds + 60)
+        pipe = leader.call("pipe", n=pipe_n, size=size, inflight=inflight,
+                           max_seconds=pipe_seconds, timeout=pipe_seconds + 60)
         out.append({"size": size, "seq_latencies_s": seq["latencies"],
+                    "seq_stalled": bool(seq.get("stalled")),
                     "pipe_n": pipe_n, "pipe_inflight": inflight,
                     "pipe_elapsed_s": pipe["elapsed"], "pipe_ok": pipe["ok"],
+                    "pipe_stalled": bool(pipe.get("stalled")),
                     "pipe_ops_per_s": pipe["ok"] / pipe["elapsed"] if pipe["elapsed"] else 0.0})
+        if seq.get("stalled") or pipe.get("stalled"):
+            # Later writes on a stalled leader would only time out as well.
+            break
     return out
 
 

@@ -67,14 +67,14 @@ def _profile_value(profile: dict[str, Any], key: str) -> float | None:
     if key.startswith("pipe_"):
         size = int(key.split("_")[1].rstrip("B"))
         for w in profile["writes"]:
-            if w["size"] == size:
+            if w["size"] == size and not w.get("pipe_stalled"):
                 return float(w["pipe_ops_per_s"])
-        return None
+        return None  # not measured, or stalled (see the profile table)
     name, stat = key.rsplit(".", 1)
     if name.startswith("seq_"):
         size = int(name.split("_")[1].rstrip("B"))
         for w in profile["writes"]:
-            if w["size"] == size:
+            if w["size"] == size and not w.get("seq_stalled") and stat in w["seq_ms"]:
                 return float(w["seq_ms"][stat])
         return None
     value = profile.get(name, {}).get(stat)

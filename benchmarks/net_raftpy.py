@@ -63,6 +63,8 @@ NAME = "net_raftpy"
 HEARTBEAT = 0.05
 PROFILES = ("memory", "file-fsync")
 TRANSPORT_ENV = "RAFTPY_BENCH_TRANSPORT"
+WRITE_TIMEOUT = 10.0
+"""A sequential write not committed after this long counts as a stall."""
 
 
 class _Counter:
@@ -156,11 +158,15 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
         deadline = time.perf_counter() + max_seconds
         while len(latencies) < n and time.perf_counter() < deadline:
             began = time.perf_counter()
-            await node.apply(data)
-            latencies.append(time.perf_counter() - began)
-        return {"latencies": latencies}
+            with trio.move_on_after(WRITE_TIMEOUT):
+                await node.apply(data)
+                latencies.append(time.perf_counter() - began)
+                continue
+            return {"latencies": latencies, "stalled": True}
+        return {"latencies": latencies, "stalled": False}
 
-    async def pipe(node: Node, n: int, size: int, inflight: int) -> dict[str, Any]:
+    async def pipe(node: Node, n: int, size: int, inflight: int,
+                   max_seconds: float) -> dict[str, Any]:
         data = os.urandom(size)
         ok = [0]
         workers = max(1, min(inflight, n))
@@ -174,10 +180,12 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
                 ok[0] += 1
 
         began = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for k in range(workers):
-                nursery.start_soon(worker, n // workers + (k < n % workers))
-        return {"elapsed": time.perf_counter() - began, "ok": ok[0]}
+        with trio.move_on_after(max_seconds) as scope:
+            async with trio.open_nursery() as nursery:
+                for k in range(workers):
+                    nursery.start_soon(worker, n // workers + (k < n % workers))
+        return {"elapsed": time.perf_counter() - began, "ok": ok[0],
+                "stalled": scope.cancelled_caught}
 
     async def transfer(node: Node, target: int) -> None:
         # The coordinator times the target's commit; a failure shows as none.
@@ -215,7 +223,8 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
                         out = await seq(node, req["n"], req["size"],
                                         req.get("max_seconds", 1e9))
                     elif op == "pipe":
-                        out = await pipe(node, req["n"], req["size"], req["inflight"])
+                        out = await pipe(node, req["n"], req["size"], req["inflight"],
+                                         req.get("max_seconds", 1e9))
                     elif op == "transfer":
                         at = monotonic()
                         nursery.start_soon(transfer, node, req["target"])

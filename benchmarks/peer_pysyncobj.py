@@ -156,11 +156,14 @@ def _node_main(node_id: int, ports: dict[int, int], profile: str) -> None:
         deadline = time.perf_counter() + max_seconds
         while len(latencies) < n and time.perf_counter() < deadline:
             began = time.perf_counter()
-            obj.put(data, sync=True, timeout=10)
+            try:
+                obj.put(data, sync=True, timeout=10)
+            except Exception:  # SyncObjException: timeout or a failure reason
+                return {"latencies": latencies, "stalled": True}
             latencies.append(time.perf_counter() - began)
-        return {"latencies": latencies}
+        return {"latencies": latencies, "stalled": False}
 
-    def pipe(n: int, size: int, inflight: int) -> dict[str, Any]:
+    def pipe(n: int, size: int, inflight: int, max_seconds: float) -> dict[str, Any]:
         data = os.urandom(size)
         window = threading.Semaphore(inflight)
         finished = threading.Event()
@@ -174,11 +177,13 @@ def _node_main(node_id: int, ports: dict[int, int], profile: str) -> None:
                 finished.set()
 
         began = time.perf_counter()
+        deadline = began + max_seconds
         for _ in range(n):
-            window.acquire()
+            if not window.acquire(timeout=max(0.0, deadline - time.perf_counter())):
+                break
             obj.put(data, callback=callback)
-        finished.wait(120)
-        return {"elapsed": time.perf_counter() - began, "ok": counts[1]}
+        done = finished.wait(max(0.0, deadline - time.perf_counter()))
+        return {"elapsed": time.perf_counter() - began, "ok": counts[1], "stalled": not done}
 
     def transfer(target: int) -> dict[str, Any]:
         result: list[int] = []
@@ -205,7 +210,7 @@ def _node_main(node_id: int, ports: dict[int, int], profile: str) -> None:
             elif op == "seq":
                 reply = seq(req["n"], req["size"], req.get("max_seconds", 1e9))
             elif op == "pipe":
-                reply = pipe(req["n"], req["size"], req["inflight"])
+                reply = pipe(req["n"], req["size"], req["inflight"], req.get("max_seconds", 120))
             elif op == "transfer":
                 reply = transfer(req["target"])
             elif op == "exit":
@@ -268,6 +273,7 @@ def summarize_profile(failover: list[dict[str, Any]], transfers: list[dict[str, 
         "transfer_failed": sum(t["commit_s"] is None for t in transfers),
         "writes": [{"size": w["size"],
                     "seq_ms": summarize(w["seq_latencies_s"], 1000),
+                    "seq_stalled": w["seq_stalled"], "pipe_stalled": w["pipe_stalled"],
                     "pipe_ops_per_s": w["pipe_ops_per_s"], "pipe_n": w["pipe_n"],
                     "pipe_inflight": w["pipe_inflight"], "pipe_ok": w["pipe_ok"]}
                    for w in writes],
@@ -291,9 +297,12 @@ def best_rows(profiles: dict[str, Any]) -> dict[str, Any]:
                 take(f"{fig}.median", p[fig]["median"], name)
                 take(f"{fig}.p99", p[fig]["p99"], name)
         for w in p["writes"]:
-            take(f"seq_{w['size']}B_ms.median", w["seq_ms"]["median"], name)
-            take(f"seq_{w['size']}B_ms.p99", w["seq_ms"]["p99"], name)
-            take(f"pipe_{w['size']}B_ops_per_s", w["pipe_ops_per_s"], name, False)
+            # A stalled run has no figure worth comparing.
+            if w["seq_ms"].get("n") and not w.get("seq_stalled"):
+                take(f"seq_{w['size']}B_ms.median", w["seq_ms"]["median"], name)
+                take(f"seq_{w['size']}B_ms.p99", w["seq_ms"]["p99"], name)
+            if not w.get("pipe_stalled"):
+                take(f"pipe_{w['size']}B_ops_per_s", w["pipe_ops_per_s"], name, False)
     return best
 
 
@@ -309,9 +318,12 @@ def print_profiles(title: str, profiles: dict[str, Any]) -> None:
                          d.get("max", float("nan"))])
         for w in p["writes"]:
             d = w["seq_ms"]
-            rows.append([name, f"sequential {w['size']} B ms", d["n"], d["median"], d["p95"],
-                         d["p99"], d["max"]])
-            rows.append([name, f"pipelined {w['size']} B ops/s", w["pipe_n"],
+            stalled = " STALLED" if w.get("seq_stalled") else ""
+            rows.append([name, f"sequential {w['size']} B ms{stalled}", d.get("n", 0),
+                         d.get("median", float("nan")), d.get("p95", float("nan")),
+                         d.get("p99", float("nan")), d.get("max", float("nan"))])
+            stalled = (f" STALLED after {w['pipe_ok']} ok" if w.get("pipe_stalled") else "")
+            rows.append([name, f"pipelined {w['size']} B ops/s{stalled}", w["pipe_n"],
                          w["pipe_ops_per_s"], "", "", ""])
     print_table(["profile", "figure", "n", "median", "p95", "p99", "max"], rows, title)
 

@@ -95,7 +95,7 @@ def test_compare_ratios_and_targets() -> None:
         stats = {"n": 1, "median": failover, "p99": 2 * failover}
         return {"failover_leader_ms": stats, "failover_commit_ms": stats,
                 "transfer_commit_ms": {"n": 1, "median": transfer, "p99": transfer},
-                "writes": [{"size": 16, "seq_ms": {"median": seq, "p99": seq},
+                "writes": [{"size": 16, "seq_ms": {"n": 1, "median": seq, "p99": seq},
                             "pipe_ops_per_s": pipe, "pipe_n": 1, "pipe_inflight": 1,
                             "pipe_ok": 1}]}
 
@@ -112,3 +112,21 @@ def test_compare_ratios_and_targets() -> None:
     assert rows["failover_leader_ms.median"]["met"] is True
     assert rows["failover_leader_ms.p99"]["met"] is False  # 340 > 0.6 * 360
     assert rows["pipe_1024B_ops_per_s"]["value"] is None
+
+
+def test_a_stalled_write_figure_is_not_compared() -> None:
+    from benchmarks.compare import build_table
+    from benchmarks.peer_pysyncobj import best_rows
+
+    writes = [{"size": 16, "seq_ms": {"n": 3, "median": 0.2, "p99": 0.3}, "seq_stalled": True,
+               "pipe_ops_per_s": 900.0, "pipe_stalled": True, "pipe_n": 10, "pipe_ok": 9,
+               "pipe_inflight": 10}]
+    empty = {"n": 0}
+    stalled = {"failover_leader_ms": empty, "failover_commit_ms": empty,
+               "transfer_commit_ms": empty, "writes": writes}
+    assert best_rows({"x": stalled}) == {}
+    rows = {r["figure"]: r["raftpy"]["memory"]
+            for r in build_table({"best": {"pipe_16B_ops_per_s": {"value": 5.0, "profile": "a"}}},
+                                 {"profiles": {"memory": stalled}})}
+    assert rows["pipe_16B_ops_per_s"] == {"value": None, "ratio": None, "target": "",
+                                          "met": None}
