@@ -4,16 +4,20 @@ Run from the repository root::
 
     python -m benchmarks.bench_storage            # about 20 s
     python -m benchmarks.bench_storage --quick    # about 5 s
+    python -m benchmarks.bench_storage --hard-state-only --seconds 3   # about 6 s
 
 Every ``save(entries=...)`` costs one fdatasync however many entries it carries,
 so a driver that hands the storage a whole Ready's worth of entries at once
 amortizes the disk's sync latency. For each batch size (1 entry per save is
 "one fsync per entry") the script appends entries of ``--size`` bytes for about
-``--seconds`` and reports entries/s, saves/s and the latency of one save. Two
-more rows: the same appends without fsync (``sync=False``: the CPU cost of
-framing, checksums and ``write``), and a hard-state save (term and vote: an
-atomic metadata replace, two fsyncs), the cost paid before granting a vote.
-Last, the time to reopen and ``load()`` the log written by the largest batch.
+``--seconds`` and reports entries/s, saves/s and the latency of one save. More
+rows: the same appends without fsync (``sync=False``: the CPU cost of framing,
+checksums and ``write``); a hard-state save (a new term and vote: one slot of
+the state file overwritten, one fdatasync), the cost paid before granting a
+vote or starting an election; and a hard-state save carrying one entry (a new
+leader's first Ready: two fdatasyncs). Last, the time to reopen and ``load()``
+the log written by the largest batch. ``--hard-state-only`` runs just the two
+hard-state rows.
 
 The data directory is a fresh temporary directory under ``--dir`` (default: the
 system's temporary directory); its filesystem is recorded, since a tmpfs makes

@@ -316,7 +316,7 @@ class FileStorage:
             # A segment is wholly covered when the next one starts at or before the
             # snapshot's index: such leftovers of a cut-short compaction go unread.
             # The segment holding the snapshot's index itself is read, because its
-            # term there tells whether the log continues the snapshot (rule 6).
+            # term there tells whether the log continues the snapshot (rule 7 in docs/storage.md).
             while len(firsts) > 1 and firsts[1] <= snap.index:
                 os.unlink(os.path.join(self.path, names.pop(0)))
                 firsts.pop(0)
