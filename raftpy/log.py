@@ -136,13 +136,17 @@ class RaftLog:
         if index <= self.snapshot_index:
             return
         if index >= self.last_index or self.term_at(index) != term:
+            # Nothing after the snapshot survives: what was persisted or handed out
+            # beyond it belonged to the dropped tail and must not count any more.
             self._entries = []
+            self.persisted_index = index
+            self._unstable_from = index + 1
         else:
             del self._entries[: index - self.snapshot_index]
+            self.persisted_index = max(self.persisted_index, index)
+            self._unstable_from = max(self._unstable_from, index + 1)
         self.snapshot_index = index
         self.snapshot_term = term
-        self.persisted_index = max(self.persisted_index, index)
-        self._unstable_from = max(self._unstable_from, index + 1)
 
     def __len__(self) -> int:
         return len(self._entries)

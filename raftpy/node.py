@@ -210,6 +210,12 @@ class RaftNode:
             self.log.persisted(ready.entries[-1])
             if self.role is Role.LEADER:
                 self._maybe_commit()
+        hard = ready.hard_state
+        if (hard is not None and self.role is Role.CANDIDATE and not self.in_pre_vote
+                and hard.term == self.current_term and hard.voted_for == self.id
+                and self.id not in self._votes):
+            self._votes[self.id] = True
+            self._tally_votes()
 
     # ------------------------------------------------------------------ local API
 
@@ -303,6 +309,7 @@ class RaftNode:
                         vote_granted=False, pre_vote=msg.pre_vote))
                     return
                 if not msg.pre_vote:
+                    self._extend_transfer_for_vote(msg)
                     self._become_follower(msg.term, None)
             elif isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.vote_granted:
                 pass  # a granted pre-vote echoes the term we asked about; nobody moved
@@ -406,10 +413,13 @@ class RaftNode:
         )
 
     def _back_off_split_vote(self) -> None:
-        """A competing candidate asked for our vote in our own term: the vote is
-        split. Retry after a short random delay instead of a whole election timeout,
-        so the faster of the two wins the next term (liveness only)."""
-        retry = self._now + self._rng.uniform(0, self.config.election_timeout_min / 2)
+        """A competing candidate asked for our vote in our own term: the vote may be
+        split. Retry after a random delay in [heartbeat, election_timeout_min) instead
+        of a whole election timeout, so the faster of the two wins the next term. Not
+        sooner than a heartbeat: if the other candidate did win, its first
+        AppendEntries must get here before we disrupt it (liveness only)."""
+        cfg = self.config
+        retry = self._now + self._rng.uniform(cfg.heartbeat, cfg.election_timeout_min)
         self._election_deadline = min(self._election_deadline, retry)
 
     def _step_candidate(self, msg: Message) -> None:
@@ -417,7 +427,12 @@ class RaftNode:
             return
         if msg.pre_vote != self.in_pre_vote:
             return  # an answer from the other phase
+        if msg.pre_vote and msg.vote_granted and msg.term != self.current_term + 1:
+            return  # a grant from an earlier pre-vote round
         self._votes[msg.src] = msg.vote_granted
+        self._tally_votes()
+
+    def _tally_votes(self) -> None:
         granted = sum(self._votes.values())
         if granted >= self.quorum:
             if self.in_pre_vote:
@@ -532,18 +547,18 @@ class RaftNode:
                 term=self.current_term, src=self.id, dst=msg.src, success=True,
                 match_index=self.commit_index))
             return
+        meta = SnapshotMeta(msg.last_included_index, msg.last_included_term)
+        source = (msg.src, msg.term)
         receiver = self._snapshot_receiver
-        if receiver is None or receiver.meta.index != msg.last_included_index:
-            receiver = self._snapshot_receiver = SnapshotReceiver(
-                SnapshotMeta(msg.last_included_index, msg.last_included_term))
+        if receiver is None or receiver.meta != meta or receiver.source != source:
+            # Never mix chunks of two leaders' snapshots, even of the same index.
+            receiver = self._snapshot_receiver = SnapshotReceiver(meta, source)
         ok = receiver.add(msg.offset, msg.data)
-        if ok and msg.done:
+        if ok and msg.done and receiver.size == msg.offset + len(msg.data):
             self._snapshot_receiver = None
-            meta = receiver.meta
             self._log_trace(f"install snapshot at {meta.index} (term {meta.term})")
             # Entries after the snapshot survive only if the log agrees at its index.
             self.log.compact(meta.index, meta.term)
-            self.log.persisted_index = max(self.log.persisted_index, meta.index)
             self.commit_index = max(self.commit_index, meta.index)
             self.applied_index = max(self.applied_index, meta.index)
             self._pending_snapshot = (meta, receiver.data())
@@ -590,8 +605,9 @@ class RaftNode:
             self._send_append(peer)
 
     def _on_append_reject(self, peer: int, pr: Progress, msg: AppendEntriesResponse) -> None:
-        if pr.state is ProgressState.REPLICATE and msg.reject_index <= pr.match_index:
-            return  # stale: sent before a later success
+        if pr.state is ProgressState.REPLICATE and (
+                msg.reject_index <= pr.match_index or msg.reject_index < pr.rewind_until):
+            return  # stale: sent before a later success, or before the last rewind
         if pr.state is ProgressState.PROBE and msg.reject_index != pr.next_index - 1:
             return  # stale: answers an older probe
         if pr.state is ProgressState.SNAPSHOT:
@@ -603,6 +619,7 @@ class RaftNode:
             last = self.log.last_index_of_term(msg.conflict_term)
             if last is not None:
                 next_index = last + 1
+        pr.rewind_until = pr.next_index
         pr.next_index = max(pr.match_index + 1, min(next_index, msg.reject_index))
         pr.state = ProgressState.PROBE
         pr.paused = False
@@ -644,6 +661,7 @@ class RaftNode:
                         and pr.match_index == pr.match_at_last_heartbeat:
                     # No progress for a whole interval: a message was lost. Resend.
                     pr.state = ProgressState.PROBE
+                    pr.rewind_until = pr.next_index
                     pr.next_index = pr.match_index + 1
                 pr.match_at_last_heartbeat = pr.match_index
                 pr.paused = False
@@ -680,22 +698,27 @@ class RaftNode:
             or pr.next_index - 1 - pr.match_index >= self.config.max_inflight_entries
         ):
             return  # nothing new, or the window is full: wait for acknowledgements
-        prev = pr.next_index - 1
-        prev_term = self.log.term_at(prev)
-        if prev_term is None:
-            self._start_snapshot(peer, pr)
-            return
-        entries = self.log.slice(pr.next_index, last + 1, self.config.max_entries_per_message,
-                                 self.config.max_bytes_per_message)
-        self._send(AppendEntries(
-            term=self.current_term, src=self.id, dst=peer, prev_log_index=prev,
-            prev_log_term=prev_term, entries=tuple(entries), leader_commit=self.commit_index))
-        if pr.state is ProgressState.REPLICATE:
+        cfg = self.config
+        while True:
+            prev = pr.next_index - 1
+            prev_term = self.log.term_at(prev)
+            if prev_term is None:
+                self._start_snapshot(peer, pr)
+                return
+            entries = self.log.slice(pr.next_index, last + 1, cfg.max_entries_per_message,
+                                     cfg.max_bytes_per_message)
+            self._send(AppendEntries(
+                term=self.current_term, src=self.id, dst=peer, prev_log_index=prev,
+                prev_log_term=prev_term, entries=tuple(entries),
+                leader_commit=self.commit_index))
+            if pr.state is not ProgressState.REPLICATE:
+                pr.paused = True  # one probe at a time
+                return
+            # Pipelining: stream the backlog without waiting, up to the window.
             pr.next_index = prev + 1 + len(entries)
-            if pr.next_index <= last:
-                self._send_append(peer)
-        else:
-            pr.paused = True  # one probe at a time
+            if pr.next_index > last or (
+                    pr.next_index - 1 - pr.match_index >= cfg.max_inflight_entries):
+                return
 
     def _start_snapshot(self, peer: int, pr: Progress) -> None:
         snap = self._snapshot_source() if self._snapshot_source is not None else None
@@ -739,6 +762,14 @@ class RaftNode:
             self._send(TimeoutNow(
                 term=self.current_term, src=self.id, dst=transfer.target,
                 last_log_index=self.log.last_index, last_log_term=self.log.last_term))
+
+    def _extend_transfer_for_vote(self, msg: RequestVote) -> None:
+        """The target is campaigning: the transfer is as good as done, but this node
+        learns the winner only from the new leader's first AppendEntries. Allow a
+        second transfer timeout for that rather than report a false "timed out"."""
+        transfer = self._transfer
+        if transfer is not None and msg.src == transfer.target and msg.disrupt_leader:
+            transfer.deadline = transfer.started_at + 2 * self.config.transfer_deadline
 
     def _transfer_learned_leader(self, leader: int) -> None:
         transfer = self._transfer
@@ -791,7 +822,9 @@ class RaftNode:
         self.in_pre_vote = pre_vote
         self.disrupt_leader = disrupt_leader
         self.progress = {}
-        self._votes = {self.id: True}
+        # A real self-vote counts only once it is durable (see advance): a single
+        # voter must not lead a term it could forget in a crash.
+        self._votes = {self.id: True} if pre_vote else {}
         if not pre_vote:
             self.current_term += 1
             self.voted_for = self.id
@@ -806,11 +839,8 @@ class RaftNode:
                     term=term, src=self.id, dst=peer, last_log_index=self.log.last_index,
                     last_log_term=self.log.last_term, pre_vote=pre_vote,
                     disrupt_leader=disrupt_leader))
-        if self.quorum == 1:
-            if pre_vote:
-                self._become_candidate(pre_vote=False, disrupt_leader=disrupt_leader)
-            else:
-                self._become_leader()
+        if pre_vote:
+            self._tally_votes()  # a single voter wins its pre-vote at once
 
     def _become_leader(self) -> None:
         self.role = Role.LEADER

@@ -29,6 +29,10 @@ class Progress:
     recent_active: bool = False
     """Heard from since the last check-quorum round."""
     match_at_last_heartbeat: int = 0
+    rewind_until: int = 0
+    """``next_index`` when replication last rewound: rejections of messages sent
+    before that are stale, and acting on each would resend the backlog again and
+    again (a storm, once messages are lost or reordered)."""
     snapshot_index: int = 0
     snapshot_term: int = 0
     snapshot_offset: int = 0

@@ -8,10 +8,12 @@ from raftpy.ready import SnapshotMeta
 class SnapshotReceiver:
     """Collects the chunks of one snapshot, in order."""
 
-    __slots__ = ("_chunks", "meta", "size")
+    __slots__ = ("_chunks", "meta", "size", "source")
 
-    def __init__(self, meta: SnapshotMeta) -> None:
+    def __init__(self, meta: SnapshotMeta, source: tuple[int, int]) -> None:
         self.meta = meta
+        self.source = source
+        """(leader id, leader term) whose chunks these are."""
         self._chunks: list[bytes] = []
         self.size = 0
 

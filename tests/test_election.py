@@ -243,7 +243,7 @@ def test_split_vote_retries_after_a_short_random_delay() -> None:
     node.step(RequestVote(term=5, src=2, dst=1, last_log_index=0, last_log_term=0), 1.002)
     (reply,), _ = drain(node, 1.002)
     assert isinstance(reply, RequestVoteResponse) and not reply.vote_granted
-    assert 1.002 <= node.next_deadline() <= 1.002 + 0.075
+    assert 1.002 + 0.050 <= node.next_deadline() <= 1.002 + 0.150
 
 
 def test_three_node_re_election_tail_stays_within_two_timeouts() -> None:
@@ -257,4 +257,4 @@ def test_three_node_re_election_tail_stays_within_two_timeouts() -> None:
         start = cluster.now
         cluster.wait_for_leader(5.0)
         worst = max(worst, cluster.now - start)
-    assert worst < 0.300 + 0.075 + 0.02
+    assert worst < 0.300 + 0.150 + 0.02

@@ -46,7 +46,7 @@ def test_hostile_plan_with_five_nodes(seed: int) -> None:
 
     plan = FaultPlan.draw(random.Random(seed))
     hostile = FaultPlan(
-        nodes=5, pre_vote=True,
+        nodes=5, pre_vote=True, learners=1,
         network=NetworkConfig(drop=0.3, duplicate=0.1, reorder=0.3, delay_max=0.03),
         action_rate=40, weights=plan.weights, snapshot_every=20)
     report = run_seed(seed, plan=hostile)

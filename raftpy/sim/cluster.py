@@ -121,6 +121,7 @@ class Cluster:
         self.held: list[Message] = []
         self._holds: list[MessagePredicate] = []
         self._blocked: set[tuple[int, int]] = set()
+        self._link_clock: dict[tuple[int, int], float] = {}
         self._queue: list[tuple[float, int, int, object, object]] = []
         self._seq = itertools.count()
         self._nodes: dict[int, RaftNode | None] = dict.fromkeys(self.ids)
@@ -353,11 +354,17 @@ class Cluster:
         if net.drop and rng.random() < net.drop:
             self.fault_counts["drop"] += 1
             return
-        delay = rng.uniform(net.delay_min, net.delay_max)
+        when = self.now + rng.uniform(net.delay_min, net.delay_max)
         if net.reorder and rng.random() < net.reorder:
+            # Overtaken by later messages on its link: only this fault reorders.
             self.fault_counts["reorder"] += 1
-            delay += rng.uniform(0, net.reorder_delay)
-        self._push(self.now + delay, _DELIVER, msg, None)
+            when += rng.uniform(0, net.reorder_delay)
+        else:
+            # Links are FIFO like a TCP connection: never overtake an earlier message.
+            link = (msg.src, msg.dst)
+            when = max(when, self._link_clock.get(link, 0.0))
+            self._link_clock[link] = when
+        self._push(when, _DELIVER, msg, None)
         if net.duplicate and rng.random() < net.duplicate:
             self.fault_counts["duplicate"] += 1
             self._push(self.now + rng.uniform(net.delay_min, net.delay_max + net.reorder_delay),
@@ -440,6 +447,8 @@ class Cluster:
             self.applied[node_id] = self._restore(node_id, meta.index, data)
         self.applied[node_id].extend(ready.committed)
         node.advance(ready, self.now)
+        if self.checker is not None and not self._disk_pending[node_id]:
+            self.checker.check_persisted_claim(node_id, node.log.persisted_index)
         if self.snapshot_every is not None:
             self._maybe_snapshot(node_id, node)
 

@@ -41,6 +41,7 @@ class FaultPlan:
 
     nodes: int
     pre_vote: bool
+    learners: int
     network: NetworkConfig
     action_rate: float
     """Random actions (proposal, transfer, crash, ...) per virtual second."""
@@ -81,8 +82,9 @@ class FaultPlan:
             snapshot_trailing=rng.choice([0, 5, 1000]),
         )
         return cls(
-            nodes=rng.choice([3, 3, 3, 5, 5]),
+            nodes=rng.choice([1, 2, 3, 3, 3, 5, 5]),
             pre_vote=pre_vote,
+            learners=rng.choice([0, 0, 0, 1]),
             config=config,
             network=network,
             action_rate=rng.uniform(5, 40),
@@ -122,7 +124,7 @@ def run_seed(seed: int, *, safety_time: float = 5.0, liveness_bound: float = 10.
     rng = random.Random(seed * 7919 + 17)
     plan = plan if plan is not None else FaultPlan.draw(rng)
     report = SeedReport(seed, plan)
-    cluster = Cluster(plan.nodes, seed=seed, config=plan.config,
+    cluster = Cluster(plan.nodes, seed=seed, config=plan.config, learners=plan.learners,
                       network=plan.network, record_trace=record_trace,
                       snapshot_every=plan.snapshot_every)
     try:
@@ -130,6 +132,9 @@ def run_seed(seed: int, *, safety_time: float = 5.0, liveness_bound: float = 10.
         _liveness_phase(cluster, rng, report, liveness_bound)
     except (InvariantViolation, LivenessFailure) as exc:
         report.failure = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a crash of the core or simulator is a failure too
+        report.failure = (f"{type(exc).__name__} at event {cluster.events} "
+                          f"(t={cluster.now:.6f}s): {exc}")
     finally:
         report.events = cluster.events
         report.trace_hash = cluster.trace_hash
@@ -183,15 +188,16 @@ def _act(cluster: Cluster, rng: random.Random, action: str, counter: int,
         except (NotLeader, LeadershipTransferInProgress, InvalidTransferTarget):
             pass
     elif action == "crash":
-        up = [i for i in voters if cluster.is_up(i)]
-        # Keep a majority able to come back: crash at most a minority at once.
-        if len(voters) - len(up) < len(voters) // 2 and up:
+        up = [i for i in cluster.ids if cluster.is_up(i)]
+        voters_down = sum(not cluster.is_up(i) for i in voters)
+        # Mostly keep a majority running; a lone voter may crash (it restarts later).
+        if up and voters_down < max(1, len(voters) // 2):
             leader = cluster.leader()
             victim = leader if leader is not None and rng.random() < 0.5 else rng.choice(up)
             cluster.crash(victim)
     elif action == "restart" and down:
         cluster.restart(rng.choice(down))
-    elif action == "partition":
+    elif action == "partition" and len(cluster.ids) > 1:
         ids = list(cluster.ids)
         rng.shuffle(ids)
         cut = rng.randint(1, len(ids) - 1)
@@ -224,9 +230,10 @@ def _liveness_phase(cluster: Cluster, rng: random.Random, report: SeedReport,
         if not cluster.is_up(node_id):
             cluster.restart(node_id)
     start = cluster.now
-    # A transfer pending from the safety phase must end within its own timeout.
+    # A transfer pending from the safety phase must end within its timeout (doubled
+    # once the target campaigns, while the old leader waits to hear who won).
     if not cluster.run_until(lambda: all(t.done for t in cluster.transfers),
-                             cluster.config.transfer_deadline + 0.001):
+                             2 * cluster.config.transfer_deadline + 0.001):
         raise LivenessFailure("a leadership transfer did not end within its timeout")
     final = commit_one(cluster, b"liveness-probe", start + bound)
     # Everything at or below the final index is now decided; proposals above it

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from raftpy.messages import Entry
-from raftpy.ready import LeaderChanged, Ready
+from raftpy.ready import HardState, LeaderChanged, Ready
 
 
 class InvariantViolation(AssertionError):
@@ -56,8 +56,8 @@ class _Chains:
                 return
         k = entries[0].index - self.base
         if not 1 <= k <= len(self.values):
-            raise AssertionError(f"entries from {entries[0].index} do not follow log ending "
-                                 f"at {self.last_index}")
+            raise ValueError(f"entries from {entries[0].index} do not follow a log ending "
+                             f"at {self.last_index}")
         del self.values[k:]
         prev = self.values[-1]
         values = self.values
@@ -88,6 +88,7 @@ class InvariantChecker:
         self.disk: dict[int, _Chains] = {n: _Chains() for n in node_ids}
         self.committed: list[int] = [0]
         self.committed_terms: list[int] = [0]
+        self._hard: dict[int, HardState] = {n: HardState(0, None) for n in node_ids}
 
     @property
     def commit_index(self) -> int:
@@ -102,7 +103,7 @@ class InvariantChecker:
             self._check_snapshot(node_id, meta.index)
             mem.reset_to_snapshot(meta.index, self.committed[meta.index])
         if ready.entries:
-            mem.extend(ready.entries)
+            self._extend(node_id, mem, ready.entries)
             seen = self._seen
             for entry in ready.entries:
                 chain = mem.values[entry.index - mem.base]
@@ -143,11 +144,32 @@ class InvariantChecker:
         if ready.snapshot is not None:
             meta = ready.snapshot[0]
             disk.reset_to_snapshot(meta.index, self.committed[meta.index])
+        hard = ready.hard_state
+        if hard is not None:
+            old = self._hard[node_id]
+            if hard.term < old.term or (
+                    hard.term == old.term and old.voted_for not in (None, hard.voted_for)):
+                raise self._fail(f"node {node_id} persisted {hard} after {old}: a term went "
+                                 f"back or a vote changed within a term")
+            self._hard[node_id] = hard
         if ready.entries:
             truncated = ready.entries[0].index <= disk.last_index
-            disk.extend(ready.entries)
+            self._extend(node_id, disk, ready.entries)
         if truncated:
             self._check_durable(f"after node {node_id} cut its persisted log")
+
+    def check_persisted_claim(self, node_id: int, persisted_index: int) -> None:
+        """With no write in flight, a node may not believe more is durable than is."""
+        disk = self.disk[node_id]
+        if persisted_index > disk.last_index:
+            raise self._fail(f"node {node_id} counts entries up to {persisted_index} as "
+                             f"persisted, but its disk ends at {disk.last_index}")
+
+    def _extend(self, node_id: int, chains: _Chains, entries: Sequence[Entry]) -> None:
+        try:
+            chains.extend(entries)
+        except ValueError as exc:
+            raise self._fail(f"node {node_id}: {exc}") from None
 
     def on_compact(self, node_id: int, index: int, *, memory: bool, disk: bool) -> None:
         """``node_id`` dropped entries up to ``index`` behind a snapshot."""
