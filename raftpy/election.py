@@ -1,0 +1,135 @@
+"""Elections: vote and pre-vote requests, leader stickiness, TimeoutNow (Raft §3.4,
+§9.6, §3.10). A candidate's own campaign starts in ``RaftNode._become_candidate``."""
+
+from __future__ import annotations
+
+from raftpy.messages import Message, RequestVote, RequestVoteResponse, TimeoutNow
+from raftpy.nodestate import NodeState
+from raftpy.ready import Role
+
+
+class ElectionMixin(NodeState):
+    """How a node votes, campaigns and answers TimeoutNow."""
+
+    def _refuses_vote_for_leader_stickiness(self, msg: RequestVote) -> bool:
+        """Leader stickiness (Raft §9.6): while a node believes a leader is alive it
+        refuses votes, so a partitioned server cannot depose a working leader. A real
+        vote flagged ``disrupt_leader`` passes: the leader itself asked for it."""
+        if msg.disrupt_leader and not msg.pre_vote:
+            return False
+        if self.role is Role.LEADER:
+            # The leader asked this node to take over; grant it the (pre-)vote.
+            return not (self._transfer is not None and self._transfer.target == msg.src)
+        return self._heard_from_leader_recently()
+
+    def _heard_from_leader_recently(self) -> bool:
+        return (
+            self.leader_id is not None
+            and self._now - self._last_leader_contact < self.config.election_timeout_min
+        )
+
+    # ------------------------------------------------------------------ votes
+
+    def _handle_request_vote(self, msg: RequestVote) -> None:
+        up_to_date = (msg.last_log_term, msg.last_log_index) >= (
+            self.log.last_term, self.log.last_index)
+        if msg.pre_vote:
+            # Nothing is persisted and no timer is reset for a pre-vote.
+            can_vote = msg.term > self.current_term or (
+                self.voted_for in (None, msg.src) and self.leader_id is None)
+            granted = up_to_date and can_vote and self.is_voter
+            if granted and self._concurrent_pre_candidate_yields_not(msg):
+                granted = False
+            self._log_trace(f"{'grant' if granted else 'reject'} pre-vote to {msg.src}"
+                            f" for term {msg.term}")
+            self._send(RequestVoteResponse(
+                term=msg.term if granted else self.current_term, src=self.id, dst=msg.src,
+                vote_granted=granted, pre_vote=True))
+            return
+        can_vote = self.voted_for == msg.src or (
+            self.voted_for is None and self.leader_id is None)
+        granted = up_to_date and can_vote and self.is_voter
+        if (not granted and self.role is Role.CANDIDATE and not self.in_pre_vote
+                and self.voted_for == self.id):
+            self._back_off_split_vote()
+        if granted:
+            self.voted_for = msg.src
+            self._hard_state_dirty = True
+            self._reset_election_timer()
+        self._log_trace(f"{'grant' if granted else 'reject'} vote to {msg.src} in term "
+                        f"{self.current_term}")
+        self._send(RequestVoteResponse(
+            term=self.current_term, src=self.id, dst=msg.src, vote_granted=granted))
+
+    def _concurrent_pre_candidate_yields_not(self, msg: RequestVote) -> bool:
+        """Two pre-candidates whose timers fired within a round trip would grant each
+        other's pre-vote and then split the real vote; with three voters and one
+        down, nobody can win that term. Among concurrent pre-candidates with equal
+        logs the lower id goes first: the higher one is refused here and grants the
+        lower one's request. (Pre-votes never affect safety, only who tries first.)"""
+        return (
+            self.role is Role.CANDIDATE
+            and self.in_pre_vote
+            and msg.term == self.current_term + 1
+            and (msg.last_log_term, msg.last_log_index) == (self.log.last_term,
+                                                             self.log.last_index)
+            and self.id < msg.src
+        )
+
+    def _back_off_split_vote(self) -> None:
+        """A competing candidate asked for our vote in our own term: the vote may be
+        split. Retry after a random delay in [heartbeat, election_timeout_min) instead
+        of a whole election timeout, so the faster of the two wins the next term. Not
+        sooner than a heartbeat: if the other candidate did win, its first
+        AppendEntries must get here before we disrupt it (liveness only)."""
+        cfg = self.config
+        retry = self._now + self._rng.uniform(cfg.heartbeat, cfg.election_timeout_min)
+        self._election_deadline = min(self._election_deadline, retry)
+
+    def _step_candidate(self, msg: Message) -> None:
+        if not isinstance(msg, RequestVoteResponse) or msg.src not in self.voters:
+            return
+        if msg.pre_vote != self.in_pre_vote:
+            return  # an answer from the other phase
+        if msg.pre_vote and msg.vote_granted and msg.term != self.current_term + 1:
+            return  # a grant from an earlier pre-vote round
+        self._votes[msg.src] = msg.vote_granted
+        self._tally_votes()
+
+    def _tally_votes(self) -> None:
+        granted = sum(self._votes.values())
+        if granted >= self.quorum:
+            if self.in_pre_vote:
+                self._log_trace("pre-vote won")
+                self._become_candidate(pre_vote=False, disrupt_leader=self.disrupt_leader)
+            else:
+                self._become_leader()
+        elif len(self._votes) - granted >= self.quorum:
+            # Lost: wait for the election timer rather than retrying at once.
+            self._log_trace(f"{'pre-vote' if self.in_pre_vote else 'election'} lost")
+
+    def _campaign(self, *, disrupt_leader: bool) -> None:
+        """Start an election. A candidate created by TimeoutNow never runs pre-vote
+        (Dqlite raft ac53ca3): it must bump its term at once so that the old
+        leader's heartbeats are stale to it instead of demoting it."""
+        if not self.is_voter:
+            self._reset_election_timer()
+            return
+        self._become_candidate(
+            pre_vote=self.config.pre_vote and not disrupt_leader,
+            disrupt_leader=disrupt_leader)
+
+    # ------------------------------------------------------------------ timeout now
+
+    def _handle_timeout_now(self, msg: TimeoutNow) -> None:
+        if (
+            self.role is Role.FOLLOWER
+            and self.is_voter
+            and self.leader_id == msg.src
+            and self.log.last_index == msg.last_log_index
+            and self.log.last_term == msg.last_log_term
+        ):
+            self._log_trace(f"recv TimeoutNow from {msg.src}: campaign now, skipping pre-vote")
+            self._campaign(disrupt_leader=True)
+        else:
+            self._log_trace(f"ignore TimeoutNow from {msg.src}")

@@ -1,0 +1,80 @@
+"""The state every part of a :class:`~raftpy.node.RaftNode` shares, declared once.
+
+``RaftNode`` is assembled from small role-specific mixins (election, follower,
+leader replication, leadership transfer). This base declares the fields and the
+cross-cutting methods they use so that each mixin type-checks on its own; the
+fields are set and the methods defined by ``RaftNode`` itself.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from raftpy.config import Config
+from raftpy.log import RaftLog
+from raftpy.messages import Message
+from raftpy.progress import Progress
+from raftpy.ready import Event, Role, SnapshotMeta
+from raftpy.snapshots import SnapshotReceiver
+
+
+@dataclass(slots=True)
+class PendingTransfer:
+    """A leadership transfer started on this node and not yet ended."""
+
+    target: int
+    started_at: float
+    deadline: float
+    timeout_now_sent: bool = False
+
+
+class NodeState:
+    """Fields and shared methods of a node (see the module docstring)."""
+
+    id: int
+    voters: frozenset[int]
+    learners: frozenset[int]
+    config: Config
+    current_term: int
+    voted_for: int | None
+    log: RaftLog
+    commit_index: int
+    applied_index: int
+    role: Role
+    leader_id: int | None
+    in_pre_vote: bool
+    disrupt_leader: bool
+    progress: dict[int, Progress]
+    _rng: random.Random
+    _now: float
+    _last_leader_contact: float
+    _election_deadline: float
+    _heartbeat_deadline: float
+    _check_quorum_deadline: float
+    _votes: dict[int, bool]
+    _transfer: PendingTransfer | None
+    _snapshot_receiver: SnapshotReceiver | None
+    _snapshot_source: Callable[[], tuple[SnapshotMeta, bytes] | None] | None
+    _messages: list[Message]
+    _messages_after_persist: list[Message]
+    _events: list[Event]
+    _hard_state_dirty: bool
+    _pending_snapshot: tuple[SnapshotMeta, bytes] | None
+
+    if TYPE_CHECKING:  # defined by RaftNode or a sibling mixin
+        @property
+        def quorum(self) -> int: ...
+        @property
+        def is_voter(self) -> bool: ...
+        def _send(self, msg: Message) -> None: ...
+        def _log_trace(self, what: str) -> None: ...
+        def _reset_election_timer(self) -> None: ...
+        def _become_follower(self, term: int, leader: int | None) -> None: ...
+        def _become_candidate(self, *, pre_vote: bool, disrupt_leader: bool) -> None: ...
+        def _become_leader(self) -> None: ...
+        def _campaign(self, *, disrupt_leader: bool) -> None: ...
+        def _transfer_learned_leader(self, leader: int) -> None: ...
+        def _maybe_send_timeout_now(self) -> None: ...
