@@ -602,7 +602,9 @@ async def open_node(
     member votes unless listed in ``learners``. ``listen`` is ``"host:port"`` or
     ready-made Trio listeners (pass listeners on port 0 to learn the ports first).
     ``storage`` defaults to memory (nothing survives a restart). ``transport``
-    replaces the TCP transport (tests inject an in-memory one).
+    replaces the TCP transport (tests inject an in-memory one). ``rng`` draws the
+    election timeouts (default: a ``random.Random()`` seeded from the OS, so that
+    nodes and restarts draw independent timeouts).
 
     On exit every task is cancelled and joined, the listeners are closed, pending
     callers get :class:`NodeClosed` and ``storage.close()`` runs if it exists.
@@ -622,6 +624,11 @@ async def open_node(
     else:
         state, snapshot_data = await trio.to_thread.run_sync(storage.load)
     members = set(peers) | {node_id}
+    # The core's default rng is seeded with the node id (reproducible simulations);
+    # real processes need independent timers, or every restart of a node draws the
+    # same election timeouts and elections lose their spread.
+    if rng is None:
+        rng = random.Random()
     raft = RaftNode(node_id, members - set(learners), learners=learners, config=config,
                     state=state, rng=rng, now=trio.current_time())
     snapshot = None
