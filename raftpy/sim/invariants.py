@@ -6,7 +6,7 @@ chains at ``i`` are equal, so every property below costs O(1) per entry:
 
 * election safety: at most one leader per term;
 * log matching: entries with the same index and term have the same chain;
-* leader completeness: a new leader holds every committed entry;
+* leader completeness: a new leader holds every entry committed in an earlier term;
 * state machine safety: no two nodes apply different entries at one index;
 * durability: every committed entry is persisted on a majority, always (so no
   crash can lose it).
@@ -87,7 +87,8 @@ class InvariantChecker:
         self.memory: dict[int, _Chains] = {n: _Chains() for n in node_ids}
         self.disk: dict[int, _Chains] = {n: _Chains() for n in node_ids}
         self.committed: list[int] = [0]
-        self.committed_terms: list[int] = [0]
+        self._top_committed_in: dict[int, int] = {}
+        """term -> the highest index first reported committed by a node of that term."""
         self._hard: dict[int, HardState] = {n: HardState(0, None) for n in node_ids}
 
     @property
@@ -126,7 +127,8 @@ class InvariantChecker:
                         f"index {entry.index} than was committed before")
             elif entry.index == len(self.committed):
                 self.committed.append(chain)
-                self.committed_terms.append(entry.term)
+                if self._top_committed_in.get(term, 0) < entry.index:
+                    self._top_committed_in[term] = entry.index
                 new.append(entry)
             else:
                 raise self._fail(f"node {node_id} committed index {entry.index} out of order")
@@ -205,7 +207,10 @@ class InvariantChecker:
         other = self.leaders.setdefault(term, node_id)
         if other != node_id:
             raise self._fail(f"election safety: nodes {other} and {node_id} both lead term {term}")
-        top = self.commit_index
+        # Raft §3.6.3: entries committed in earlier terms. A leader of an older term
+        # may still win late, with votes cast before a newer term committed more;
+        # it can never commit anything itself, so it need not hold those.
+        top = max((i for t, i in self._top_committed_in.items() if t < term), default=0)
         mem = self.memory[node_id]
         chain = mem.at(top)
         if top >= mem.base and chain != self.committed[top]:
