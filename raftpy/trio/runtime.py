@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -179,7 +180,10 @@ class _Transfer:
     reply: _Reply
 
 
-_Input = Message | _Propose | _Barrier | _Transfer
+_WAKE = None
+"""The inbox token that tells the driver wire messages are waiting."""
+
+_Input = _Propose | _Barrier | _Transfer | None
 
 
 def format_address(address: Any) -> str:
@@ -226,6 +230,10 @@ class Node:
         self._snapshot = snapshot
         self._applied = raft.applied_index
         self._inbox_send, self._inbox = trio.open_memory_channel[_Input](inbox_size)
+        self._wire: deque[Message] = deque()
+        self._wire_limit = inbox_size
+        self._wire_drained = trio.Event()
+        self._wake_pending = False
         self._waiting: dict[int, list[tuple[int, _Reply]]] = {}
         self._transfer_reply: tuple[int, _Reply] | None = None
         self._last_contact: dict[int, float] = {}
@@ -363,9 +371,33 @@ class Node:
         return await trio.to_thread.run_sync(fn, *args)
 
     async def _pump(self, incoming: trio.MemoryReceiveChannel[Message]) -> None:
-        """Forward wire messages into the driver's inbox (back-pressure included)."""
+        """Move wire messages to the driver ahead of local requests.
+
+        They wait in ``self._wire``, not in the inbox: with thousands of callers
+        blocked on a full inbox, a peer's acknowledgement queued behind them would
+        be handled only after all of them, and the leader would stall (or fail its
+        check-quorum) with proposals piling up. The inbox carries only a wake-up
+        token; if it is full the driver is busy and will look at ``_wire`` anyway.
+        """
+        wire = self._wire
+        limit = self._wire_limit
         async for msg in incoming:
-            await self._inbox_send.send(msg)
+            wire.append(msg)
+            while True:
+                try:
+                    msg = incoming.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                wire.append(msg)
+            if not self._wake_pending:
+                try:
+                    self._inbox_send.send_nowait(_WAKE)
+                    self._wake_pending = True
+                except trio.WouldBlock:
+                    pass
+            while len(wire) >= limit:  # back-pressure: TCP pushes back on the peers
+                self._wire_drained = trio.Event()
+                await self._wire_drained.wait()
 
     async def _drive(self) -> None:
         """The driver task: the only code that touches ``self._raft``."""
@@ -375,14 +407,23 @@ class Node:
         await self._drain_ready()
         while True:
             batch: list[_Input] = []
-            with trio.move_on_at(raft.next_deadline()):
-                batch.append(await inbox.receive())
-            while batch and len(batch) < _MAX_BATCH:
+            if not self._wire:
+                with trio.move_on_at(raft.next_deadline()):
+                    batch.append(await inbox.receive())
+            while len(batch) < _MAX_BATCH:
                 try:
                     batch.append(inbox.receive_nowait())
                 except trio.WouldBlock:
                     break
             now = trio.current_time()
+            if self._wire:
+                self._wake_pending = False
+                wire = self._wire
+                for _ in range(len(wire)):
+                    msg = wire.popleft()
+                    self._last_contact[msg.src] = now
+                    raft.step(msg, now)
+                self._wire_drained.set()
             commands: list[bytes] = []
             replies: list[_Reply] = []
             barrier_replies: list[_Reply] = []
@@ -394,9 +435,6 @@ class Node:
                     barrier_replies.append(item.reply)
                 elif isinstance(item, _Transfer):
                     self._start_transfer(item, now)
-                else:
-                    self._last_contact[item.src] = now
-                    raft.step(item, now)
             if barrier_replies:
                 # One barrier serves every reader of this round: each asked before it
                 # was proposed, which is what makes the read linearizable.

@@ -410,7 +410,12 @@ class Transport:
             self._count("frames_received")
             self._count("bytes_received", len(payload) + 4)
             try:
-                await self._incoming_send.send(msg)
+                # Without waiting when there is room: a blocking send yields to the
+                # scheduler once per frame, and a read often brings hundreds.
+                try:
+                    self._incoming_send.send_nowait(msg)
+                except trio.WouldBlock:
+                    await self._incoming_send.send(msg)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # nobody listens any more: the node is shutting down
 
