@@ -102,7 +102,9 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         if node_id not in self.voters | self.learners:
             raise ValueError(f"node {node_id} is not a member of its own configuration")
         self.config = config if config is not None else Config()
-        self._rng = rng if rng is not None else random.Random(node_id)
+        # Unseeded by default: two processes must not draw the same election timeouts.
+        # Pass a seeded random.Random for a deterministic run (the simulator does).
+        self._rng = rng if rng is not None else random.Random()
         self._trace = trace
         state = state if state is not None else PersistentState()
         snap = state.snapshot

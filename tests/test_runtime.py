@@ -366,3 +366,32 @@ async def test_blocking_storage_runs_in_a_worker_thread_and_is_closed() -> None:
     assert storage.threads and threading.current_thread().name not in storage.threads
     assert storage.closed
     assert [e.data for e in storage.entries] == [b"", b"x"]
+
+
+async def test_proposals_overwritten_by_a_newer_leader_fail_instead_of_hanging(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as c:
+        old = await c.leader()
+        c.network.cut.add(old.id)  # the old leader keeps accepting, but cannot commit
+        outcome: list[BaseException | int] = []
+
+        async def doomed(k: int) -> None:
+            try:
+                outcome.append(await old.apply(b"lost%d" % k))
+            except NotLeader as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for k in range(5):
+                nursery.start_soon(doomed, k)
+            with trio.fail_after(5):
+                while not any(n is not old and n.is_leader for n in c.nodes.values()):
+                    await trio.sleep(0.01)
+                # The new leader writes nothing but its no-op: indexes 3.. of the old
+                # leader's entries will never see a commit on this idle cluster.
+                c.network.cut.discard(old.id)
+                while len(outcome) < 5:
+                    await trio.sleep(0.01)
+        assert all(isinstance(o, NotLeader) for o in outcome)
+        assert not any(cmd.startswith(b"lost") for m in c.machines.values()
+                       for cmd in m.commands)

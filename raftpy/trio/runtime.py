@@ -479,6 +479,8 @@ class Node:
 
     async def _handle_ready(self, ready: Ready) -> None:
         send = self._transport.send
+        if ready.entries and self._waiting:
+            self._fail_replaced(ready.entries)
         for msg in ready.messages:
             send(msg)
         if ready.must_persist():
@@ -522,6 +524,22 @@ class Node:
                 reply.fail(error)
             else:
                 reply.resolve(result)
+
+    def _fail_replaced(self, entries: list[Entry]) -> None:
+        """Entries from ``entries[0].index`` on replace whatever the log held there:
+        a caller waiting at such an index for another term's entry has lost its
+        proposal (a newer leader overwrote it) and would otherwise wait forever."""
+        first, last = entries[0].index, entries[-1].index
+        for index in [i for i in self._waiting if i >= first]:
+            term = entries[index - first].term if index <= last else None
+            kept = [(t, reply) for t, reply in self._waiting[index] if t == term]
+            for t, reply in self._waiting[index]:
+                if t != term:
+                    reply.fail(self._not_leader())
+            if kept:
+                self._waiting[index] = kept
+            else:
+                del self._waiting[index]
 
     def _fail_waiting_through(self, index: int) -> None:
         """A snapshot replaced the entries up to ``index``: their outcome is unknown
