@@ -311,6 +311,7 @@ def measure_writes(cluster: NetCluster, sizes: Sequence[int], seq_n: int, pipe_n
                     "seq_stalled": bool(seq.get("stalled")),
                     "pipe_n": pipe_n, "pipe_inflight": inflight,
                     "pipe_elapsed_s": pipe["elapsed"], "pipe_ok": pipe["ok"],
+                    "pipe_errors": pipe.get("errors", {}),
                     "pipe_stalled": bool(pipe.get("stalled")),
                     "pipe_ops_per_s": pipe["ok"] / pipe["elapsed"] if pipe["elapsed"] else 0.0})
         if seq.get("stalled") or pipe.get("stalled"):

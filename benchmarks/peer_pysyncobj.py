@@ -275,7 +275,8 @@ def summarize_profile(failover: list[dict[str, Any]], transfers: list[dict[str, 
                     "seq_ms": summarize(w["seq_latencies_s"], 1000),
                     "seq_stalled": w["seq_stalled"], "pipe_stalled": w["pipe_stalled"],
                     "pipe_ops_per_s": w["pipe_ops_per_s"], "pipe_n": w["pipe_n"],
-                    "pipe_inflight": w["pipe_inflight"], "pipe_ok": w["pipe_ok"]}
+                    "pipe_inflight": w["pipe_inflight"], "pipe_ok": w["pipe_ok"],
+                    "pipe_errors": w.get("pipe_errors", {})}
                    for w in writes],
     }
 
