@@ -183,6 +183,49 @@ class _Transfer:
 _WAKE = None
 """The inbox token that tells the driver wire messages are waiting."""
 
+
+class _WireQueue:
+    """Wire messages waiting for the driver, who takes them ahead of local requests.
+
+    They wait here, not in the inbox: with thousands of callers blocked on a full
+    inbox, a peer's acknowledgement queued behind them would be handled only after
+    all of them, and the leader would stall (or fail its check-quorum) with
+    proposals piling up. The TCP transport's reading tasks put messages here
+    directly (it is their ``sink``): no task sits in between, so a message costs
+    no extra task switch on its way to the driver. ``wake`` tells the driver.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.messages: deque[Message] = deque()
+        self.wake: Callable[[], None] = lambda: None
+        self._limit = limit
+        self._room = trio.Event()
+        self._closed = False
+
+    def send_nowait(self, msg: Message) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError
+        if len(self.messages) >= self._limit:
+            raise trio.WouldBlock
+        self.messages.append(msg)
+        self.wake()
+
+    async def send(self, msg: Message) -> None:
+        while len(self.messages) >= self._limit and not self._closed:
+            # Back-pressure: the reader stops reading, and TCP pushes back on the peer.
+            self._room = trio.Event()
+            await self._room.wait()
+        self.send_nowait(msg)
+
+    def take_all(self) -> deque[Message]:
+        messages, self.messages = self.messages, deque()
+        self._room.set()
+        return messages
+
+    def close(self) -> None:
+        self._closed = True
+        self._room.set()
+
 _Input = _Propose | _Barrier | _Transfer | None
 
 
@@ -220,6 +263,7 @@ class Node:
         addresses: Mapping[int, str],
         snapshot: tuple[SnapshotMeta, bytes] | None,
         inbox_size: int,
+        wire: _WireQueue | None = None,
     ) -> None:
         self.id = raft.id
         self._raft = raft
@@ -230,9 +274,8 @@ class Node:
         self._snapshot = snapshot
         self._applied = raft.applied_index
         self._inbox_send, self._inbox = trio.open_memory_channel[_Input](inbox_size)
-        self._wire: deque[Message] = deque()
-        self._wire_limit = inbox_size
-        self._wire_drained = trio.Event()
+        self._wire = wire if wire is not None else _WireQueue(inbox_size)
+        self._wire.wake = self._wake
         self._wake_pending = False
         self._waiting: dict[int, list[tuple[int, _Reply]]] = {}
         self._transfer_reply: tuple[int, _Reply] | None = None
@@ -370,34 +413,23 @@ class Node:
             return fn(*args)
         return await trio.to_thread.run_sync(fn, *args)
 
-    async def _pump(self, incoming: trio.MemoryReceiveChannel[Message]) -> None:
-        """Move wire messages to the driver ahead of local requests.
+    def _wake(self) -> None:
+        """Tell the driver that wire messages wait (one token at a time; if the inbox
+        is full the driver is busy and looks at the wire queue anyway)."""
+        if not self._wake_pending:
+            try:
+                self._inbox_send.send_nowait(_WAKE)
+                self._wake_pending = True
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                pass
 
-        They wait in ``self._wire``, not in the inbox: with thousands of callers
-        blocked on a full inbox, a peer's acknowledgement queued behind them would
-        be handled only after all of them, and the leader would stall (or fail its
-        check-quorum) with proposals piling up. The inbox carries only a wake-up
-        token; if it is full the driver is busy and will look at ``_wire`` anyway.
-        """
-        wire = self._wire
-        limit = self._wire_limit
+    async def _pump(self, incoming: trio.MemoryReceiveChannel[Message]) -> None:
+        """Move messages from a transport without a ``sink`` to the wire queue."""
         async for msg in incoming:
-            wire.append(msg)
-            while True:
-                try:
-                    msg = incoming.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                wire.append(msg)
-            if not self._wake_pending:
-                try:
-                    self._inbox_send.send_nowait(_WAKE)
-                    self._wake_pending = True
-                except trio.WouldBlock:
-                    pass
-            while len(wire) >= limit:  # back-pressure: TCP pushes back on the peers
-                self._wire_drained = trio.Event()
-                await self._wire_drained.wait()
+            try:
+                self._wire.send_nowait(msg)
+            except trio.WouldBlock:
+                await self._wire.send(msg)
 
     async def _drive(self) -> None:
         """The driver task: the only code that touches ``self._raft``."""
@@ -407,7 +439,7 @@ class Node:
         await self._drain_ready()
         while True:
             batch: list[_Input] = []
-            if not self._wire:
+            if not self._wire.messages:
                 with trio.move_on_at(raft.next_deadline()):
                     batch.append(await inbox.receive())
             while len(batch) < _MAX_BATCH:
@@ -416,14 +448,12 @@ class Node:
                 except trio.WouldBlock:
                     break
             now = trio.current_time()
-            if self._wire:
+            if self._wire.messages:
                 self._wake_pending = False
-                wire = self._wire
-                for _ in range(len(wire)):
-                    msg = wire.popleft()
-                    self._last_contact[msg.src] = now
+                last_contact = self._last_contact
+                for msg in self._wire.take_all():
+                    last_contact[msg.src] = now
                     raft.step(msg, now)
-                self._wire_drained.set()
             commands: list[bytes] = []
             replies: list[_Reply] = []
             barrier_replies: list[_Reply] = []
@@ -672,9 +702,11 @@ async def open_node(
         own = _listener_addresses(listeners)
         if own:
             addresses.setdefault(node_id, format_address(own[0]))
+    wire = _WireQueue(inbox_size)
+    injected = transport is not None
     if transport is None:
         transport = _tcp_transport(node_id, cluster_id, peers, ssl_context, client_ssl_context,
-                                   client_handler, lambda: node)
+                                   client_handler, lambda: node, wire)
     if type(storage) is MemoryStorage:
         state, snapshot_data = storage.load()
     else:
@@ -692,12 +724,13 @@ async def open_node(
         state_machine.restore(snapshot_data)
         snapshot = (state.snapshot, snapshot_data)
     node = Node(raft, transport=transport, storage=storage, state_machine=state_machine,
-                addresses=addresses, snapshot=snapshot, inbox_size=inbox_size)
+                addresses=addresses, snapshot=snapshot, inbox_size=inbox_size, wire=wire)
     node.listen_addresses = _listener_addresses(listeners)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(transport.run, listeners)
-            nursery.start_soon(node._pump, transport.incoming)
+            if injected:
+                nursery.start_soon(node._pump, transport.incoming)
             nursery.start_soon(node._drive)
             try:
                 yield node
@@ -716,7 +749,7 @@ async def open_node(
 
 def _tcp_transport(node_id: int, cluster_id: str, peers: Mapping[int, Any], ssl_context: Any,
                    client_ssl_context: Any, client_handler: ClientHandler | None,
-                   get_node: Callable[[], Node]) -> MessageTransport:
+                   get_node: Callable[[], Node], sink: _WireQueue) -> MessageTransport:
     from raftpy.trio.transport import PeerAddress as peer_address
     from raftpy.trio.transport import Transport as transport_class
 
@@ -734,5 +767,5 @@ def _tcp_transport(node_id: int, cluster_id: str, peers: Mapping[int, Any], ssl_
     transport: MessageTransport = transport_class(
         node_id, cluster_id, {peer: to_peer(addr) for peer, addr in peers.items()},
         ssl_context=ssl_context, client_ssl_context=client_ssl_context,
-        client_handler=handler)
+        client_handler=handler, sink=sink)
     return transport

@@ -27,7 +27,8 @@ Queues
     full the heartbeat goes first, else the oldest message. Raft retransmits, so
     a drop costs a round trip, never safety. The writer sends whatever queued up
     in one write. Dials back off exponentially (capped, jittered). Received
-    messages go to :attr:`Transport.incoming` (``queue_size`` deep); when the
+    messages go to :attr:`Transport.incoming` (``queue_size`` deep), or to the
+    ``sink`` given to :class:`Transport` (the runtime's own queue); when the
     node falls behind, readers wait, and TCP pushes back on the senders.
 
 Clients on the same port
@@ -57,7 +58,7 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -82,6 +83,23 @@ _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.T
 _BATCH_BYTES = 256 * 1024
 # accept() errors caused by resource exhaustion: wait and retry rather than stop serving.
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class MessageSink(Protocol):
+    """Where received messages go: :class:`trio.MemorySendChannel` fits, and so does
+    a runtime's own queue (see ``sink`` of :class:`Transport`)."""
+
+    def send_nowait(self, msg: Message) -> None:
+        """Take ``msg`` at once or raise :class:`trio.WouldBlock`."""
+        ...
+
+    async def send(self, msg: Message) -> None:
+        """Take ``msg``, waiting for room."""
+        ...
+
+    def close(self) -> None:
+        """No more messages will come."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +236,7 @@ class Transport:
         backoff_max: float = 2.0,
         check_peer_host: bool = False,
         rng: random.Random | None = None,
+        sink: MessageSink | None = None,
     ) -> None:
         if queue_size < 1 or max_frame < handshake.MAX_HELLO:
             raise ValueError("queue_size must be >= 1 and max_frame >= 4096")
@@ -237,7 +256,12 @@ class Transport:
         self.check_peer_host = check_peer_host
         self._connect_stream = connect_stream if connect_stream is not None else open_tcp
         self._rng = rng if rng is not None else random.Random()
+        self._incoming_send: MessageSink
         self._incoming_send, self.incoming = trio.open_memory_channel[Message](queue_size)
+        if sink is not None:
+            # The reading task hands each message straight to its consumer: one task
+            # switch less per message than a channel with a task draining it.
+            self._incoming_send = sink
         self._outboxes = {(peer, lane): _Outbox(queue_size, queue_bytes)
                           for peer in self.peers for lane in handshake.LANES}
         self._connected: set[tuple[int, str]] = set()
