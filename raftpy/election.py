@@ -49,8 +49,9 @@ class ElectionMixin(NodeState):
         can_vote = self.voted_for == msg.src or (
             self.voted_for is None and self.leader_id is None)
         granted = up_to_date and can_vote and self.is_voter
-        if (not granted and self.role is Role.CANDIDATE and not self.in_pre_vote
-                and self.voted_for == self.id):
+        if self._candidacy is not None and not granted:
+            # A competing candidate of our own term: it voted for itself (Raft §3.4).
+            self._candidacy.contested = True
             self._back_off_split_vote()
         if granted:
             self.voted_for = msg.src
@@ -77,14 +78,29 @@ class ElectionMixin(NodeState):
         )
 
     def _back_off_split_vote(self) -> None:
-        """A competing candidate asked for our vote in our own term: the vote may be
-        split. Retry after a random delay in [heartbeat, election_timeout_min) instead
-        of a whole election timeout, so the faster of the two wins the next term. Not
-        sooner than a heartbeat: if the other candidate did win, its first
-        AppendEntries must get here before we disrupt it (liveness only)."""
-        cfg = self.config
-        retry = self._now + self._rng.uniform(cfg.heartbeat, cfg.election_timeout_min)
-        self._election_deadline = min(self._election_deadline, retry)
+        """Retry a contested round early, but only once its votes have come back.
+
+        Raft (§3.4) has a candidate wait out its randomized election timeout. A
+        competitor of the same term makes a split vote likely, and whoever retries
+        first usually wins the next term, so once per round, when a majority has
+        answered without electing us, the timer is shortened to a random point in
+        [2 round trips, election_timeout_min / 2). The round trip is this round's,
+        measured until a majority answered: a competitor that won needed as long
+        for its votes and then sends AppendEntries at once, so it is heard from
+        before we retry. The upper end keeps the retry clear of the timers that the
+        voters of this round reset. A network too slow for the window (Raft wants
+        broadcast time well under the election timeout) keeps the full timeout.
+        Liveness only: no term or vote changes here."""
+        candidacy = self._candidacy
+        if (candidacy is None or not candidacy.contested or candidacy.round_trip is None
+                or candidacy.retry_armed):
+            return
+        candidacy.retry_armed = True
+        earliest = 2 * candidacy.round_trip
+        latest = self.config.election_timeout_min / 2
+        if earliest < latest:
+            retry = self._now + self._rng.uniform(earliest, latest)
+            self._election_deadline = min(self._election_deadline, retry)
 
     def _step_candidate(self, msg: Message) -> None:
         if not isinstance(msg, RequestVoteResponse) or msg.src not in self.voters:
@@ -94,7 +110,15 @@ class ElectionMixin(NodeState):
         if msg.pre_vote and msg.vote_granted and msg.term != self.current_term + 1:
             return  # a grant from an earlier pre-vote round
         self._votes[msg.src] = msg.vote_granted
+        self._time_vote_round_trip()
         self._tally_votes()
+
+    def _time_vote_round_trip(self) -> None:
+        """Record when a majority of voters (this node included) has answered."""
+        candidacy = self._candidacy
+        answered = sum(1 for voter in self._votes if voter != self.id) + 1
+        if candidacy is not None and candidacy.round_trip is None and answered >= self.quorum:
+            candidacy.round_trip = self._now - candidacy.started_at
 
     def _tally_votes(self) -> None:
         granted = sum(self._votes.values())
@@ -104,9 +128,12 @@ class ElectionMixin(NodeState):
                 self._become_candidate(pre_vote=False, disrupt_leader=self.disrupt_leader)
             else:
                 self._become_leader()
-        elif len(self._votes) - granted >= self.quorum:
-            # Lost: wait for the election timer rather than retrying at once.
+            return
+        if len(self._votes) - granted >= self.quorum:
+            # Lost: no retry at once. Only a contested round retries early, and not
+            # before a winner's AppendEntries can arrive (_back_off_split_vote).
             self._log_trace(f"{'pre-vote' if self.in_pre_vote else 'election'} lost")
+        self._back_off_split_vote()
 
     def _campaign(self, *, disrupt_leader: bool) -> None:
         """Start an election. A candidate created by TimeoutNow never runs pre-vote

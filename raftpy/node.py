@@ -42,7 +42,7 @@ from raftpy.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
-from raftpy.nodestate import PendingTransfer
+from raftpy.nodestate import Candidacy, PendingTransfer
 from raftpy.progress import Progress
 from raftpy.ready import (
     Event,
@@ -124,6 +124,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         self.in_pre_vote = False
         self.disrupt_leader = False
         self._votes: dict[int, bool] = {}
+        self._candidacy: Candidacy | None = None
         # Leader state.
         self.progress: dict[int, Progress] = {}
         self._transfer: PendingTransfer | None = None
@@ -362,6 +363,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         self.in_pre_vote = False
         self.disrupt_leader = False
         self._votes = {}
+        self._candidacy = None
         self.progress = {}
         if leader is not None:
             self._last_leader_contact = self._now
@@ -383,6 +385,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         # A real self-vote counts only once it is durable (see advance): a single
         # voter must not lead a term it could forget in a crash.
         self._votes = {self.id: True} if pre_vote else {}
+        self._candidacy = None if pre_vote else Candidacy(started_at=self._now)
         if not pre_vote:
             self.current_term += 1
             self.voted_for = self.id
@@ -406,6 +409,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         self.in_pre_vote = False
         self.disrupt_leader = False
         self._votes = {}
+        self._candidacy = None
         self._election_deadline = _INF
         self._heartbeat_deadline = self._now + self.config.heartbeat
         self._check_quorum_deadline = self._now + self.config.election_timeout_max

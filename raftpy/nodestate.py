@@ -31,6 +31,20 @@ class PendingTransfer:
     timeout_now_sent: bool = False
 
 
+@dataclass(slots=True)
+class Candidacy:
+    """This node's current real candidacy (not a pre-vote round), timed so that a
+    split-vote retry waits for the round's votes (see ``_back_off_split_vote``)."""
+
+    started_at: float
+    round_trip: float | None = None
+    """From the start until a majority of voters had answered: how long a winner
+    of this round needs for its votes, measured (both fsyncs included)."""
+    contested: bool = False
+    """A competing candidate of the same term asked for our vote."""
+    retry_armed: bool = False
+
+
 class NodeState:
     """Fields and shared methods of a node (see the module docstring)."""
 
@@ -55,6 +69,7 @@ class NodeState:
     _heartbeat_deadline: float
     _check_quorum_deadline: float
     _votes: dict[int, bool]
+    _candidacy: Candidacy | None
     _transfer: PendingTransfer | None
     _snapshot_receiver: SnapshotReceiver | None
     _snapshot_source: Callable[[], tuple[SnapshotMeta, bytes] | None] | None

@@ -9,6 +9,7 @@ from raftpy import (
     AppendEntries,
     AppendEntriesResponse,
     Config,
+    RaftNode,
     RequestVote,
     RequestVoteResponse,
     Role,
@@ -234,16 +235,44 @@ def test_concurrent_pre_candidates_with_equal_logs_let_the_lower_id_go_first() -
     assert isinstance(reply, RequestVoteResponse) and reply.vote_granted
 
 
-def test_split_vote_retries_after_a_short_random_delay() -> None:
+def _candidate_of_term_5(now: float) -> RaftNode:
     node = make_node(1, term=4, config=Config(pre_vote=False))
-    node.tick(1.0)
-    drain(node, 1.0)
+    node.tick(now)
+    drain(node, now)
     assert node.role is Role.CANDIDATE and node.current_term == 5
-    assert node.next_deadline() >= 1.0 + 0.150
+    assert node.next_deadline() >= now + 0.150
+    return node
+
+
+def test_split_vote_retries_early_only_once_a_majority_has_answered() -> None:
+    node = _candidate_of_term_5(1.0)
+    full_timeout = node.next_deadline()
+    # A competitor of term 5 asks before any vote is back: nothing changes yet.
     node.step(RequestVote(term=5, src=2, dst=1, last_log_index=0, last_log_term=0), 1.002)
     (reply,), _ = drain(node, 1.002)
     assert isinstance(reply, RequestVoteResponse) and not reply.vote_granted
-    assert 1.002 + 0.050 <= node.next_deadline() <= 1.002 + 0.150
+    assert node.next_deadline() == full_timeout
+    # Node 3 answers 4 ms after the start: with our own vote, a majority has
+    # answered. Retry in [2 round trips, election_timeout_min / 2) from now.
+    node.step(RequestVoteResponse(term=5, src=3, dst=1, vote_granted=False), 1.004)
+    assert 1.004 + 0.008 <= node.next_deadline() < 1.004 + 0.075
+
+
+@pytest.mark.parametrize(("competitor", "answer_at"), [
+    (False, 1.004),  # refused by a majority, but nobody else stood: e.g. a stale log
+    (True, 1.040),   # a round trip of 40 ms: two of them do not fit under 75 ms
+])
+def test_uncontested_or_slow_rounds_keep_the_full_election_timeout(
+        competitor: bool, answer_at: float) -> None:
+    node = _candidate_of_term_5(1.0)
+    full_timeout = node.next_deadline()
+    if competitor:
+        node.step(RequestVote(term=5, src=2, dst=1, last_log_index=0, last_log_term=0),
+                  1.002)
+    node.step(RequestVoteResponse(term=5, src=3, dst=1, vote_granted=False), answer_at)
+    node.step(RequestVoteResponse(term=5, src=2, dst=1, vote_granted=False), answer_at)
+    drain(node, answer_at)
+    assert node.role is Role.CANDIDATE and node.next_deadline() == full_timeout
 
 
 def test_three_node_re_election_tail_stays_within_two_timeouts() -> None:

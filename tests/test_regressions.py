@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
 from helpers import drain, make_node
 
 from raftpy import (
@@ -14,7 +17,7 @@ from raftpy import (
     RequestVoteResponse,
     Role,
 )
-from raftpy.sim import Cluster
+from raftpy.sim import Cluster, NetworkConfig
 from raftpy.storage import MemoryStorage
 
 
@@ -148,3 +151,50 @@ def test_a_late_leader_of_an_older_term_is_not_a_completeness_violation() -> Non
 
     report = run_seed(2720)
     assert report.ok, report.failure
+
+
+def _crash_leader_then_time_first_commit(cluster: Cluster, settle: float) -> float:
+    """Crash the leader ``settle`` seconds after the first election (as
+    benchmarks/sim_election.py does); return how long until a leader has
+    committed an entry of its own term (its no-op: the first client write it
+    could acknowledge)."""
+    cluster.wait_for_leader()
+    cluster.run_for(settle)
+    cluster.crash(cluster.wait_for_leader())
+    crashed_at = cluster.now
+
+    def own_term_committed() -> bool:
+        leader = cluster.leader()
+        if leader is None:
+            return False
+        node = cluster.node(leader)
+        return node.log.term_at(node.commit_index) == node.current_term
+
+    assert cluster.run_until(own_term_committed, 2.0)
+    return cluster.now - crashed_at
+
+
+@pytest.mark.parametrize(("seed", "heartbeat", "delay_min", "delay_max", "settle"), [
+    # Seed 462 of benchmarks/sim_election.py (docs/benchmarks.md, 5 voters, pre-vote
+    # off): node 3 stood for term 2 two ms after node 2, refused 2's request and
+    # retried within the same ms, deposing 2; the first commit came after 1.10 s.
+    (462, None, 0.0005, 0.002, 0.5 + random.Random(462 * 7919 + 1).uniform(0, 0.050)),
+    # A heartbeat shorter than a round trip: node 1 stood 2 ms after node 3, refused
+    # it and retried one heartbeat later, before 3's first AppendEntries arrived,
+    # deposing 3 (5 terms, 620 ms).
+    (352, 0.005, 0.002, 0.005, 0.5),
+])
+def test_contested_candidate_does_not_retry_before_the_winner_is_heard(
+        seed: int, heartbeat: float | None, delay_min: float, delay_max: float,
+        settle: float) -> None:
+    config = Config(pre_vote=False, heartbeat_interval=heartbeat)
+    cluster = Cluster(5, seed=seed, config=config, record_trace=True,
+                      network=NetworkConfig(delay_min=delay_min, delay_max=delay_max))
+    took = _crash_leader_then_time_first_commit(cluster, settle)
+    # One election timeout, then the vote's and the no-op's round trips.
+    assert took <= config.election_timeout_max + 4 * 2 * delay_max
+    # One round, contested by two candidates; its winner was never deposed.
+    after = cluster.trace[next(i for i, line in enumerate(cluster.trace) if "sim crash" in line):]
+    assert [line.split("term ")[1] for line in after if "-> candidate" in line] == ["2", "2"]
+    assert sum("-> leader" in line for line in after) == 1
+    assert {node.current_term for node in cluster.live_nodes()} == {2}
