@@ -23,6 +23,7 @@ from raftpy.ready import LeaderChanged, Ready, Role, SnapshotMeta, TransferEnded
 from raftpy.sim.invariants import InvariantChecker, InvariantViolation
 from raftpy.sim.network import NetworkConfig
 from raftpy.sim.statemachine import decode_applied, encode_applied
+from raftpy.storage.base import Storage
 from raftpy.storage.memory import MemoryStorage
 
 MessagePredicate = Callable[[Message], bool]
@@ -96,6 +97,7 @@ class Cluster:
         record_trace: bool = False,
         check_invariants: bool = True,
         snapshot_every: int | None = None,
+        storage_factory: Callable[[int], Storage] | None = None,
     ) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one voter, got n={n}")
@@ -114,7 +116,12 @@ class Cluster:
         self.fault_counts: Counter[str] = Counter()
         self.snapshot_every = (snapshot_every if snapshot_every is not None
                                else self.config.snapshot_threshold)
-        self.storages = {i: MemoryStorage() for i in self.ids}
+        self._storage_factory = storage_factory
+        self.storages: dict[int, Storage] = {
+            i: storage_factory(i) if storage_factory is not None else MemoryStorage()
+            for i in self.ids}
+        self.snapshots: dict[int, tuple[SnapshotMeta, bytes] | None] = dict.fromkeys(self.ids)
+        """Each node's latest durable snapshot (what it sends to lagging followers)."""
         self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
         self.proposals: list[Proposal] = []
         self.transfers: list[Transfer] = []
@@ -299,6 +306,9 @@ class Cluster:
         self._timer_at[node_id] = _INF
         self.fault_counts["crash"] += 1
         self._note(f"crash {node_id} (was {node.role.value}, term {node.current_term})")
+        if self._storage_factory is not None:
+            # A crashed process keeps no file open: restart() reopens from the disk.
+            _close(self.storages[node_id])
         for transfer in self.transfers:
             if transfer.leader == node_id and not transfer.done:
                 self._end_transfer(transfer, False, None, "leader crashed")
@@ -312,7 +322,14 @@ class Cluster:
         self.applied[node_id] = []
         if self.checker is not None:
             self.checker.on_restart(node_id)
+        if self._storage_factory is not None:
+            self.storages[node_id] = self._storage_factory(node_id)
         self._start(node_id)
+
+    def close(self) -> None:
+        """Close every storage that can be closed (file-backed ones hold a lock)."""
+        for storage in self.storages.values():
+            _close(storage)
 
     def hold(self, predicate: MessagePredicate) -> None:
         """Hold back every message matching ``predicate`` until :meth:`release`."""
@@ -335,6 +352,9 @@ class Cluster:
 
     def _start(self, node_id: int) -> None:
         state, snapshot = self.storages[node_id].load()
+        self.snapshots[node_id] = (
+            (state.snapshot, snapshot) if state.snapshot is not None and snapshot is not None
+            else None)
         node = RaftNode(
             node_id, self.voters, learners=self.learners, config=self.config, state=state,
             rng=random.Random(self.rng.getrandbits(64)), now=self.now,
@@ -438,6 +458,8 @@ class Cluster:
         node = self.node(node_id)
         if ready.must_persist():
             self.storages[node_id].save(ready.hard_state, ready.entries, ready.snapshot)
+            if ready.snapshot is not None:
+                self.snapshots[node_id] = ready.snapshot
             if self.checker is not None:
                 self.checker.on_persist(node_id, ready)
         for msg in ready.messages_after_persist:
@@ -453,8 +475,8 @@ class Cluster:
             self._maybe_snapshot(node_id, node)
 
     def _maybe_snapshot(self, node_id: int, node: RaftNode) -> None:
-        storage = self.storages[node_id]
-        last = storage.snapshot[0].index if storage.snapshot else 0
+        latest = self.snapshots[node_id]
+        last = latest[0].index if latest is not None else 0
         applied = node.applied_index
         assert self.snapshot_every is not None
         if applied - last < self.snapshot_every or applied > node.log.persisted_index \
@@ -462,8 +484,9 @@ class Cluster:
             return  # only snapshot what is durable and applied, with no batch in flight
         term = node.log.term_at(applied)
         assert term is not None
-        meta = SnapshotMeta(applied, term)
-        storage.compact(meta, self._snapshot_bytes(node_id, applied))
+        snapshot = (SnapshotMeta(applied, term), self._snapshot_bytes(node_id, applied))
+        self.storages[node_id].compact(*snapshot)
+        self.snapshots[node_id] = snapshot
         keep_from = max(applied - self.config.snapshot_trailing, node.log.snapshot_index)
         node.compact(keep_from)
         if self.checker is not None:
@@ -484,7 +507,7 @@ class Cluster:
 
     def _snapshot_source(self, node_id: int) -> Callable[[], tuple[SnapshotMeta, bytes] | None]:
         def source() -> tuple[SnapshotMeta, bytes] | None:
-            return self.storages[node_id].snapshot
+            return self.snapshots[node_id]
 
         return source
 
@@ -516,3 +539,9 @@ class Cluster:
 
     def _violation(self, what: str) -> InvariantViolation:
         return InvariantViolation(what, seed=self.seed, event=self.events, now=self.now)
+
+
+def _close(storage: Storage) -> None:
+    close = getattr(storage, "close", None)
+    if callable(close):
+        close()
