@@ -395,3 +395,20 @@ async def test_proposals_overwritten_by_a_newer_leader_fail_instead_of_hanging(
         assert all(isinstance(o, NotLeader) for o in outcome)
         assert not any(cmd.startswith(b"lost") for m in c.machines.values()
                        for cmd in m.commands)
+
+
+async def test_a_cancelled_caller_stops_waiting_and_the_command_still_commits(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as c:
+        with trio.fail_after(5):
+            leader = await c.leader()
+            # Cut the leader off so that the write cannot commit before the cancel.
+            c.network.cut.add(leader.id)
+            with trio.move_on_after(0.02) as scope:
+                await leader.apply(b"cancelled")
+            assert scope.cancelled_caught
+            c.network.cut.discard(leader.id)
+            # The node keeps serving: the next write commits after the cancelled one,
+            # which was already in the log (Node.apply: "the command may still commit").
+            assert await leader.apply(b"next") == 2
+        assert c.machines[leader.id].commands == [b"cancelled", b"next"]
