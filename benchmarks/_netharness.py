@@ -297,10 +297,20 @@ def measure_writes(cluster: NetCluster, sizes: Sequence[int], seq_n: int, pipe_n
     """Sequential latency (at most ``seq_n`` writes or ``seq_seconds``) and pipelined
     throughput (given up after ``pipe_seconds``), both driven inside the leader. A
     write that never completes marks the figure as stalled instead of hanging."""
-    leader = cluster.nodes[cluster.wait_stable()]
     out = []
     for size in sizes:
-        leader.call("seq", n=min(50, seq_n), size=size, max_seconds=2, timeout=120)  # warm-up
+        for attempt in range(3):
+            leader = cluster.nodes[cluster.wait_stable()]
+            try:
+                leader.call("seq", n=min(50, seq_n), size=size, max_seconds=2,
+                            timeout=120)  # warm-up
+                break
+            except NodeError as exc:
+                # Leadership moved between wait_stable and the first write (seen once
+                # right after the transfer trials): find the leader again.
+                if "NotLeader" not in str(exc) or attempt == 2:
+                    raise
+                print(f"warm-up: {exc}; looking for the leader again", file=sys.stderr)
         seq = leader.call("seq", n=seq_n, size=size, max_seconds=seq_seconds, timeout=300)
         warm = min(1000, pipe_n)
         leader.call("pipe", n=warm, size=size, inflight=min(inflight, warm),
