@@ -608,3 +608,31 @@ def test_random_bytes_after_the_hello_never_crash_the_acceptor(chunks: list[byte
         assert stats["protocol_errors"] <= 1
 
     trio.run(main)
+
+
+async def test_direct_writes_and_their_cut_short_rest_keep_frames_whole_and_in_order() -> None:
+    # The receiver reads nothing until the sender's socket is full: direct writes from
+    # send() are cut short and their rest (the outbox prefix) goes out before the
+    # messages queued behind it.
+    async with cluster(2, start=False) as c:
+        receiver = await c.start(2, queue_size=1)
+        sender = await c.start(1)
+        sender.send(vote(1, 2))  # dials: the first message waits for the connection
+        assert [m.term for m in await receive(receiver)] == [1]
+        assert sender.stats()["direct_writes"] == 0
+        await trio.sleep(0.01)  # the writer is idle again
+        sender.send(vote(1, 2, term=2))  # written from send() itself
+        assert sender.stats()["direct_writes"] == 1
+        assert [m.term for m in await receive(receiver)] == [2]
+        big = [AppendEntries(term=1, src=1, dst=2, prev_log_index=i, prev_log_term=1,
+                             entries=(Entry(i + 1, 1, bytes([i % 256]) * 65536),),
+                             leader_commit=0) for i in range(200)]
+        for msg in big:
+            sender.send(msg)
+            await trio.sleep(0)  # let the writer run between sends, as a driver would
+        stats = sender.stats()
+        assert 1 < stats["direct_writes"] < 201  # some went direct, the rest queued
+        assert stats["direct_writes_cut_short"] >= 1  # one of them only in part
+        got = await receive(receiver, 200)
+        assert got == big
+        await wait_for(lambda: sender.stats()["frames_sent"] == 202)

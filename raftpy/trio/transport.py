@@ -53,6 +53,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import os
 import random
 import ssl
 from collections import deque
@@ -66,7 +67,7 @@ from raftpy import codec
 from raftpy.errors import HandshakeRefused, ProtocolError
 from raftpy.messages import AppendEntries, InstallSnapshot, Message
 from raftpy.trio import handshake
-from raftpy.trio.framing import DEFAULT_MAX_FRAME, FramedStream
+from raftpy.trio.framing import DEFAULT_MAX_FRAME, FramedStream, encode_frame
 
 logger = logging.getLogger(__name__)
 
@@ -145,9 +146,16 @@ class _Outbox:
         self._queue: deque[tuple[Message, int]] = deque()
         self._heartbeat: Message | None = None
         self._ready = trio.Event()
+        self.direct_fd: int | None = None
+        """The connection's socket while its writer is idle (see ``Transport.send``)."""
+        self.prefix = b""
+        """The rest of a frame that a direct write sent only in part: goes out first."""
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def wake(self) -> None:
+        self._ready.set()
 
     def put(self, msg: Message) -> tuple[int, int]:
         """Queue ``msg``; returns how many older messages were dropped and coalesced."""
@@ -193,17 +201,18 @@ class _Outbox:
         return msg
 
     async def wait(self) -> None:
-        """Return once the queue is not empty."""
-        while not self._queue:
+        """Return once the queue (or the prefix) is not empty."""
+        while not self._queue and not self.prefix:
             self._ready = trio.Event()
             await self._ready.wait()
 
     async def take(self, max_bytes: int) -> list[Message]:
-        """The oldest messages, at least one (waiting for it), about ``max_bytes`` in all."""
+        """The oldest messages, about ``max_bytes`` in all, waiting until there is one
+        (or only a :attr:`prefix` to write: then the list may be empty)."""
         await self.wait()
-        batch = [self._pop()]
-        total = _weight(batch[0])
-        while self._queue and total + self._queue[0][1] <= max_bytes:
+        batch: list[Message] = []
+        total = 0
+        while self._queue and (not batch or total + self._queue[0][1] <= max_bytes):
             total += self._queue[0][1]
             batch.append(self._pop())
         return batch
@@ -278,11 +287,52 @@ class Transport:
             logger.debug("node %d: no address for node %d, dropping %s", self.node_id, msg.dst,
                          type(msg).__name__)
             return
+        if outbox.direct_fd is not None and not outbox and not outbox.prefix \
+                and self._write_now(outbox, outbox.direct_fd, msg):
+            return
         dropped, coalesced = outbox.put(msg)
         if dropped:
             self._count("dropped_queue_full", dropped)
         if coalesced:
             self._count("coalesced_heartbeats", coalesced)
+
+    def _write_now(self, outbox: _Outbox, fd: int, msg: Message) -> bool:
+        """Write ``msg`` straight to an idle plain-TCP connection, from the caller's task.
+
+        The writer task would do the same write one scheduler round later; on the
+        critical path of a commit or a transfer every message paid that round (about
+        a tenth of a millisecond on a busy 2-core machine). Only while the writer
+        waits for work with nothing queued, so frames never interleave; whatever the
+        socket does not take now becomes the :attr:`_Outbox.prefix` the writer sends
+        first. Returns False (queue it) if the connection looks broken: the writer
+        notices and reconnects.
+        """
+        payload = codec.encode(msg)
+        if len(payload) > self.max_frame:
+            self._drop_too_large(msg, len(payload))
+            return True
+        frame = encode_frame(payload)
+        try:
+            written = os.write(fd, frame)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            outbox.direct_fd = None
+            return False
+        self._count("frames_sent")
+        self._count("bytes_sent", len(frame))
+        self._count("direct_writes")
+        if written < len(frame):
+            self._count("direct_writes_cut_short")
+            outbox.prefix = frame[written:]
+            outbox.direct_fd = None
+            outbox.wake()
+        return True
+
+    def _drop_too_large(self, msg: Message, size: int) -> None:
+        self._count("dropped_too_large")
+        logger.error("node %d: %s to node %d is %d bytes, over the %d-byte frame limit: "
+                     "dropped", self.node_id, type(msg).__name__, msg.dst, size, self.max_frame)
 
     def stats(self) -> dict[str, int]:
         """Counters since start: frames and bytes each way, drops, connections, refusals."""
@@ -517,19 +567,27 @@ class Transport:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch)
+            # Plain TCP only: a TLS stream's bytes must go through its SSL object.
+            fd = framed.stream.socket.fileno() if type(framed.stream) is trio.SocketStream \
+                else None
             try:
                 while True:
+                    outbox.direct_fd = fd if not outbox.prefix else None
+                    try:
+                        batch = await outbox.take(_BATCH_BYTES)
+                    finally:
+                        outbox.direct_fd = None
+                    if outbox.prefix:
+                        prefix, outbox.prefix = outbox.prefix, b""
+                        await framed.stream.send_all(prefix)
                     # Whatever queued up meanwhile goes out in one write (one syscall).
                     payloads = []
-                    for msg in await outbox.take(_BATCH_BYTES):
+                    for msg in batch:
                         payload = codec.encode(msg)
                         if len(payload) <= self.max_frame:
                             payloads.append(payload)
-                            continue
-                        self._count("dropped_too_large")
-                        logger.error("node %d: %s to node %d is %d bytes, over the %d-byte "
-                                     "frame limit: dropped", self.node_id, type(msg).__name__,
-                                     msg.dst, len(payload), self.max_frame)
+                        else:
+                            self._drop_too_large(msg, len(payload))
                     await framed.send_many(payloads)
                     self._count("frames_sent", len(payloads))
                     self._count("bytes_sent", sum(len(p) + 4 for p in payloads))
@@ -544,6 +602,7 @@ class Transport:
 
 
 _STAT_NAMES = (
+    "direct_writes", "direct_writes_cut_short",
     "frames_sent", "frames_received", "bytes_sent", "bytes_received",
     "dropped_queue_full", "coalesced_heartbeats", "dropped_unknown_peer", "dropped_too_large",
     "send_failures",
