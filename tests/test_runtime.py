@@ -412,3 +412,66 @@ async def test_a_cancelled_caller_stops_waiting_and_the_command_still_commits(
             # which was already in the log (Node.apply: "the command may still commit").
             assert await leader.apply(b"next") == 2
         assert c.machines[leader.id].commands == [b"cancelled", b"next"]
+
+
+class StallableStorage(MemoryStorage):
+    """Runs in a worker thread (not a MemoryStorage for the runtime); while ``stalled``
+    is set, a save blocks until the test calls :meth:`resume` (a disk that hangs)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        super().__init__()
+        self.stalled = False
+        self._resume = threading.Event()
+        self.stalled_saves = 0
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.stalled:
+            self.stalled_saves += 1
+            self._resume.wait()
+        super().save(*args, **kwargs)
+
+    def resume(self) -> None:
+        self.stalled = False
+        self._resume.set()
+
+
+async def test_a_leader_whose_disk_hangs_keeps_its_followers(
+        mock_clock: trio.testing.MockClock) -> None:
+    # The driver must not wait for its own fsync: while the leader's disk hangs for
+    # ten election timeouts, its heartbeats keep the followers from starting an
+    # election. Virtual time jumps once the loop has been idle for 5 ms of real time,
+    # so a normal save in its worker thread (well under a millisecond) sees no jump,
+    # and a hung one sees virtual time run on.
+    mock_clock.autojump_threshold = 0.005
+    async with trio.open_nursery() as nursery:
+        c = Cluster(nursery)
+        disks = {i: StallableStorage() for i in c.ids}
+        c.storages.update(disks)
+        for node_id in c.ids:
+            await c.start(node_id)
+        with trio.fail_after(10):
+            leader = await c.leader()
+            assert await leader.apply(b"before") == 1
+            term = leader.status().term
+            disks[leader.id].stalled = True
+            result: list[int] = []
+
+            async def write() -> None:
+                result.append(await leader.apply(b"during"))
+
+            nursery.start_soon(write)
+            try:
+                await trio.sleep(10 * CONFIG.election_timeout_max)
+                assert disks[leader.id].stalled_saves == 1
+                assert not result  # its batch cannot finish before its own disk does
+                assert all(n.status().term == term for n in c.nodes.values())
+                assert all(n.leader_id == leader.id for n in c.nodes.values())
+            finally:
+                disks[leader.id].resume()  # a hung worker thread would block shutdown
+            while not result:
+                await trio.sleep(0.01)
+        assert result == [2]
+        assert leader.is_leader and leader.status().term == term
+        nursery.cancel_scope.cancel()

@@ -4,10 +4,13 @@ One task (the *driver*) is the only code that touches the :class:`~raftpy.node.R
 It waits for the next input (a wire message, or a local request such as a
 proposal) but never past ``node.next_deadline()``: timers come straight from
 ``trio.current_time()``, with no fixed tick. After each batch of inputs it drains
-the node's :class:`~raftpy.ready.Ready` batches in the documented order: send,
-persist (in a worker thread), send what had to wait for the persist, restore a
-received snapshot, apply committed entries to the state machine, resolve the
-callers waiting on them, advance.
+the node's :class:`~raftpy.ready.Ready` batches and sends what may leave at once.
+A batch that must be persisted goes to the *disk task*, which writes batches in
+order (in a worker thread) and then finishes each: sends what had to wait for the
+persist, restores a received snapshot, applies committed entries, resolves the
+callers waiting on them, advances. The driver meanwhile goes on handling messages
+and timers, so a slow fsync (hundreds of milliseconds happen on virtual disks) never
+stops a leader's heartbeats. With in-memory storage batches finish inline.
 
 Everything runs in a nursery owned by :func:`open_node`; leaving the ``async
 with`` block cancels and joins every task, closes the listeners and closes the
@@ -47,6 +50,10 @@ _BARRIER = b""
 
 _MAX_BATCH = 256
 """Most inputs handled per driver round (one round, one fsync)."""
+
+_MAX_DISK_BACKLOG = 64
+"""Batches waiting for the disk beyond which the driver stops taking local requests
+(messages and timers are still handled)."""
 
 
 class StateMachine(Protocol):
@@ -251,6 +258,14 @@ class _WireQueue:
 _Input = _Propose | _Barrier | _Transfer | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Compaction:
+    """A snapshot taken locally, queued for the disk task behind earlier batches."""
+
+    meta: SnapshotMeta
+    data: bytes
+
+
 def format_address(address: Any) -> str:
     """``host:port`` for a ``(host, port)`` pair or anything with ``host``/``port``."""
     if isinstance(address, str):
@@ -305,6 +320,12 @@ class Node:
         self._changed = trio.Event()
         self._closed = False
         self._inline_io = type(storage) is MemoryStorage
+        self._disk_send, self._disk_jobs = trio.open_memory_channel[Ready | _Compaction](
+            float("inf"))
+        self._disk_pending = 0
+        """Jobs queued for the disk task or being written (bounded by the driver)."""
+        self._disk_progress = trio.Event()
+        self._compacting = False
         self.listen_addresses: list[tuple[str, int]] = []
         """The ``(host, port)`` pairs this node listens on (filled in once running)."""
         raft.set_snapshot_source(lambda: self._snapshot)
@@ -441,8 +462,9 @@ class Node:
         return await trio.to_thread.run_sync(fn, *args)
 
     def _wake(self) -> None:
-        """Tell the driver that wire messages wait (one token at a time; if the inbox
-        is full the driver is busy and looks at the wire queue anyway)."""
+        """Tell the driver to run a round: wire messages wait, or the disk task changed
+        the core's state (one token per round; if the inbox is full the driver is busy
+        and runs rounds anyway)."""
         if not self._wake_pending:
             try:
                 self._inbox_send.send_nowait(_WAKE)
@@ -463,20 +485,28 @@ class Node:
         raft = self._raft
         inbox = self._inbox
         # A restarted node may hold committed-looking state to hand out at once.
-        await self._drain_ready()
+        self._drain_ready()
         while True:
             batch: list[_Input] = []
-            if not self._wire.messages:
-                with trio.move_on_at(raft.next_deadline()):
-                    batch.append(await inbox.receive())
-            while len(batch) < _MAX_BATCH:
-                try:
-                    batch.append(inbox.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            if self._disk_pending > _MAX_DISK_BACKLOG:
+                # Back-pressure: local requests wait in the inbox until the disk
+                # catches up; wire messages and timers go on (see below).
+                with trio.move_on_at(min(raft.next_deadline(), trio.current_time() + 0.005)):
+                    await self._disk_progress.wait()
+            else:
+                if not self._wire.messages:
+                    with trio.move_on_at(raft.next_deadline()):
+                        batch.append(await inbox.receive())
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        batch.append(inbox.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+            # Whatever woke us is looked at in this round; a later wake sends a new
+            # token (one left deep in a full inbox is harmless: tokens are skipped).
+            self._wake_pending = False
             now = trio.current_time()
             if self._wire.messages:
-                self._wake_pending = False
                 last_contact = self._last_contact
                 for msg in self._wire.take_all():
                     last_contact[msg.src] = now
@@ -501,7 +531,7 @@ class Node:
                 self._propose(commands, replies, now)
             if now >= raft.next_deadline():
                 raft.tick(now)
-            await self._drain_ready()
+            self._drain_ready()
 
     def _propose(self, commands: list[bytes], replies: list[_Reply], now: float) -> None:
         raft = self._raft
@@ -528,20 +558,52 @@ class Node:
         else:
             self._transfer_reply = (target, item.reply)
 
-    async def _drain_ready(self) -> None:
+    def _drain_ready(self) -> None:
+        """Hand out everything the core has: send at once what may go before the
+        persist; finish the rest now, or queue it behind the batches the disk task
+        has not finished (batches are finished in the order they were produced)."""
         raft = self._raft
-        while raft.has_ready():
-            await self._handle_ready(raft.ready())
-        await self._maybe_snapshot()
-
-    async def _handle_ready(self, ready: Ready) -> None:
         send = self._transport.send
-        if ready.entries and self._waiting:
-            self._fail_replaced(ready.entries)
-        for msg in ready.messages:
-            send(msg)
-        if ready.must_persist():
-            await self._io(self._storage.save, ready.hard_state, ready.entries, ready.snapshot)
+        while raft.has_ready():
+            ready = raft.ready()
+            if ready.entries and self._waiting:
+                self._fail_replaced(ready.entries)
+            for msg in ready.messages:
+                send(msg)
+            if self._disk_pending or (ready.must_persist() and not self._inline_io):
+                self._disk_pending += 1
+                self._disk_send.send_nowait(ready)
+                continue
+            if ready.must_persist():  # in-memory storage: nothing blocks
+                self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
+            self._finish(ready)
+        self._maybe_snapshot()
+
+    async def _write_to_disk(self) -> None:
+        """The disk task: persists queued batches in order, then finishes them."""
+        async for job in self._disk_jobs:
+            if isinstance(job, _Compaction):
+                if self._snapshot is None or self._snapshot[0].index < job.meta.index:
+                    # (a snapshot installed by an earlier batch may have overtaken it)
+                    await self._io(self._storage.compact, job.meta, job.data)
+            elif job.must_persist():
+                await self._io(self._storage.save, job.hard_state, job.entries, job.snapshot)
+            self._disk_pending -= 1
+            if isinstance(job, _Compaction):
+                self._compacted(job)
+            else:
+                self._finish(job)
+            self._disk_progress.set()
+            self._disk_progress = trio.Event()
+            # Finishing may have given the core more to say (a leader commits once its
+            # own entries are durable): hand it out now rather than at the next input,
+            # and let the driver look at its timers again (they may have moved).
+            self._drain_ready()
+            self._wake()
+
+    def _finish(self, ready: Ready) -> None:
+        """The part of a batch that waits for its persist, then ``advance``."""
+        send = self._transport.send
         for msg in ready.messages_after_persist:
             send(msg)
         if ready.snapshot is not None:
@@ -617,11 +679,12 @@ class Node:
         else:
             pending[1].fail(TransferFailed(event.target, event.reason, event.new_leader))
 
-    async def _maybe_snapshot(self) -> None:
-        """Compact the log every ``snapshot_threshold`` applied entries."""
+    def _maybe_snapshot(self) -> None:
+        """Compact the log every ``snapshot_threshold`` applied entries (the write
+        goes through the disk task, in order with the batches)."""
         raft = self._raft
         every = raft.config.snapshot_threshold
-        if every is None:
+        if every is None or self._compacting:
             return
         last = self._snapshot[0].index if self._snapshot is not None else 0
         applied = self._applied
@@ -630,13 +693,25 @@ class Node:
         term = raft.log.term_at(applied)
         if term is None:
             return
-        snapshot = (SnapshotMeta(applied, term), self._sm.snapshot())
-        await self._io(self._storage.compact, *snapshot)
-        self._snapshot = snapshot
-        keep_from = max(applied - raft.config.snapshot_trailing, raft.log.snapshot_index)
+        job = _Compaction(SnapshotMeta(applied, term), self._sm.snapshot())
+        if self._inline_io and not self._disk_pending:
+            self._storage.compact(job.meta, job.data)
+            self._compacted(job)
+            return
+        self._compacting = True
+        self._disk_pending += 1
+        self._disk_send.send_nowait(job)
+
+    def _compacted(self, job: _Compaction) -> None:
+        self._compacting = False
+        raft = self._raft
+        if self._snapshot is not None and self._snapshot[0].index >= job.meta.index:
+            return  # a newer snapshot was installed meanwhile
+        self._snapshot = (job.meta, job.data)
+        keep_from = max(job.meta.index - raft.config.snapshot_trailing, raft.log.snapshot_index)
         if keep_from > raft.log.snapshot_index:
             raft.compact(keep_from)
-        logger.info("node %d: snapshot at index %d", self.id, applied)
+        logger.info("node %d: snapshot at index %d", self.id, job.meta.index)
 
     def _close(self) -> None:
         """Fail every pending request: the driver is gone."""
@@ -758,6 +833,7 @@ async def open_node(
             await nursery.start(transport.run, listeners)
             if injected:
                 nursery.start_soon(node._pump, transport.incoming)
+            nursery.start_soon(node._write_to_disk)
             nursery.start_soon(node._drive)
             try:
                 yield node
