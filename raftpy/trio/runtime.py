@@ -287,7 +287,7 @@ class Node:
     """A running Raft member; get one from :func:`open_node`.
 
     The coroutine methods may be called from any task; each is handed to the
-    driver task, which alone touches the protocol core.
+    driver task, which feeds the protocol core.
     """
 
     def __init__(
@@ -481,7 +481,8 @@ class Node:
                 await self._wire.send(msg)
 
     async def _drive(self) -> None:
-        """The driver task: the only code that touches ``self._raft``."""
+        """The driver task: feeds the core its inputs and timers (the disk task only
+        finishes persisted batches; both call the core between awaits, never across)."""
         raft = self._raft
         inbox = self._inbox
         # A restarted node may hold committed-looking state to hand out at once.
