@@ -287,7 +287,8 @@ class Transport:
             logger.debug("node %d: no address for node %d, dropping %s", self.node_id, msg.dst,
                          type(msg).__name__)
             return
-        if outbox.direct_fd is not None and not outbox and not outbox.prefix \
+        # direct_fd is None whenever a prefix waits (see _write_now and _pump).
+        if outbox.direct_fd is not None and not outbox \
                 and self._write_now(outbox, outbox.direct_fd, msg):
             return
         dropped, coalesced = outbox.put(msg)
@@ -572,7 +573,7 @@ class Transport:
                 else None
             try:
                 while True:
-                    outbox.direct_fd = fd if not outbox.prefix else None
+                    outbox.direct_fd = fd  # no prefix here: the last round wrote it
                     try:
                         batch = await outbox.take(_BATCH_BYTES)
                     finally:
