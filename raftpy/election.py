@@ -65,17 +65,24 @@ class ElectionMixin(NodeState):
     def _concurrent_pre_candidate_yields_not(self, msg: RequestVote) -> bool:
         """Two pre-candidates whose timers fired within a round trip would grant each
         other's pre-vote and then split the real vote; with three voters and one
-        down, nobody can win that term. Among concurrent pre-candidates with equal
-        logs the lower id goes first: the higher one is refused here and grants the
-        lower one's request. (Pre-votes never affect safety, only who tries first.)"""
-        return (
-            self.role is Role.CANDIDATE
-            and self.in_pre_vote
-            and msg.term == self.current_term + 1
-            and (msg.last_log_term, msg.last_log_index) == (self.log.last_term,
-                                                             self.log.last_index)
-            and self.id < msg.src
-        )
+        down, nobody can win that term. Among such concurrent pre-candidates with
+        equal logs the lower id goes first: the higher one is refused here and
+        grants the lower one's request. (Pre-votes never affect safety, only who
+        tries first.)
+
+        The rule holds for one round trip after this node's pre-vote round began,
+        no longer. A pre-candidate that cannot win (it cannot reach a majority)
+        stays one for a whole election timeout after each failed round; refusing a
+        higher id all that time let such a node keep a connected majority from
+        electing anyone for minutes (5 voters, 2 down, 1 and 3 cut apart)."""
+        if not (self.role is Role.CANDIDATE and self.in_pre_vote and self.id < msg.src
+                and msg.term == self.current_term + 1):
+            return False
+        if (msg.last_log_term, msg.last_log_index) != (self.log.last_term, self.log.last_index):
+            return False
+        window = (self._vote_round_trip if self._vote_round_trip is not None
+                  else self.config.election_timeout_min / 10)
+        return self._now - self._round_started_at <= window
 
     def _back_off_split_vote(self) -> None:
         """Retry a contested round early, but only once its votes have come back.
@@ -110,6 +117,11 @@ class ElectionMixin(NodeState):
         if msg.pre_vote and msg.vote_granted and msg.term != self.current_term + 1:
             return  # a grant from an earlier pre-vote round
         self._votes[msg.src] = msg.vote_granted
+        if not self._round_answered:
+            # The first answer of a round times one round trip (both fsyncs included
+            # for a real vote): the window of the concurrent pre-candidate rule.
+            self._round_answered = True
+            self._vote_round_trip = self._now - self._round_started_at
         self._time_vote_round_trip()
         self._tally_votes()
 

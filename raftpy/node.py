@@ -125,6 +125,9 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         self.disrupt_leader = False
         self._votes: dict[int, bool] = {}
         self._candidacy: Candidacy | None = None
+        self._round_started_at = -_INF
+        self._round_answered = False
+        self._vote_round_trip: float | None = None
         # Leader state.
         self.progress: dict[int, Progress] = {}
         self._transfer: PendingTransfer | None = None
@@ -167,9 +170,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         deadline = self._election_deadline
         if self.role is Role.LEADER:
             deadline = min(self._heartbeat_deadline, self._check_quorum_deadline)
-        if self._transfer is not None:
-            deadline = min(deadline, self._transfer.deadline)
-        return deadline
+        return min(deadline, self._transfer_next_deadline())
 
     def has_ready(self) -> bool:
         """Whether :meth:`ready` has anything for the driver."""
@@ -236,7 +237,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         self._now = now
         if self.role is not Role.LEADER:
             raise NotLeader(self.id, self.leader_id)
-        if self._transfer is not None:
+        if self._transfer is not None and self._transfer.blocks_writes:
             raise LeadershipTransferInProgress(self._transfer.target)
         term = self.current_term
         out = []
@@ -267,18 +268,15 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
             raise InvalidTransferTarget(target, "it is not a voter")
         elif target not in self.voters:
             raise InvalidTransferTarget(target, "no such node in the configuration")
-        self._transfer = PendingTransfer(target, now, now + self.config.transfer_deadline)
-        self._log_trace(f"transfer leadership to {target}")
-        self._maybe_send_timeout_now()
-        if not self._transfer.timeout_now_sent:
+        self._start_transfer(target)
+        if self._transfer is not None and not self._transfer.timeout_now_sent:
             self._send_append(target)
         return target
 
     def tick(self, now: float) -> None:
         """Let time pass: fire whichever timers are due at ``now``."""
         self._now = now
-        if self._transfer is not None and now >= self._transfer.deadline:
-            self._end_transfer(False, "timed out")
+        self._tick_transfer(now)
         if self.role is Role.LEADER:
             self._tick_leader(now)
         elif now >= self._election_deadline:
@@ -312,7 +310,6 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
                         vote_granted=False, pre_vote=msg.pre_vote))
                     return
                 if not msg.pre_vote:
-                    self._extend_transfer_for_vote(msg)
                     self._become_follower(msg.term, None)
             elif isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.vote_granted:
                 pass  # a granted pre-vote echoes the term we asked about; nobody moved
@@ -386,6 +383,8 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         # voter must not lead a term it could forget in a crash.
         self._votes = {self.id: True} if pre_vote else {}
         self._candidacy = None if pre_vote else Candidacy(started_at=self._now)
+        self._round_started_at = self._now
+        self._round_answered = False
         if not pre_vote:
             self.current_term += 1
             self.voted_for = self.id

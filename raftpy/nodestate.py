@@ -8,6 +8,7 @@ fields are set and the methods defined by ``RaftNode`` itself.
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,21 @@ from raftpy.ready import Event, Role, SnapshotMeta
 from raftpy.snapshots import SnapshotReceiver
 
 
+class TransferStage(enum.Enum):
+    """Where a leadership transfer started on this node stands."""
+
+    CATCH_UP = "catch-up"
+    """The target is more than one batch behind: writes go on while it catches up."""
+    FINAL = "final"
+    """The target is within one batch: writes are refused, and once it holds the
+    whole log it is sent TimeoutNow (again at every heartbeat until it acts)."""
+    FENCED = "fenced"
+    """The final stretch timed out after TimeoutNow was sent: the leader appended a
+    fence entry past the position TimeoutNow named and takes writes again; the
+    transfer failed once the fence commits (the target can no longer win), or
+    succeeded if the target turns out to have won first."""
+
+
 @dataclass(slots=True)
 class PendingTransfer:
     """A leadership transfer started on this node and not yet ended."""
@@ -28,7 +44,22 @@ class PendingTransfer:
     target: int
     started_at: float
     deadline: float
+    """When the current stage times out (catch-up: without progress)."""
+    give_up_at: float
+    """When the catch-up stage ends, gaining or not."""
+    outcome_by: float
+    """The last moment at which the transfer may still be pending, whatever happens."""
+    stage: TransferStage = TransferStage.CATCH_UP
     timeout_now_sent: bool = False
+    catch_up_match: int = 0
+    """The target's match index when the catch-up deadline was last extended."""
+    fence_index: int = 0
+
+    @property
+    def blocks_writes(self) -> bool:
+        """Writes are refused only in the final stretch, so that the target can
+        catch up with the whole log (Raft §3.10)."""
+        return self.stage is TransferStage.FINAL
 
 
 @dataclass(slots=True)
@@ -70,6 +101,9 @@ class NodeState:
     _check_quorum_deadline: float
     _votes: dict[int, bool]
     _candidacy: Candidacy | None
+    _round_started_at: float
+    _round_answered: bool
+    _vote_round_trip: float | None
     _transfer: PendingTransfer | None
     _snapshot_receiver: SnapshotReceiver | None
     _snapshot_source: Callable[[], tuple[SnapshotMeta, bytes] | None] | None
@@ -92,4 +126,7 @@ class NodeState:
         def _become_leader(self) -> None: ...
         def _campaign(self, *, disrupt_leader: bool) -> None: ...
         def _transfer_learned_leader(self, leader: int) -> None: ...
-        def _maybe_send_timeout_now(self) -> None: ...
+        def _transfer_progress(self) -> None: ...
+        def _transfer_fence_committed(self) -> None: ...
+        def _resend_timeout_now(self) -> None: ...
+        def _replicate_to_all(self) -> None: ...

@@ -45,7 +45,7 @@ class LeaderMixin(NodeState):
             pr.snapshot_data = b""
         pr.paused = False
         if self._transfer is not None and self._transfer.target == peer:
-            self._maybe_send_timeout_now()
+            self._transfer_progress()
         if pr.next_index <= self.log.last_index:
             self._send_append(peer)
 
@@ -87,6 +87,8 @@ class LeaderMixin(NodeState):
         candidate = matches[self.quorum - 1]
         if candidate > self.commit_index and self.log.term_at(candidate) == self.current_term:
             self.commit_index = candidate
+            if self._transfer is not None:
+                self._transfer_fence_committed()
 
     def _tick_leader(self, now: float) -> None:
         if now >= self._check_quorum_deadline:
@@ -101,6 +103,7 @@ class LeaderMixin(NodeState):
                 return
         if now >= self._heartbeat_deadline:
             self._heartbeat_deadline = now + self.config.heartbeat
+            self._resend_timeout_now()
             for peer, pr in self.progress.items():
                 if pr.state is ProgressState.REPLICATE and pr.match_index < self.log.last_index \
                         and pr.match_index == pr.match_at_last_heartbeat:

@@ -115,7 +115,11 @@ def test_five_nodes_pre_vote_transfer_fails_even_without_held_heartbeat(
     assert cluster.leader() == leader
     rejections = [line for line in cluster.trace
                   if f"reject vote from {target}: heard from leader recently" in line]
-    assert len(rejections) == 3
+    # At most one pre-vote round per TimeoutNow (resent at every heartbeat until the
+    # target campaigns; one that finds it still a pre-candidate is ignored), each
+    # refused by all three followers other than the target.
+    sent = sum(f"{leader} send TimeoutNow to {target}" in line for line in cluster.trace)
+    assert len(rejections) % 3 == 0 and 3 <= len(rejections) <= 3 * sent
 
 
 @pytest.mark.parametrize("n", [3, 5])

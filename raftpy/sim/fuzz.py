@@ -30,6 +30,7 @@ from raftpy.sim.cluster import Cluster, Proposal
 from raftpy.sim.invariants import InvariantViolation
 from raftpy.sim.network import NetworkConfig
 from raftpy.storage.memory import MemoryStorage
+from raftpy.transfer import MAX_TRANSFER_TIMEOUTS
 
 
 class LivenessFailure(AssertionError):
@@ -234,7 +235,7 @@ def _liveness_phase(cluster: Cluster, rng: random.Random, report: SeedReport,
     # A transfer pending from the safety phase must end within its timeout (doubled
     # once the target campaigns, while the old leader waits to hear who won).
     if not cluster.run_until(lambda: all(t.done for t in cluster.transfers),
-                             2 * cluster.config.transfer_deadline + 0.001):
+                             MAX_TRANSFER_TIMEOUTS * cluster.config.transfer_deadline + 0.001):
         raise LivenessFailure("a leadership transfer did not end within its timeout")
     final = commit_one(cluster, b"liveness-probe", start + bound)
     # Everything at or below the final index is now decided; proposals above it
