@@ -10,8 +10,10 @@ from raftpy.codec import decode, encode
 from raftpy.config import Config
 from raftpy.errors import (
     ConfigError,
+    ConfigurationChangeInProgress,
     CorruptLog,
     HandshakeRefused,
+    InvalidMembershipChange,
     InvalidTransferTarget,
     LeadershipTransferInProgress,
     NodeClosed,
@@ -20,6 +22,12 @@ from raftpy.errors import (
     RaftError,
     StorageError,
     TransferFailed,
+)
+from raftpy.membership import (
+    Configuration,
+    ConfigurationState,
+    Member,
+    MemberRole,
 )
 from raftpy.messages import (
     AppendEntries,
@@ -35,10 +43,12 @@ from raftpy.messages import (
 )
 from raftpy.node import PersistentState, RaftNode
 from raftpy.ready import (
+    ConfigurationChanged,
     Event,
     HardState,
     LeaderChanged,
     LogPosition,
+    PromotionEnded,
     Ready,
     Role,
     SnapshotMeta,
@@ -52,6 +62,10 @@ __all__ = [
     "AppendEntriesResponse",
     "Config",
     "ConfigError",
+    "Configuration",
+    "ConfigurationChangeInProgress",
+    "ConfigurationChanged",
+    "ConfigurationState",
     "CorruptLog",
     "Entry",
     "EntryKind",
@@ -60,14 +74,18 @@ __all__ = [
     "HardState",
     "InstallSnapshot",
     "InstallSnapshotResponse",
+    "InvalidMembershipChange",
     "InvalidTransferTarget",
     "LeaderChanged",
     "LeadershipTransferInProgress",
     "LogPosition",
+    "Member",
+    "MemberRole",
     "Message",
     "NodeClosed",
     "NotLeader",
     "PersistentState",
+    "PromotionEnded",
     "ProtocolError",
     "RaftError",
     "RaftNode",

@@ -13,7 +13,8 @@ from typing import Any
 
 import msgpack
 
-from raftpy.errors import ProtocolError
+from raftpy.errors import ConfigError, ProtocolError
+from raftpy.membership import Configuration
 from raftpy.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -58,7 +59,7 @@ def _fields(msg: Message) -> list[Any]:
         return [5, msg.term, msg.src, msg.dst, msg.last_log_index, msg.last_log_term]
     if isinstance(msg, InstallSnapshot):
         return [6, msg.term, msg.src, msg.dst, msg.last_included_index, msg.last_included_term,
-                msg.offset, msg.data, msg.done]
+                msg.offset, msg.data, msg.done, msg.configuration, msg.configuration_index]
     if isinstance(msg, InstallSnapshotResponse):
         return [7, msg.term, msg.src, msg.dst, msg.last_included_index, msg.next_offset,
                 msg.success]
@@ -99,8 +100,19 @@ def _entry(raw: Any) -> Entry:
     kind = _KINDS.get(raw[2]) if type(raw[2]) is int else None
     if kind is None:
         raise ProtocolError(f"unknown entry kind {raw[2]!r}")
-    return Entry(_int(raw[0], "entry index"), _int(raw[1], "entry term"),
-                 _bytes(raw[3], "entry data"), kind)
+    data = _bytes(raw[3], "entry data")
+    if kind is EntryKind.CONFIGURATION:
+        _configuration(data, "configuration entry")
+    return Entry(_int(raw[0], "entry index"), _int(raw[1], "entry term"), data, kind)
+
+
+def _configuration(data: bytes, what: str) -> bytes:
+    """Check that ``data`` is an encoded configuration (the core decodes it later)."""
+    try:
+        Configuration.decode(data)
+    except ConfigError as exc:
+        raise ProtocolError(f"{what}: {exc}") from None
+    return data
 
 
 def _append_entries(f: list[Any]) -> AppendEntries:
@@ -135,10 +147,13 @@ _DECODERS: dict[int, tuple[int, Callable[[list[Any]], Message]]] = {
         conflict_term=_int(f[8], "conflict_term"))),
     5: (6, lambda f: TimeoutNow(**_head(f), last_log_index=_int(f[4], "last_log_index"),
                                 last_log_term=_int(f[5], "last_log_term"))),
-    6: (9, lambda f: InstallSnapshot(
+    6: (11, lambda f: InstallSnapshot(
         **_head(f), last_included_index=_int(f[4], "last_included_index"),
         last_included_term=_int(f[5], "last_included_term"), offset=_int(f[6], "offset"),
-        data=_bytes(f[7], "data"), done=_bool(f[8], "done"))),
+        data=_bytes(f[7], "data"), done=_bool(f[8], "done"),
+        configuration=_configuration(_bytes(f[9], "configuration"), "InstallSnapshot")
+        if f[9] != b"" else b"",
+        configuration_index=_int(f[10], "configuration_index"))),
     7: (7, lambda f: InstallSnapshotResponse(
         **_head(f), last_included_index=_int(f[4], "last_included_index"),
         next_offset=_int(f[5], "next_offset"), success=_bool(f[6], "success"))),

@@ -34,6 +34,10 @@ class Config:
     snapshot_trailing: int = 1000
     """Entries kept behind a snapshot for slightly lagging followers."""
     snapshot_chunk_size: int = 256 * 1024
+    max_catch_up_rounds: int = 10
+    """A member promoted to voter gets this many catch-up rounds (Raft §4.2.1)."""
+    catch_up_round_timeout: float = 5.0
+    """One catch-up round longer than this fails the promotion."""
 
     def __post_init__(self) -> None:
         if not 0 < self.election_timeout_min <= self.election_timeout_max:
@@ -49,12 +53,15 @@ class Config:
         if self.transfer_timeout is not None and self.transfer_timeout <= 0:
             raise ConfigError(f"transfer_timeout must be positive, got {self.transfer_timeout}")
         for name in ("max_entries_per_message", "max_bytes_per_message", "max_inflight_entries",
-                     "snapshot_chunk_size"):
+                     "snapshot_chunk_size", "max_catch_up_rounds"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.snapshot_threshold is not None and self.snapshot_threshold < 1:
             raise ConfigError(
                 f"snapshot_threshold must be at least 1, got {self.snapshot_threshold}")
+        if self.catch_up_round_timeout <= 0:
+            raise ConfigError(
+                f"catch_up_round_timeout must be positive, got {self.catch_up_round_timeout}")
         if self.snapshot_trailing < 0:
             raise ConfigError(f"snapshot_trailing must be >= 0, got {self.snapshot_trailing}")
 

@@ -37,7 +37,9 @@ class ElectionMixin(NodeState):
             # Nothing is persisted and no timer is reset for a pre-vote.
             can_vote = msg.term > self.current_term or (
                 self.voted_for in (None, msg.src) and self.leader_id is None)
-            granted = up_to_date and can_vote and self.is_voter
+            # Whatever this node's own configuration says: it may not know yet that
+            # it was made a voter (Raft §4.1).
+            granted = up_to_date and can_vote
             if granted and self._concurrent_pre_candidate_yields_not(msg):
                 granted = False
             self._log_trace(f"{'grant' if granted else 'reject'} pre-vote to {msg.src}"
@@ -48,7 +50,7 @@ class ElectionMixin(NodeState):
             return
         can_vote = self.voted_for == msg.src or (
             self.voted_for is None and self.leader_id is None)
-        granted = up_to_date and can_vote and self.is_voter
+        granted = up_to_date and can_vote
         if self._candidacy is not None and not granted:
             # A competing candidate of our own term: it voted for itself (Raft §3.4).
             self._candidacy.contested = True

@@ -45,6 +45,26 @@ class InvalidTransferTarget(RaftError, ValueError):
         super().__init__(f"cannot transfer leadership to {target}: {reason}")
 
 
+class ConfigurationChangeInProgress(RaftError):
+    """A membership change was refused because another one is not finished (one
+    change at a time), or the leader has not yet committed an entry of its term."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"cannot change the configuration now: {reason}")
+
+
+class InvalidMembershipChange(RaftError, ValueError):
+    """A membership change that can never succeed: unknown member, already a member,
+    a role it already has, or a configuration left without voters."""
+
+    def __init__(self, member_id: int | None, reason: str):
+        self.member_id = member_id
+        self.reason = reason
+        who = f"node {member_id}" if member_id is not None else "the configuration"
+        super().__init__(f"invalid membership change for {who}: {reason}")
+
+
 class TransferFailed(RaftError):
     """A leadership transfer ended without the target becoming leader."""
 

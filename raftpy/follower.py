@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from raftpy.membership import EMPTY, Configuration
 from raftpy.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -56,7 +57,10 @@ class FollowerMixin(NodeState):
                 # Never cut committed entries: they match by the log matching property.
                 done = self.commit_index - entries[0].index + 1
                 entries = entries[done:]
-            self.log.merge(entries)
+            if entries:
+                last_before = self.log.last_index
+                self.log.merge(entries)
+                self._log_appended(entries, last_before)
         last_new = msg.prev_log_index + len(msg.entries)
         self._ack(msg.src, last_new, msg.leader_commit, last_new)
 
@@ -92,7 +96,9 @@ class FollowerMixin(NodeState):
                 term=self.current_term, src=self.id, dst=msg.src, success=True,
                 match_index=self.commit_index))
             return
-        meta = SnapshotMeta(msg.last_included_index, msg.last_included_term)
+        meta = SnapshotMeta(msg.last_included_index, msg.last_included_term,
+                            Configuration.decode(msg.configuration) if msg.configuration
+                            else EMPTY, msg.configuration_index)
         source = (msg.src, msg.term)
         receiver = self._snapshot_receiver
         if receiver is None or receiver.meta != meta or receiver.source != source:
@@ -103,7 +109,10 @@ class FollowerMixin(NodeState):
             self._snapshot_receiver = None
             self._log_trace(f"install snapshot at {meta.index} (term {meta.term})")
             # Entries after the snapshot survive only if the log agrees at its index.
+            tail_dropped = (meta.index >= self.log.last_index
+                            or self.log.term_at(meta.index) != meta.term)
             self.log.compact(meta.index, meta.term)
+            self._log_replaced_by_snapshot(meta, tail_dropped)
             self.commit_index = max(self.commit_index, meta.index)
             self.applied_index = max(self.applied_index, meta.index)
             self._pending_snapshot = (meta, receiver.data())

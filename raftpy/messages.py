@@ -18,6 +18,9 @@ class EntryKind(enum.IntEnum):
     """An application command, handed to the state machine when committed."""
     NOOP = 1
     """The empty entry a new leader appends to commit entries of earlier terms (Raft §5.4.2)."""
+    CONFIGURATION = 2
+    """A cluster configuration (:class:`raftpy.membership.Configuration`), in force on
+    the node that holds it from the moment it is appended (Raft §4.1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,10 @@ class InstallSnapshot:
     offset: int
     data: bytes
     done: bool
+    configuration: bytes = b""
+    """The encoded configuration the snapshot includes (sent with the last chunk)."""
+    configuration_index: int = 0
+    """The log index of that configuration."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

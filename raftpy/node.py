@@ -30,6 +30,7 @@ from raftpy.errors import (
 )
 from raftpy.follower import FollowerMixin
 from raftpy.log import RaftLog
+from raftpy.membership import EMPTY, Configuration, ConfigurationHistory
 from raftpy.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -42,7 +43,7 @@ from raftpy.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
-from raftpy.nodestate import Candidacy, PendingTransfer
+from raftpy.nodestate import Candidacy, PendingTransfer, Promotion
 from raftpy.progress import Progress
 from raftpy.ready import (
     Event,
@@ -53,6 +54,7 @@ from raftpy.ready import (
     Role,
     SnapshotMeta,
 )
+from raftpy.reconfigure import MembershipMixin
 from raftpy.replication import LeaderMixin
 from raftpy.snapshots import SnapshotReceiver
 from raftpy.transfer import TransferMixin
@@ -71,22 +73,28 @@ class PersistentState:
     snapshot: SnapshotMeta | None = None
 
 
-class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
+class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, MembershipMixin):
     """One Raft server's protocol state machine.
 
-    ``voters`` lists every voting member (including this node when it votes);
-    ``learners`` lists non-voting members, which replicate but never vote or
-    campaign. Drive it with :meth:`step` (a message arrived), :meth:`tick` (time
-    passed; call it at :meth:`next_deadline`), :meth:`propose` and
-    :meth:`transfer_leadership`; drain :meth:`ready` and :meth:`advance`.
+    Membership comes from the node's log and snapshot (see :mod:`raftpy.membership`
+    and :func:`raftpy.bootstrap`): the latest configuration entry held is in force.
+    A node whose state holds no configuration never campaigns; it waits for a
+    leader to add it. ``voters``/``learners`` (standbys) or ``configuration`` give a
+    fixed configuration for state that holds none (tests, fixed clusters); the log,
+    once it holds a configuration, always wins over them.
+
+    Drive it with :meth:`step` (a message arrived), :meth:`tick` (time passed; call
+    it at :meth:`next_deadline`), :meth:`propose`, :meth:`transfer_leadership` and
+    the membership calls; drain :meth:`ready` and :meth:`advance`.
     """
 
     def __init__(
         self,
         node_id: int,
-        voters: Iterable[int],
+        voters: Iterable[int] | None = None,
         *,
         learners: Iterable[int] = (),
+        configuration: Configuration | None = None,
         config: Config | None = None,
         state: PersistentState | None = None,
         rng: random.Random | None = None,
@@ -94,13 +102,17 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         trace: Trace | None = None,
     ) -> None:
         self.id = node_id
-        self.voters = frozenset(voters)
-        self.learners = frozenset(learners)
-        if self.voters & self.learners:
-            both = sorted(self.voters & self.learners)
-            raise ValueError(f"ids {both} are both voter and learner")
-        if node_id not in self.voters | self.learners:
-            raise ValueError(f"node {node_id} is not a member of its own configuration")
+        fixed = configuration
+        if voters is not None:
+            if configuration is not None:
+                raise ValueError("give voters/learners or a configuration, not both")
+            voter_set, learner_set = frozenset(voters), frozenset(learners)
+            if voter_set & learner_set:
+                raise ValueError(f"ids {sorted(voter_set & learner_set)} are both voter "
+                                 "and learner")
+            if node_id not in voter_set | learner_set:
+                raise ValueError(f"node {node_id} is not a member of its own configuration")
+            fixed = Configuration.voters_only(voter_set, learner_set)
         self.config = config if config is not None else Config()
         # Unseeded by default: two processes must not draw the same election timeouts.
         # Pass a seeded random.Random for a deterministic run (the simulator does).
@@ -111,6 +123,14 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         self.current_term = state.hard_state.term
         self.voted_for = state.hard_state.voted_for
         self.log = RaftLog(state.entries, snap.index if snap else 0, snap.term if snap else 0)
+        self._configurations = ConfigurationHistory(
+            snap.configuration if snap else EMPTY, snap.configuration_index if snap else 0,
+            self.log.entries())
+        self._configurations.fallback = fixed if fixed is not None else EMPTY
+        self.voters: frozenset[int] = self._configurations.latest.voters
+        self.learners: frozenset[int] = self._configurations.latest.standbys
+        self._promotion: Promotion | None = None
+        self._configuration_reported: tuple[int, bool, Configuration] | None = None
         self.commit_index = self.log.snapshot_index
         self.applied_index = self.log.snapshot_index
         self.role = Role.FOLLOWER
@@ -141,6 +161,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         self._events: list[Event] = []
         self._hard_state_dirty = False
         self._pending_snapshot: tuple[SnapshotMeta, bytes] | None = None
+        self._use_configuration()
         self._reset_election_timer()
 
     # ------------------------------------------------------------------ queries
@@ -169,7 +190,8 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         """The time at which :meth:`tick` has work to do (``inf``: nothing scheduled)."""
         deadline = self._election_deadline
         if self.role is Role.LEADER:
-            deadline = min(self._heartbeat_deadline, self._check_quorum_deadline)
+            deadline = min(self._heartbeat_deadline, self._check_quorum_deadline,
+                           self._promotion_next_deadline())
         return min(deadline, self._transfer_next_deadline())
 
     def has_ready(self) -> bool:
@@ -182,10 +204,13 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
             or self._pending_snapshot is not None
             or self.log.has_unstable()
             or self.commit_index > self.applied_index
+            or self._configuration_report_due()
         )
 
     def ready(self) -> Ready:
         """Drain the pending output; see :class:`~raftpy.ready.Ready` for how to handle it."""
+        if self._configuration_report_due():
+            self._report_configuration()
         ready = Ready(
             hard_state=HardState(self.current_term, self.voted_for)
             if self._hard_state_dirty
@@ -264,10 +289,12 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
             target = self._pick_transfer_target()
         elif target == self.id:
             raise InvalidTransferTarget(target, "it is the leader itself")
-        elif target in self.learners:
-            raise InvalidTransferTarget(target, "it is not a voter")
         elif target not in self.voters:
+            if self._configurations.latest.get(target) is not None:
+                raise InvalidTransferTarget(target, "it is not a voter")
             raise InvalidTransferTarget(target, "no such node in the configuration")
+        if self._promotion is not None:
+            self._end_promotion("cancelled by a leadership transfer")
         self._start_transfer(target)
         if self._transfer is not None and not self._transfer.timeout_now_sent:
             self._send_append(target)
@@ -278,6 +305,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         self._now = now
         self._tick_transfer(now)
         if self.role is Role.LEADER:
+            self._tick_promotion(now)
             self._tick_leader(now)
         elif now >= self._election_deadline:
             self._log_trace("election timeout")
@@ -294,6 +322,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         term = self.log.term_at(index)
         if term is None or index > self.applied_index:
             raise ValueError(f"cannot compact at {index}: not an applied, held entry")
+        self._configurations.compact(index)
         self.log.compact(index, term)
 
     # ------------------------------------------------------------------ step
@@ -350,6 +379,8 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
     # ------------------------------------------------------------------ role changes
 
     def _become_follower(self, term: int, leader: int | None) -> None:
+        if self._promotion is not None:
+            self._end_promotion("this node lost leadership")
         if term > self.current_term:
             self.current_term = term
             self.voted_for = None
@@ -414,7 +445,8 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin):
         self._check_quorum_deadline = self._now + self.config.election_timeout_max
         last = self.log.last_index
         self.progress = {peer: Progress(match_index=0, next_index=last + 1)
-                         for peer in sorted(self.voters | self.learners) if peer != self.id}
+                         for peer in sorted(self._configurations.latest.replicated)
+                         if peer != self.id}
         self._log_trace(f"-> leader, term {self.current_term}")
         self._events.append(LeaderChanged(self.current_term, self.id))
         if self._transfer is not None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from raftpy.config import Config
 from raftpy.log import RaftLog
-from raftpy.messages import Message
+from raftpy.membership import Configuration, ConfigurationHistory
+from raftpy.messages import Entry, Message
 from raftpy.progress import Progress
 from raftpy.ready import Event, Role, SnapshotMeta
 from raftpy.snapshots import SnapshotReceiver
@@ -63,6 +64,20 @@ class PendingTransfer:
 
 
 @dataclass(slots=True)
+class Promotion:
+    """A member this leader is catching up before making it a voter (§4.2.1)."""
+
+    member_id: int
+    address: str
+    started_at: float
+    round_started_at: float
+    round_target: int
+    """The leader's last index when the round began: the round ends once the
+    member holds it."""
+    rounds: int = 1
+
+
+@dataclass(slots=True)
 class Candidacy:
     """This node's current real candidacy (not a pre-vote round), timed so that a
     split-vote retry waits for the round's votes (see ``_back_off_split_vote``)."""
@@ -101,6 +116,9 @@ class NodeState:
     _check_quorum_deadline: float
     _votes: dict[int, bool]
     _candidacy: Candidacy | None
+    _configurations: ConfigurationHistory
+    _promotion: Promotion | None
+    _configuration_reported: tuple[int, bool, Configuration] | None
     _round_started_at: float
     _round_answered: bool
     _vote_round_trip: float | None
@@ -130,3 +148,15 @@ class NodeState:
         def _transfer_fence_committed(self) -> None: ...
         def _resend_timeout_now(self) -> None: ...
         def _replicate_to_all(self) -> None: ...
+        def _send_append(self, peer: int) -> None: ...
+        def _maybe_commit(self) -> None: ...
+        def _use_configuration(self) -> None: ...
+        def _log_appended(self, entries: Sequence[Entry], last_before: int) -> None: ...
+        def _log_replaced_by_snapshot(self, meta: SnapshotMeta, tail_dropped: bool) -> None: ...
+        def _leader_commit_advanced(self) -> None: ...
+        def _promotion_progress(self) -> None: ...
+        def _end_promotion(self, reason: str) -> None: ...
+        def _configuration_report_due(self) -> bool: ...
+        def _report_configuration(self) -> None: ...
+        def _tick_promotion(self, now: float) -> None: ...
+        def _promotion_next_deadline(self) -> float: ...

@@ -37,3 +37,5 @@ class Progress:
     snapshot_term: int = 0
     snapshot_offset: int = 0
     snapshot_data: bytes = b""
+    snapshot_configuration: bytes = b""
+    snapshot_configuration_index: int = 0

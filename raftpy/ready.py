@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from raftpy.membership import EMPTY, Configuration
 from raftpy.messages import Entry, Message
 
 
@@ -26,10 +27,14 @@ class HardState:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:
-    """Where a snapshot sits in the log."""
+    """Where a snapshot sits in the log, and the configuration it includes."""
 
     index: int
     term: int
+    configuration: Configuration = EMPTY
+    """The latest configuration at or before ``index`` (Raft §5.1: snapshots carry it)."""
+    configuration_index: int = 0
+    """The log index of that configuration entry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +66,34 @@ class TransferEnded:
     ended_at: float
 
 
-Event = LeaderChanged | TransferEnded
+@dataclass(frozen=True, slots=True)
+class ConfigurationChanged:
+    """The configuration in force on this node changed, or became committed.
+
+    Emitted when a configuration entry is appended (``committed=False``), when it
+    commits, and when a snapshot or a truncation brings another one into force. A
+    runtime opens connections to new members and closes those to removed ones."""
+
+    configuration: Configuration
+    index: int
+    committed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionEnded:
+    """A promotion to voter that this leader was catching up has ended.
+
+    On success the configuration entry making ``member_id`` a voter was appended at
+    ``index``; on failure nothing changed and ``reason`` says why."""
+
+    member_id: int
+    succeeded: bool
+    reason: str
+    index: int = 0
+    rounds: int = 0
+
+
+Event = LeaderChanged | TransferEnded | ConfigurationChanged | PromotionEnded
 
 
 @dataclass(slots=True)

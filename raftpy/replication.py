@@ -46,6 +46,8 @@ class LeaderMixin(NodeState):
         pr.paused = False
         if self._transfer is not None and self._transfer.target == peer:
             self._transfer_progress()
+        if self._promotion is not None and self._promotion.member_id == peer:
+            self._promotion_progress()
         if pr.next_index <= self.log.last_index:
             self._send_append(peer)
 
@@ -87,17 +89,16 @@ class LeaderMixin(NodeState):
         candidate = matches[self.quorum - 1]
         if candidate > self.commit_index and self.log.term_at(candidate) == self.current_term:
             self.commit_index = candidate
-            if self._transfer is not None:
-                self._transfer_fence_committed()
+            self._leader_commit_advanced()
 
     def _tick_leader(self, now: float) -> None:
         if now >= self._check_quorum_deadline:
             self._check_quorum_deadline = now + self.config.election_timeout_max
-            active = 1 + sum(1 for v in self.voters
-                             if v != self.id and self.progress[v].recent_active)
+            active = (self.id in self.voters) + sum(
+                1 for v in self.voters if v != self.id and self.progress[v].recent_active)
             for pr in self.progress.values():
                 pr.recent_active = False
-            if self.config.check_quorum and self.is_voter and active < self.quorum:
+            if self.config.check_quorum and active < self.quorum:
                 self._log_trace(f"step down: heard from {active} of {len(self.voters)} voters")
                 self._become_follower(self.current_term, None)
                 return
@@ -173,6 +174,8 @@ class LeaderMixin(NodeState):
         if snap is None:
             return
         meta, data = snap
+        pr.snapshot_configuration = meta.configuration.encode()
+        pr.snapshot_configuration_index = meta.configuration_index
         pr.state = ProgressState.SNAPSHOT
         pr.snapshot_index = meta.index
         pr.snapshot_offset = 0
@@ -188,5 +191,7 @@ class LeaderMixin(NodeState):
         self._send(InstallSnapshot(
             term=self.current_term, src=self.id, dst=peer,
             last_included_index=pr.snapshot_index, last_included_term=pr.snapshot_term,
-            offset=start, data=chunk, done=start + len(chunk) >= len(data)))
+            offset=start, data=chunk, done=start + len(chunk) >= len(data),
+            configuration=pr.snapshot_configuration,
+            configuration_index=pr.snapshot_configuration_index))
         pr.paused = True

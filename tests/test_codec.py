@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 from raftpy import (
     AppendEntries,
     AppendEntriesResponse,
+    Configuration,
     Entry,
     EntryKind,
     InstallSnapshot,
     InstallSnapshotResponse,
+    Member,
+    MemberRole,
     ProtocolError,
     RequestVote,
     RequestVoteResponse,
@@ -28,12 +31,26 @@ ints = st.integers(min_value=0, max_value=2**63 - 1)
 small = st.integers(min_value=0, max_value=1000)
 
 
+members = st.builds(Member, id=st.integers(min_value=1, max_value=1000),
+                    role=st.sampled_from(MemberRole), address=st.text(max_size=20))
+configurations = st.lists(members, max_size=5, unique_by=lambda m: m.id).map(
+    Configuration.of)
+
+
+@st.composite
+def entry_payload(draw: st.DrawFn, kind: EntryKind) -> bytes:
+    if kind is EntryKind.CONFIGURATION:
+        return draw(configurations).encode()
+    return draw(st.binary(max_size=64))
+
+
 @st.composite
 def append_entries(draw: st.DrawFn) -> AppendEntries:
     prev = draw(small)
     n = draw(st.integers(min_value=0, max_value=5))
-    entries = tuple(Entry(prev + 1 + k, draw(small), draw(st.binary(max_size=64)),
-                          draw(st.sampled_from(EntryKind))) for k in range(n))
+    kinds = [draw(st.sampled_from(EntryKind)) for _ in range(n)]
+    entries = tuple(Entry(prev + 1 + k, draw(small), draw(entry_payload(kind)), kind)
+                    for k, kind in enumerate(kinds))
     return AppendEntries(term=draw(ints), src=draw(small), dst=draw(small),
                          prev_log_index=prev, prev_log_term=draw(ints), entries=entries,
                          leader_commit=draw(ints))
@@ -51,7 +68,9 @@ messages = st.one_of(
               last_log_term=ints),
     st.builds(InstallSnapshot, term=ints, src=small, dst=small, last_included_index=ints,
               last_included_term=ints, offset=ints, data=st.binary(max_size=256),
-              done=st.booleans()),
+              done=st.booleans(),
+              configuration=st.one_of(st.just(b""), configurations.map(Configuration.encode)),
+              configuration_index=ints),
     st.builds(InstallSnapshotResponse, term=ints, src=small, dst=small,
               last_included_index=ints, next_offset=ints, success=st.booleans()),
 )
@@ -105,3 +124,15 @@ def test_truncated_and_trailing_bytes_are_refused() -> None:
 def test_encoding_a_foreign_object_is_refused() -> None:
     with pytest.raises(ProtocolError):
         encode("not a message")  # type: ignore[arg-type]
+
+
+def test_a_configuration_entry_that_does_not_decode_is_refused() -> None:
+    msg = AppendEntries(term=1, src=1, dst=2, prev_log_index=0, prev_log_term=0,
+                        entries=(Entry(1, 1, b"\x93garbage", EntryKind.CONFIGURATION),),
+                        leader_commit=0)
+    with pytest.raises(ProtocolError, match="configuration entry"):
+        decode(encode(msg))
+    bad_member = Entry(1, 1, msgpack.packb([[0, 0, ""]]), EntryKind.CONFIGURATION)
+    with pytest.raises(ProtocolError, match="member ids are positive"):
+        decode(encode(AppendEntries(term=1, src=1, dst=2, prev_log_index=0, prev_log_term=0,
+                                    entries=(bad_member,), leader_commit=0)))
