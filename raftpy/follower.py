@@ -58,9 +58,9 @@ class FollowerMixin(NodeState):
                 done = self.commit_index - entries[0].index + 1
                 entries = entries[done:]
             if entries:
-                last_before = self.log.last_index
-                self.log.merge(entries)
-                self._log_appended(entries, last_before)
+                first_new = self.log.merge(entries)
+                if first_new is not None:
+                    self._log_appended(entries, first_new)
         last_new = msg.prev_log_index + len(msg.entries)
         self._ack(msg.src, last_new, msg.leader_commit, last_new)
 

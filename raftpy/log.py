@@ -92,10 +92,11 @@ class RaftLog:
         """Append one entry at the end (the leader's path)."""
         self._entries.append(entry)
 
-    def merge(self, entries: Sequence[Entry]) -> None:
+    def merge(self, entries: Sequence[Entry]) -> int | None:
         """Add a follower's received entries: skip those already held, cut the log at
         the first conflict (Raft §3.5) and append the rest. Callers guarantee that
         the entries start at most one past the end and that no committed entry is cut.
+        Returns the first index appended (None if every entry was held already).
         """
         for n, entry in enumerate(entries):
             if entry.index <= self.snapshot_index:
@@ -106,7 +107,8 @@ class RaftLog:
             if existing is not None:
                 self.truncate_from(entry.index)
             self._entries.extend(entries[n:])
-            return
+            return entry.index
+        return None
 
     def truncate_from(self, index: int) -> None:
         """Drop entries at ``index`` and after."""

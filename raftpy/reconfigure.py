@@ -134,14 +134,14 @@ class MembershipMixin(NodeState):
         if self._promotion is not None:
             raise ConfigurationChangeInProgress(
                 f"node {self._promotion.member_id} is catching up for promotion")
-        history = self._configurations
-        if history.uncommitted(self.commit_index):
-            raise ConfigurationChangeInProgress(
-                f"the configuration at index {history.latest_index} is not committed yet")
         if self.log.term_at(self.commit_index) != self.current_term:
             # The 2015 correction: a new leader first commits its own no-op.
             raise ConfigurationChangeInProgress(
                 "this leader has not committed an entry of its term yet")
+        history = self._configurations
+        if history.uncommitted(self.commit_index):
+            raise ConfigurationChangeInProgress(
+                f"the configuration at index {history.latest_index} is not committed yet")
 
     def _change(self, configuration: Configuration) -> LogPosition:
         try:
@@ -247,16 +247,14 @@ class MembershipMixin(NodeState):
             self.progress[peer] = Progress(match_index=0, next_index=next_index)
             self._send_append(peer)
 
-    def _log_appended(self, entries: Sequence[Entry], last_before: int) -> None:
-        """A follower merged ``entries`` into its log, which ended at ``last_before``:
-        configurations cut away go, configurations appended come into force."""
+    def _log_appended(self, entries: Sequence[Entry], first_new: int) -> None:
+        """A follower merged ``entries`` into its log, replacing everything from
+        ``first_new`` on: configurations cut away go, appended ones come into force."""
         history = self._configurations
-        if self.log.last_index < last_before:  # the merge cut a conflicting suffix
-            history.cut_from(entries[0].index)
-            history.add(entries)
-            self._use_configuration()
-        elif any(e.kind is EntryKind.CONFIGURATION for e in entries):
-            history.add([e for e in entries if e.index > last_before])
+        if history.latest_index >= first_new or any(
+                e.kind is EntryKind.CONFIGURATION for e in entries):
+            history.cut_from(first_new)
+            history.add([e for e in entries if e.index >= first_new])
             self._use_configuration()
 
     def _log_replaced_by_snapshot(self, meta: SnapshotMeta, tail_dropped: bool) -> None:
