@@ -146,8 +146,9 @@ def test_the_log_wins_over_constructor_arguments() -> None:
 # ------------------------------------------------------------------ the leader's API
 
 
-def lone_leader(configuration: Configuration = conf((1, V))) -> RaftNode:
+def lone_leader(configuration: Configuration | None = None) -> RaftNode:
     """A one-voter cluster's leader that has committed its no-op."""
+    configuration = configuration if configuration is not None else conf((1, V))
     node = RaftNode(1, state=PersistentState(entries=(configuration_entry(1, 1,
                                                                           configuration),)),
                     rng=random.Random(1))
