@@ -127,3 +127,124 @@ def test_snapshots_compact_memory_and_catch_up_a_lagging_follower() -> None:
     cluster.run_for(0.05)  # the last batch is applied once its fsync completes
     commands = [e.data for e in cluster.applied[lagging] if e.data.startswith(b"c")]
     assert commands == [b"c%d" % i for i in range(300)]
+
+
+# ---------------------------------------------------------------- finer faults
+
+
+def _leader_and_followers(cluster: Cluster) -> tuple[int, int, int]:
+    leader = cluster.wait_for_leader()
+    cluster.run_for(0.1)  # everyone has heard from it
+    first, second = (i for i in cluster.voters if i != leader)
+    return leader, first, second
+
+
+def test_one_way_cut_delivers_one_direction_only() -> None:
+    cluster = Cluster(n=3, seed=21)
+    leader, cut_off, other = _leader_and_followers(cluster)
+    cluster.cut(leader, cut_off)
+    assert not cluster.link_open(leader, cut_off) and cluster.link_open(cut_off, leader)
+    delivered: list[tuple[int, int]] = []
+    cluster.hold(lambda m: delivered.append((m.src, m.dst)) is not None)  # observe only
+    cluster.run_for(0.5)  # long enough for the cut-off follower's election timer
+    assert (leader, cut_off) not in delivered
+    assert (cut_off, leader) in delivered and (cut_off, other) in delivered
+    assert (leader, other) in delivered and (other, leader) in delivered
+    assert cluster.fault_counts["cut_one_way"] == 1
+    cluster.release(lambda m: False)
+    cluster.restore(leader, cut_off)
+    delivered.clear()
+    cluster.hold(lambda m: delivered.append((m.src, m.dst)) is not None)
+    cluster.run_for(0.2)
+    assert (leader, cut_off) in delivered
+
+
+def test_cut_both_is_a_partial_partition() -> None:
+    cluster = Cluster(n=3, seed=22)
+    leader, first, second = _leader_and_followers(cluster)
+    cluster.cut_both(first, second)  # the followers lose each other, not the leader
+    proposal = cluster.propose(b"x")
+    assert cluster.run_until(lambda: proposal.committed, 0.5)
+    assert cluster.run_until(lambda: cluster.node(first).log.last_index
+                             == cluster.node(second).log.last_index
+                             == cluster.node(leader).log.last_index, 0.5)
+    assert not cluster.link_open(first, second) and not cluster.link_open(second, first)
+    cluster.restore_both(second, first)
+    assert cluster.link_open(first, second) and cluster.link_open(second, first)
+    with pytest.raises(ValueError):
+        cluster.cut(first, first)
+
+
+def test_paused_node_gets_its_deferred_messages_at_resume_in_order() -> None:
+    cluster = Cluster(n=3, seed=23, config=Config(max_entries_per_message=1))
+    leader, paused, _ = _leader_and_followers(cluster)
+    before = cluster.node(paused).log.last_index
+    cluster.pause(paused)
+    assert cluster.is_paused(paused) and cluster.is_up(paused)
+    for i in range(5):
+        cluster.propose(b"c%d" % i)
+        cluster.run_for(0.005)
+    cluster.run_for(0.1)
+    # Nothing was handled: no entry taken, no acknowledgement sent.
+    assert cluster.node(paused).log.last_index == before
+    assert cluster.node(leader).progress[paused].match_index == before
+    waiting = cluster.waiting(paused)
+    appends = [m for m in waiting if isinstance(m, AppendEntries) and m.entries]
+    assert [m.entries[0].index for m in appends[:5]] == list(range(before + 1, before + 6))
+    assert all(m.dst == paused for m in waiting)
+    cluster.resume(paused)
+    # Replayed at once, in order (one entry per message: out of order would leave gaps).
+    assert not cluster.is_paused(paused) and cluster.waiting(paused) == []
+    assert cluster.node(paused).log.last_index == before + 5
+    assert cluster.fault_counts["pause"] == cluster.fault_counts["resume"] == 1
+
+
+def test_paused_leader_resumes_and_steps_down_to_the_newer_leader() -> None:
+    cluster = Cluster(n=3, seed=24, record_trace=True)
+    old, _, _ = _leader_and_followers(cluster)
+    old_term = cluster.node(old).current_term
+    cluster.pause(old)
+    with pytest.raises(NotLeader):
+        cluster.propose(b"x", old)
+    assert cluster.run_until(lambda: cluster.leader() not in (None, old), 2.0)
+    new = cluster.leader()
+    assert new is not None
+    new_term = cluster.node(new).current_term
+    assert new_term > old_term
+    cluster.run_for(0.1)
+    assert cluster.node(old).role is Role.LEADER  # it has seen nothing yet
+    cluster.resume(old)
+    node = cluster.node(old)
+    assert (node.role, node.current_term, node.leader_id) == (Role.FOLLOWER, new_term, new)
+
+
+def test_crashing_a_paused_node_drops_what_waited_for_it() -> None:
+    cluster = Cluster(n=3, seed=25)
+    _, paused, _ = _leader_and_followers(cluster)
+    cluster.pause(paused)
+    cluster.propose(b"x")
+    cluster.run_for(0.05)
+    assert cluster.waiting(paused)
+    cluster.crash(paused)
+    assert not cluster.is_paused(paused) and cluster.waiting(paused) == []
+    cluster.restart(paused)
+    with pytest.raises(ValueError):
+        cluster.resume(paused)
+
+
+def test_clock_jump_fires_the_nodes_timer_early() -> None:
+    cluster = Cluster(n=3, seed=26, record_trace=True)
+    _, follower, _ = _leader_and_followers(cluster)
+    node = cluster.node(follower)
+    deadline = node.next_deadline()
+    assert deadline > cluster.now + 0.01  # a heartbeat just reset it
+    cluster.jump_clock(follower, 10.0)
+    assert cluster.clock_of(follower) == pytest.approx(cluster.now + 10.0)
+    mark = len(cluster.trace)
+    cluster.run_for(0.0)  # the timer is due at once, in cluster time
+    assert f"{follower} election timeout" in "\n".join(cluster.trace[mark:])
+    assert node.role is Role.CANDIDATE and node.in_pre_vote
+    # The node now reads its own clock: its next deadline is in its time, ahead of ours.
+    assert node.next_deadline() > cluster.now + 10.0
+    with pytest.raises(ValueError):
+        cluster.jump_clock(follower, -1.0)

@@ -30,13 +30,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"events {report.events}, trace hash {report.trace_hash:08x}, "
               f"proposals {report.committed}/{report.proposals} committed, "
               f"transfers {report.transfers_succeeded}/{report.transfers} succeeded")
+        print(f"stable majorities: {report.liveness_windows}, longest wait for a committing "
+              f"leader {report.worst_leader_wait * 1000:.1f} ms")
         print("OK" if report.ok else f"FAILED: {report.failure}")
         return 0 if report.ok else 1
 
     started = time.perf_counter()
     faults: Counter[str] = Counter()
     failures = []
-    events = proposals = committed = transfers = transfers_ok = 0
+    events = proposals = committed = transfers = transfers_ok = windows = 0
+    worst = (0.0, -1, 0.0)  # wait, seed, window start
     for seed in range(args.start, args.start + args.seeds):
         report = run_seed(seed, safety_time=args.safety_time)
         faults.update(report.faults)
@@ -45,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         committed += report.committed
         transfers += report.transfers
         transfers_ok += report.transfers_succeeded
+        windows += report.liveness_windows
+        worst = max(worst, (report.worst_leader_wait, seed, report.worst_window_start))
         if not report.ok:
             failures.append(report)
             print(f"seed {seed} FAILED: {report.failure}\n  replay: python -m raftpy.sim "
@@ -57,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
           f"events: {events} ({events / wall:,.0f} simulated events/s)")
     print(f"proposals: {proposals} ({committed} committed)  transfers: {transfers} "
           f"({transfers_ok} succeeded)")
+    print(f"stable majorities: {windows}; longest wait for a committing leader after one "
+          f"formed: {worst[0] * 1000:.1f} ms (seed {worst[1]}, window from t={worst[2]:.3f}s)")
     print("faults fired: " + ", ".join(f"{k}={v}" for k, v in sorted(faults.items())))
     return 1 if failures else 0
 

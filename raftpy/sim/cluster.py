@@ -82,8 +82,9 @@ class Cluster:
     """``n`` voters (ids ``1..n``) and ``learners`` non-voters after them.
 
     Drive it with :meth:`step`, :meth:`run_for` and :meth:`run_until`; inject
-    faults with :meth:`partition`, :meth:`isolate`, :meth:`crash`,
-    :meth:`restart`, :meth:`hold` and the :class:`NetworkConfig`.
+    faults with :meth:`partition`, :meth:`isolate`, :meth:`cut` (one way),
+    :meth:`cut_both`, :meth:`crash`, :meth:`restart`, :meth:`pause`,
+    :meth:`jump_clock`, :meth:`hold` and the :class:`NetworkConfig`.
     """
 
     def __init__(
@@ -129,6 +130,15 @@ class Cluster:
         self._holds: list[MessagePredicate] = []
         self._blocked: set[tuple[int, int]] = set()
         self._link_clock: dict[tuple[int, int], float] = {}
+        self._paused: dict[int, list[Message | Ready]] = {}
+        """Paused nodes and what waits for each (deliveries, finished fsyncs), in order."""
+        self._clock_offset = dict.fromkeys(self.ids, 0.0)
+        self._clock_floor = dict.fromkeys(self.ids, 0.0)
+        self.topology_changed_at = 0.0
+        """When the last partition, cut, heal, crash, restart, pause, resume, clock
+        jump, hold or release happened (what a liveness window must not contain)."""
+        self.topology_changes = 0
+        """How many such changes there have been."""
         self._queue: list[tuple[float, int, int, object, object]] = []
         self._seq = itertools.count()
         self._nodes: dict[int, RaftNode | None] = dict.fromkeys(self.ids)
@@ -159,6 +169,30 @@ class Cluster:
         """Whether ``node_id`` is running (not crashed)."""
         return self._nodes[node_id] is not None
 
+    def is_paused(self, node_id: int) -> bool:
+        """Whether ``node_id`` is stopped by :meth:`pause` (it still counts as up)."""
+        return node_id in self._paused
+
+    def waiting(self, node_id: int) -> list[Message]:
+        """The messages that reached paused ``node_id``, in the order it will get them."""
+        return [item for item in self._paused.get(node_id, ()) if not isinstance(item, Ready)]
+
+    def clock_of(self, node_id: int) -> float:
+        """The time on ``node_id``'s own clock: cluster time plus its jumps."""
+        offset = self._clock_offset[node_id]
+        if not offset:
+            return self.now
+        return max(self.now + offset, self._clock_floor[node_id])
+
+    def link_open(self, src: int, dst: int) -> bool:
+        """Whether messages from ``src`` to ``dst`` currently get through the cuts."""
+        return (src, dst) not in self._blocked
+
+    @property
+    def holding(self) -> bool:
+        """Whether any :meth:`hold` rule is active."""
+        return bool(self._holds)
+
     def live_nodes(self) -> list[RaftNode]:
         """Every running node, by id."""
         return [n for n in self._nodes.values() if n is not None]
@@ -179,12 +213,13 @@ class Cluster:
     # ------------------------------------------------------------------ client calls
 
     def propose(self, command: bytes, node_id: int | None = None) -> Proposal:
-        """Propose ``command`` to the leader (or to ``node_id``); raises ``NotLeader``."""
+        """Propose ``command`` to the leader (or to ``node_id``); raises ``NotLeader``
+        (also when the target is paused: a stopped process answers no client)."""
         target = node_id if node_id is not None else self.leader()
-        if target is None:
-            raise NotLeader(0, None)
+        if target is None or target in self._paused:
+            raise NotLeader(target or 0, None)
         node = self.node(target)
-        pos = node.propose(command, self.now)
+        pos = node.propose(command, self.clock_of(target))
         proposal = Proposal(pos.index, pos.term, target, command, self.now)
         self.proposals.append(proposal)
         if pos.index < len(self._committed_terms):
@@ -198,9 +233,9 @@ class Cluster:
     def transfer_leadership(self, target: int | None = None) -> Transfer:
         """Ask the current leader to hand over to ``target`` (None: the best voter)."""
         leader = self.leader()
-        if leader is None:
-            raise NotLeader(0, None)
-        chosen = self.node(leader).transfer_leadership(target, self.now)
+        if leader is None or leader in self._paused:
+            raise NotLeader(leader or 0, None)
+        chosen = self.node(leader).transfer_leadership(target, self.clock_of(leader))
         transfer = Transfer(leader, chosen, self.now)
         self.transfers.append(transfer)
         self._note(f"transfer requested: {leader} -> {chosen}")
@@ -225,19 +260,25 @@ class Cluster:
         elif kind == _TIMER:
             node_id: int = a  # type: ignore[assignment]
             if b == self._timer_gen[node_id] and self._nodes[node_id] is not None:
+                due = self._timer_at[node_id]
                 self._timer_at[node_id] = _INF
-                self._hash(f"T{when:.9f}/{node_id}")
-                self.node(node_id).tick(when)
-                self._after(node_id)
+                if node_id not in self._paused:  # resume() ticks a paused node
+                    self._hash(f"T{when:.9f}/{node_id}")
+                    clock = self.clock_of(node_id)
+                    if clock < due:  # (due - offset) + offset rounded down by an ulp
+                        self._clock_floor[node_id] = clock = due
+                    self.node(node_id).tick(clock)
+                    self._after(node_id)
         elif kind == _PERSIST:
             node_id = a  # type: ignore[assignment]
             epoch: int = b[0]  # type: ignore[index]
             ready: Ready = b[1]  # type: ignore[index]
             if epoch == self._epoch[node_id]:
-                self._disk_pending[node_id] -= 1
-                self._hash(f"P{when:.9f}/{node_id}")
-                self._finish_persist(node_id, ready)
-                self._after(node_id)
+                deferred = self._paused.get(node_id)
+                if deferred is not None:
+                    deferred.append(ready)
+                else:
+                    self._complete_persist(node_id, ready)
         else:
             a()  # type: ignore[operator]
         return True
@@ -281,31 +322,107 @@ class Cluster:
         self._blocked = {(a, b) for ga in sets for gb in sets if ga is not gb
                          for a in ga for b in gb}
         self.fault_counts["partition"] += 1
-        self._note(f"partition {[sorted(s) for s in sets]}")
+        self._topology_changed(f"partition {[sorted(s) for s in sets]}")
 
     def isolate(self, node_id: int) -> None:
         """Cut ``node_id`` off from every other node."""
         self.partition({node_id})
 
     def heal(self) -> None:
-        """Remove every partition."""
+        """Remove every partition and cut."""
         self._blocked = set()
-        self._note("heal")
+        self._topology_changed("heal")
+
+    def cut(self, src: int, dst: int) -> None:
+        """Block messages from ``src`` to ``dst`` only (a one-way link failure);
+        messages already in flight are lost when they arrive."""
+        self._check_link(src, dst)
+        self._blocked.add((src, dst))
+        self.fault_counts["cut_one_way"] += 1
+        self._topology_changed(f"cut {src} -> {dst}")
+
+    def cut_both(self, a: int, b: int) -> None:
+        """Block the link between ``a`` and ``b`` both ways (a partial partition:
+        each still reaches every other node)."""
+        self._check_link(a, b)
+        self._blocked.update(((a, b), (b, a)))
+        self.fault_counts["cut_link"] += 1
+        self._topology_changed(f"cut {a} <-> {b}")
+
+    def restore(self, src: int, dst: int) -> None:
+        """Reopen the link from ``src`` to ``dst`` (cut by any means)."""
+        self._check_link(src, dst)
+        self._blocked.discard((src, dst))
+        self.fault_counts["restore_one_way"] += 1
+        self._topology_changed(f"restore {src} -> {dst}")
+
+    def restore_both(self, a: int, b: int) -> None:
+        """Reopen the link between ``a`` and ``b`` both ways."""
+        self._check_link(a, b)
+        self._blocked.difference_update(((a, b), (b, a)))
+        self.fault_counts["restore_link"] += 1
+        self._topology_changed(f"restore {a} <-> {b}")
+
+    def pause(self, node_id: int) -> None:
+        """Stop ``node_id`` like SIGSTOP: it keeps its memory and stays up, but handles
+        nothing and sends nothing. Deliveries to it and its finished fsyncs wait, in
+        order, until :meth:`resume`; its timers do not fire (resume ticks it)."""
+        self.node(node_id)  # raises KeyError if crashed
+        if node_id in self._paused:
+            raise ValueError(f"node {node_id} is already paused")
+        self._paused[node_id] = []
+        self.fault_counts["pause"] += 1
+        self._topology_changed(f"pause {node_id}")
+
+    def resume(self, node_id: int) -> None:
+        """Continue a paused node: replay what waited for it in order, then tick it at
+        once (its timers are overdue)."""
+        deferred = self._paused.pop(node_id, None)
+        if deferred is None:
+            raise ValueError(f"node {node_id} is not paused")
+        self.fault_counts["resume"] += 1
+        self._topology_changed(f"resume {node_id} ({len(deferred)} deferred)")
+        for item in deferred:
+            if self._nodes[node_id] is None:
+                break
+            if isinstance(item, Ready):
+                self._complete_persist(node_id, item)
+            else:
+                self._step_node(item)
+        if self._nodes[node_id] is not None:
+            self._hash(f"T{self.now:.9f}/{node_id}")
+            self.node(node_id).tick(self.clock_of(node_id))
+            self._after(node_id)
+
+    def jump_clock(self, node_id: int, seconds: float) -> None:
+        """Move ``node_id``'s clock ``seconds`` forward: from now on it reads cluster time
+        plus all its jumps (so its timers fire early, in cluster time)."""
+        if seconds <= 0:
+            raise ValueError(f"a clock only jumps forward, got {seconds}")
+        self._clock_offset[node_id] += seconds
+        self.fault_counts["clock_jump"] += 1
+        self._topology_changed(f"clock of {node_id} jumps {seconds:.6f}s")
+        if self._nodes[node_id] is not None:
+            self._timer_at[node_id] = _INF  # re-arm in cluster time
+            self._after(node_id)
 
     def set_network(self, network: NetworkConfig) -> None:
         """Change the fault settings from now on."""
         self.network = network
 
     def crash(self, node_id: int) -> None:
-        """Stop ``node_id``; whatever it had not yet persisted is lost."""
+        """Stop ``node_id``; whatever it had not yet persisted is lost (and, if it was
+        paused, whatever waited for it)."""
         node = self.node(node_id)
         self._nodes[node_id] = None
+        self._paused.pop(node_id, None)
         self._epoch[node_id] += 1
         self._disk_pending[node_id] = 0
         self._timer_gen[node_id] += 1
         self._timer_at[node_id] = _INF
         self.fault_counts["crash"] += 1
-        self._note(f"crash {node_id} (was {node.role.value}, term {node.current_term})")
+        self._topology_changed(
+            f"crash {node_id} (was {node.role.value}, term {node.current_term})")
         if self._storage_factory is not None:
             # A crashed process keeps no file open: restart() reopens from the disk.
             _close(self.storages[node_id])
@@ -318,7 +435,7 @@ class Cluster:
         if self._nodes[node_id] is not None:
             raise ValueError(f"node {node_id} is running")
         self.fault_counts["restart"] += 1
-        self._note(f"restart {node_id}")
+        self._topology_changed(f"restart {node_id}")
         self.applied[node_id] = []
         if self.checker is not None:
             self.checker.on_restart(node_id)
@@ -334,11 +451,15 @@ class Cluster:
     def hold(self, predicate: MessagePredicate) -> None:
         """Hold back every message matching ``predicate`` until :meth:`release`."""
         self._holds.append(predicate)
+        self.topology_changed_at = self.now
+        self.topology_changes += 1
 
     def release(self, predicate: MessagePredicate | None = None) -> int:
         """Stop holding, and deliver the held messages matching ``predicate`` (all if
         None) now, in the order they were held. Returns how many were released."""
         self._holds = []
+        self.topology_changed_at = self.now
+        self.topology_changes += 1
         keep: list[Message] = []
         go: list[Message] = []
         for msg in self.held:
@@ -347,6 +468,15 @@ class Cluster:
         for msg in go:
             self._push(self.now, _DELIVER, msg, None)
         return len(go)
+
+    def drop_held(self, predicate: MessagePredicate | None = None) -> int:
+        """Lose the held messages matching ``predicate`` (all if None), as if the
+        network had dropped them. Returns how many were lost."""
+        keep = [m for m in self.held if predicate is not None and not predicate(m)]
+        lost = len(self.held) - len(keep)
+        self.held = keep
+        self.fault_counts["held_dropped"] += lost
+        return lost
 
     # ------------------------------------------------------------------ internals
 
@@ -357,13 +487,28 @@ class Cluster:
             else None)
         node = RaftNode(
             node_id, self.voters, learners=self.learners, config=self.config, state=state,
-            rng=random.Random(self.rng.getrandbits(64)), now=self.now,
+            rng=random.Random(self.rng.getrandbits(64)), now=self.clock_of(node_id),
             trace=self.trace.append if self.record_trace else None)
         node.set_snapshot_source(self._snapshot_source(node_id))
         self._nodes[node_id] = node
         if snapshot is not None and state.snapshot is not None:
             self.applied[node_id] = self._restore(node_id, state.snapshot.index, snapshot)
         self._after(node_id)
+
+    def _complete_persist(self, node_id: int, ready: Ready) -> None:
+        self._disk_pending[node_id] -= 1
+        self._hash(f"P{self.now:.9f}/{node_id}")
+        self._finish_persist(node_id, ready)
+        self._after(node_id)
+
+    def _check_link(self, a: int, b: int) -> None:
+        if a == b or a not in self._nodes or b not in self._nodes:
+            raise ValueError(f"no link between {a} and {b}")
+
+    def _topology_changed(self, what: str) -> None:
+        self.topology_changed_at = self.now
+        self.topology_changes += 1
+        self._note(what)
 
     def _push(self, when: float, kind: int, a: object, b: object) -> None:
         heapq.heappush(self._queue, (when, next(self._seq), kind, a, b))
@@ -403,10 +548,19 @@ class Cluster:
         if node is None:
             self.fault_counts["to_crashed"] += 1
             return
+        deferred = self._paused.get(msg.dst)
+        if deferred is not None:
+            self.fault_counts["to_paused"] += 1
+            deferred.append(msg)
+            return
+        self._step_node(msg)
+
+    def _step_node(self, msg: Message) -> None:
+        node = self.node(msg.dst)
         self._hash(f"D{self.now:.9f}/{type(msg).__name__}/{msg.src}/{msg.dst}/{msg.term}")
         if type(msg) is InstallSnapshot:
             self.fault_counts["install_snapshot"] += 1
-        node.step(msg, self.now)
+        node.step(msg, self.clock_of(msg.dst))
         self._after(msg.dst)
 
     def _after(self, node_id: int) -> None:
@@ -421,17 +575,23 @@ class Cluster:
             self._timer_at[node_id] = deadline
             self._timer_gen[node_id] += 1
             if deadline != _INF:
-                self._push(max(deadline, self.now), _TIMER, node_id, self._timer_gen[node_id])
+                offset = self._clock_offset[node_id]  # node time -> cluster time
+                self._push(max(deadline - offset if offset else deadline, self.now), _TIMER,
+                           node_id, self._timer_gen[node_id])
 
     def _handle_ready(self, node_id: int, node: RaftNode, ready: Ready) -> None:
         if self.checker is not None:
-            self.checker.on_ready(node_id, ready, node.current_term)
+            self.checker.on_ready(node_id, ready, node.current_term,
+                                  is_leader=node.role is Role.LEADER,
+                                  commit_index=node.commit_index)
         terms = self._committed_terms
         for entry in ready.committed:
             if entry.index == len(terms):
                 terms.append(entry.term)
                 self._resolve_proposals(entry)
         for msg in ready.messages:
+            if self.checker is not None:
+                self.checker.on_send(node_id, msg)
             self._send(msg)
         for event in ready.events:
             if isinstance(event, TransferEnded):
@@ -463,12 +623,14 @@ class Cluster:
             if self.checker is not None:
                 self.checker.on_persist(node_id, ready)
         for msg in ready.messages_after_persist:
+            if self.checker is not None:
+                self.checker.on_send(node_id, msg)
             self._send(msg)
         if ready.snapshot is not None:
             meta, data = ready.snapshot
             self.applied[node_id] = self._restore(node_id, meta.index, data)
         self.applied[node_id].extend(ready.committed)
-        node.advance(ready, self.now)
+        node.advance(ready, self.clock_of(node_id))
         if self.checker is not None and not self._disk_pending[node_id]:
             self.checker.check_persisted_claim(node_id, node.log.persisted_index)
         if self.snapshot_every is not None:

@@ -1,10 +1,14 @@
 """Seeded fault-injection runs, TigerBeetle-style: each seed draws its own faults.
 
 A run has a **safety phase**, where proposals, transfers, crashes, restarts,
-partitions, held messages, drops, duplicates and reordering are thrown at the
-cluster while the invariant checker watches every event, and then a
-**liveness phase**, where every fault stops and the cluster must elect a
-leader, commit, resolve every pending proposal and complete a leadership
+partitions, one-way and partial cuts, flapping links, paused processes, clock
+jumps, held messages, drops, duplicates and reordering are thrown at the
+cluster while the invariant checker watches every event (one seed in eight
+first plays a randomised Figure 8, :mod:`raftpy.sim.figure8`). Throughout it,
+a :class:`~raftpy.sim.liveness.LivenessMonitor` asks every stable majority to
+get a committing leader within ``WINDOW_TIMEOUTS`` election timeouts. Then
+comes a **liveness phase**, where every fault stops and the cluster must elect
+a leader, commit, resolve every pending proposal and complete a leadership
 transfer to an up-to-date target within bounds. ``python -m raftpy.sim`` runs
 many seeds; ``python -m raftpy.sim --seed N`` replays one.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -27,14 +32,14 @@ from raftpy.messages import (
     TimeoutNow,
 )
 from raftpy.sim.cluster import Cluster, Proposal
+from raftpy.sim.figure8 import run_figure8
 from raftpy.sim.invariants import InvariantViolation
+from raftpy.sim.liveness import LivenessFailure, LivenessMonitor
 from raftpy.sim.network import NetworkConfig
 from raftpy.storage.memory import MemoryStorage
 from raftpy.transfer import MAX_TRANSFER_TIMEOUTS
 
-
-class LivenessFailure(AssertionError):
-    """After faults stopped, the cluster did not make progress within its bound."""
+__all__ = ["FaultPlan", "LivenessFailure", "SeedReport", "run_seed", "trace_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,8 @@ class FaultPlan:
     snapshot_every: int | None
     config: Config = field(default_factory=Config)
     """Replication knobs drawn too: tiny batches and windows reach rare interleavings."""
+    figure8: bool = False
+    """Play the randomised Figure 8 scenario (:mod:`raftpy.sim.figure8`) first."""
 
     @classmethod
     def draw(cls, rng: random.Random) -> FaultPlan:
@@ -66,7 +73,7 @@ class FaultPlan:
             disk_min=0.0001,
             disk_max=rng.choice([0.0005, 0.002, 0.010]),
         )
-        weights = (
+        weights: tuple[tuple[str, float], ...] = (
             ("propose", rng.uniform(3, 10)),
             ("transfer", rng.uniform(0.5, 3)),
             ("crash", rng.choice([0.0, 0.3, 1.0, 2.0])),
@@ -77,21 +84,49 @@ class FaultPlan:
             ("release", 1.0),
         )
         pre_vote = rng.random() < 0.8
+        max_entries = rng.choice([1, 2, 5, 1024])
+        max_inflight = rng.choice([1, 4, 64, 8192])
+        trailing = rng.choice([0, 5, 1000])
+        nodes = rng.choice([1, 2, 3, 3, 3, 5, 5])
+        learners = rng.choice([0, 0, 0, 1])
+        action_rate = rng.uniform(5, 40)
+        snapshot_every = rng.choice([None, None, 20, 50])
+        # Drawn after the original knobs, so each seed keeps its old plan and adds these.
+        weights += (
+            ("cut", rng.choice([0.0, 0.0, 0.3, 1.0])),
+            ("restore", 1.0),
+            ("flap", rng.choice([0.0, 0.0, 0.2, 0.6])),
+            ("pause", rng.choice([0.0, 0.0, 0.2, 0.6])),
+            ("clock_jump", rng.choice([0.0, 0.0, 0.0, 0.3])),
+            ("calm", rng.choice([0.0, 0.3, 1.0])),
+        )
+        check_quorum = rng.random() < 0.85
+        figure8 = rng.random() < 1 / 8
+        if figure8:
+            # Five voters, no loss, one entry per message: every stage can happen.
+            nodes, learners, max_entries = 5, 0, 1
+            network = NetworkConfig(
+                delay_min=network.delay_min, delay_max=network.delay_max,
+                duplicate=network.duplicate, reorder=network.reorder,
+                reorder_delay=network.reorder_delay, disk_min=network.disk_min,
+                disk_max=network.disk_max)
         config = Config(
             pre_vote=pre_vote,
-            max_entries_per_message=rng.choice([1, 2, 5, 1024]),
-            max_inflight_entries=rng.choice([1, 4, 64, 8192]),
-            snapshot_trailing=rng.choice([0, 5, 1000]),
+            check_quorum=check_quorum,
+            max_entries_per_message=max_entries,
+            max_inflight_entries=max_inflight,
+            snapshot_trailing=trailing,
         )
         return cls(
-            nodes=rng.choice([1, 2, 3, 3, 3, 5, 5]),
+            nodes=nodes,
             pre_vote=pre_vote,
-            learners=rng.choice([0, 0, 0, 1]),
+            learners=learners,
             config=config,
             network=network,
-            action_rate=rng.uniform(5, 40),
+            action_rate=action_rate,
             weights=weights,
-            snapshot_every=rng.choice([None, None, 20, 50]),
+            snapshot_every=snapshot_every,
+            figure8=figure8,
         )
 
 
@@ -108,6 +143,12 @@ class SeedReport:
     committed: int = 0
     transfers: int = 0
     transfers_succeeded: int = 0
+    liveness_windows: int = 0
+    """Stable-majority windows in the safety phase that got a committing leader."""
+    worst_leader_wait: float = 0.0
+    """The longest of those waits (seconds from the window's start)."""
+    worst_window_start: float = 0.0
+    """When the window of that longest wait started (virtual seconds)."""
     failure: str | None = None
 
     @property
@@ -120,18 +161,36 @@ _HOLD_TYPES: tuple[type, ...] = (AppendEntries, AppendEntriesResponse, RequestVo
                                  RequestVoteResponse, TimeoutNow)
 
 
+WINDOW_TIMEOUTS = 8
+"""How many maximum election timeouts a stable majority may wait for a committing
+leader during the safety phase (see :class:`LivenessMonitor`)."""
+WINDOW_MAX_DROP = 0.05
+"""Plans losing more messages than this skip the stable-majority check."""
+
+
 def run_seed(seed: int, *, safety_time: float = 5.0, liveness_bound: float = 10.0,
-             plan: FaultPlan | None = None, record_trace: bool = False) -> SeedReport:
-    """Run one seed; violations are reported in the result, not raised."""
+             plan: FaultPlan | None = None, record_trace: bool = False,
+             window_bound: float | None = None) -> SeedReport:
+    """Run one seed; violations are reported in the result, not raised.
+
+    ``window_bound`` is how long a stable majority may wait for a committing leader
+    during the safety phase (default ``WINDOW_TIMEOUTS`` election timeouts)."""
     rng = random.Random(seed * 7919 + 17)
     plan = plan if plan is not None else FaultPlan.draw(rng)
     report = SeedReport(seed, plan)
     cluster = Cluster(plan.nodes, seed=seed, config=plan.config, learners=plan.learners,
                       network=plan.network, record_trace=record_trace,
                       snapshot_every=plan.snapshot_every)
+    if window_bound is None:
+        window_bound = WINDOW_TIMEOUTS * plan.config.election_timeout_max
+    monitor = LivenessMonitor(cluster, window_bound,
+                              enabled=plan.network.drop <= WINDOW_MAX_DROP)
+    faults = _Faults(cluster, monitor)
     try:
-        _safety_phase(cluster, rng, plan, report, safety_time)
-        _liveness_phase(cluster, rng, report, liveness_bound)
+        if plan.figure8:
+            run_figure8(cluster, rng)
+        _safety_phase(faults, rng, plan, report, safety_time)
+        _liveness_phase(faults, rng, report, liveness_bound)
     except (InvariantViolation, LivenessFailure) as exc:
         report.failure = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a crash of the core or simulator is a failure too
@@ -145,6 +204,9 @@ def run_seed(seed: int, *, safety_time: float = 5.0, liveness_bound: float = 10.
         report.committed = sum(p.committed for p in cluster.proposals)
         report.transfers = len(cluster.transfers)
         report.transfers_succeeded = sum(t.succeeded for t in cluster.transfers)
+        report.liveness_windows = monitor.windows
+        report.worst_leader_wait = monitor.worst
+        report.worst_window_start = monitor.worst_at
     if record_trace:
         _last_trace[seed] = cluster.trace
     return report
@@ -158,21 +220,87 @@ def trace_of(seed: int) -> list[str]:
     return _last_trace.get(seed, [])
 
 
-def _safety_phase(cluster: Cluster, rng: random.Random, plan: FaultPlan, report: SeedReport,
+class _Faults:
+    """The cluster under test and the faults scheduled on it for later."""
+
+    def __init__(self, cluster: Cluster, monitor: LivenessMonitor) -> None:
+        self.cluster = cluster
+        self.monitor = monitor
+        self.stopped = False
+        """Set for the liveness phase: scheduled faults then do nothing."""
+        self.pause_token: dict[int, int] = {}
+
+    def later(self, delay: float, action: Callable[[], None]) -> None:
+        """Run ``action`` after ``delay``, unless faults have stopped by then."""
+        def fire() -> None:
+            if not self.stopped:
+                action()
+
+        self.cluster.at(delay, fire)
+
+    def pause(self, node_id: int, duration: float) -> None:
+        """Pause ``node_id`` for ``duration`` (unless crashed or resumed before)."""
+        cluster = self.cluster
+        cluster.pause(node_id)
+        token = self.pause_token[node_id] = self.pause_token.get(node_id, 0) + 1
+
+        def resume() -> None:
+            if cluster.is_paused(node_id) and self.pause_token[node_id] == token:
+                cluster.resume(node_id)
+
+        self.later(duration, resume)
+
+    def flap(self, rng: random.Random, src: int, dst: int, both: bool) -> None:
+        """Take a link down and up a few times over a short window, ending up."""
+        cluster = self.cluster
+        cut = cluster.cut_both if both else cluster.cut
+        restore = cluster.restore_both if both else cluster.restore
+        when = 0.0
+        for flip in range(2 * rng.randint(2, 5)):
+            when += rng.uniform(0.003, 0.08)
+            self.later(when, partial(restore if flip % 2 else cut, src, dst))
+        cluster.fault_counts["flap"] += 1
+
+    def stop(self) -> None:
+        """Stop every fault: cancel scheduled ones, resume paused nodes, heal."""
+        self.stopped = True
+        self.monitor.stop()
+        cluster = self.cluster
+        for node_id in cluster.ids:
+            if cluster.is_paused(node_id):
+                cluster.resume(node_id)
+        cluster.heal()
+        cluster.release()
+
+
+def _safety_phase(faults: _Faults, rng: random.Random, plan: FaultPlan, report: SeedReport,
                   duration: float) -> None:
+    cluster = faults.cluster
     names = [name for name, _ in plan.weights]
     weights = [w for _, w in plan.weights]
     end = cluster.now + duration
     counter = 0
+    poll = faults.monitor.poll
+    calm_until = 0.0
     while cluster.now < end:
-        cluster.run_for(min(rng.expovariate(plan.action_rate), end - cluster.now))
+        cluster.run_until(poll, min(rng.expovariate(plan.action_rate), end - cluster.now))
         action = rng.choices(names, weights)[0]
         counter += 1
-        _act(cluster, rng, action, counter, report)
+        if action == "calm":
+            # A stretch with no new faults: the faults in place may leave a stable
+            # majority, which must then elect a committing leader (LivenessMonitor).
+            calm_until = cluster.now + rng.uniform(0.5, 4.0)
+            cluster.fault_counts["calm"] += 1
+        elif cluster.now >= calm_until or action in ("propose", "transfer"):
+            _act(faults, rng, action, counter, report)
+    # A stable majority still waiting for its leader may not escape the check
+    # because the phase ended: wait for it (faults in place, none added).
+    faults.monitor.settle()
 
 
-def _act(cluster: Cluster, rng: random.Random, action: str, counter: int,
+def _act(faults: _Faults, rng: random.Random, action: str, counter: int,
          report: SeedReport) -> None:
+    cluster = faults.cluster
     voters = cluster.voters
     down = [i for i in cluster.ids if not cluster.is_up(i)]
     if action == "propose":
@@ -219,12 +347,58 @@ def _act(cluster: Cluster, rng: random.Random, action: str, counter: int,
         cluster.fault_counts["hold_rule"] += 1
     elif action == "release":
         cluster.release()
+    elif len(cluster.ids) > 1:
+        _act_on_links(faults, rng, action)
 
 
-def _liveness_phase(cluster: Cluster, rng: random.Random, report: SeedReport,
+def _act_on_links(faults: _Faults, rng: random.Random, action: str) -> None:
+    cluster = faults.cluster
+    ids = cluster.ids
+    if action == "cut":
+        shape = rng.random()
+        if shape < 0.4:
+            src, dst = rng.sample(ids, 2)
+            cluster.cut(src, dst)
+        elif shape < 0.7:
+            cluster.cut_both(*rng.sample(ids, 2))
+        else:
+            # A partial partition: one node loses some peers but keeps the others.
+            node = rng.choice(ids)
+            peers = [i for i in ids if i != node]
+            for peer in rng.sample(peers, rng.randint(1, max(1, len(peers) - 1))):
+                cluster.cut_both(node, peer)
+    elif action == "restore":
+        blocked = [(a, b) for a in ids for b in ids if a != b and not cluster.link_open(a, b)]
+        if blocked:
+            src, dst = rng.choice(blocked)
+            if rng.random() < 0.5:
+                cluster.restore_both(src, dst)
+            else:
+                cluster.restore(src, dst)
+    elif action == "flap":
+        src, dst = rng.sample(ids, 2)
+        faults.flap(rng, src, dst, both=rng.random() < 0.5)
+    elif action == "pause":
+        running = [i for i in ids if cluster.is_up(i) and not cluster.is_paused(i)]
+        if running:
+            leader = cluster.leader()
+            victim = (leader if leader is not None and leader in running
+                      and rng.random() < 0.5 else rng.choice(running))
+            timeout = cluster.config.election_timeout_max
+            duration = rng.choice([rng.uniform(0.01, 0.1), rng.uniform(0.1, timeout),
+                                   rng.uniform(timeout, 4 * timeout)])
+            faults.pause(victim, duration)
+    elif action == "clock_jump":
+        timeout = cluster.config.election_timeout_max
+        cluster.jump_clock(rng.choice(ids), rng.choice([rng.uniform(0.001, 0.05),
+                                                        rng.uniform(0.05, 2 * timeout),
+                                                        rng.uniform(1.0, 30.0)]))
+
+
+def _liveness_phase(faults: _Faults, rng: random.Random, report: SeedReport,
                     bound: float) -> None:
-    cluster.heal()
-    cluster.release()
+    cluster = faults.cluster
+    faults.stop()
     net = cluster.network
     cluster.set_network(NetworkConfig(delay_min=net.delay_min, delay_max=net.delay_max,
                                       disk_min=net.disk_min, disk_max=net.disk_max))
@@ -232,8 +406,8 @@ def _liveness_phase(cluster: Cluster, rng: random.Random, report: SeedReport,
         if not cluster.is_up(node_id):
             cluster.restart(node_id)
     start = cluster.now
-    # A transfer pending from the safety phase must end within its timeout (doubled
-    # once the target campaigns, while the old leader waits to hear who won).
+    # A transfer pending from the safety phase ends within its bound; with the
+    # network healed, far sooner (the old leader hears who won, or its fence commits).
     if not cluster.run_until(lambda: all(t.done for t in cluster.transfers),
                              MAX_TRANSFER_TIMEOUTS * cluster.config.transfer_deadline + 0.001):
         raise LivenessFailure("a leadership transfer did not end within its timeout")

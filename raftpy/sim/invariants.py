@@ -2,14 +2,60 @@
 
 Each log entry gets a *chain* value: a hash of its term, its data and the chain
 of the entry before it. Two logs agree up to index ``i`` exactly when their
-chains at ``i`` are equal, so every property below costs O(1) per entry:
+chains at ``i`` are equal, so every property below costs O(1) per entry.
+
+The checker keeps, per node, its in-memory log (``memory``), its disk log
+(``disk``), its persisted HardState and every vote it ever persisted, and
+enforces:
+
+Cluster-wide safety (Raft Figure 3.2):
 
 * election safety: at most one leader per term;
 * log matching: entries with the same index and term have the same chain;
 * leader completeness: a new leader holds every entry committed in an earlier term;
-* state machine safety: no two nodes apply different entries at one index;
+* state machine safety: no two nodes apply different entries at one index, and
+  the cluster's commit index grows one entry at a time (no gap);
 * durability: every committed entry is persisted on a majority, always (so no
-  crash can lose it).
+  crash can lose it), checked whenever something commits or a disk log is cut.
+
+Per node, on every Ready, persist, compaction, restore and restart:
+
+* a node commits only entries it holds; a snapshot (received, taken or
+  restored) covers only committed entries, and a restored state machine is
+  exactly the committed prefix;
+* entries handed out (in memory or on disk) follow the log they extend;
+* persisted HardState: the term never goes back, the vote never changes
+  within a term;
+* with no write in flight, a node never counts more entries as persisted than
+  its disk holds;
+* leader append-only (Raft §3.5): while a node leads, its new entries start
+  right after its last entry: it never cuts or rewrites its own log;
+* leader commit rule (Raft §3.6.2): a leader advances its commit index only to
+  an entry of its current term (earlier entries commit with it). This catches
+  commit-by-counting when it happens, before a Figure 8 schedule turns it into
+  a lost committed entry;
+* exactly-once, in-order apply: committed entries handed out start at the
+  node's applied index + 1 and are consecutive; a received snapshot moves the
+  applied index forward (never back); a restart resets it to the snapshot's index;
+* the node's commit index never moves back while it runs (reset on restart).
+
+Promises are durable when they leave (:meth:`InvariantChecker.on_send`, for
+every message the moment the simulator releases it to the network):
+
+* a granted real vote for candidate ``c`` in term ``T``: the voter has
+  persisted ``voted_for = c`` in term ``T``;
+* a real RequestVote of term ``T``: the candidate has persisted its vote for
+  itself in term ``T``;
+* a successful AppendEntriesResponse of term ``T`` acknowledging ``match_index``:
+  the persisted term is at least ``T`` and the disk log holds the acknowledged
+  entries: it reaches ``match_index`` and its chain there equals the node's
+  in-memory chain there when the acknowledgement was made (or a disk snapshot
+  covers ``match_index``);
+* AppendEntries, InstallSnapshot and TimeoutNow (a leader speaking for its
+  term ``T``): the persisted term is at least ``T``.
+
+Together these give "a node's persisted term is never below a term it acted
+on". Other messages carry no durable promise (see :meth:`InvariantChecker.on_send`).
 """
 
 from __future__ import annotations
@@ -17,7 +63,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from raftpy.messages import Entry
+from raftpy.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    InstallSnapshot,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
 from raftpy.ready import HardState, LeaderChanged, Ready
 
 
@@ -90,20 +145,47 @@ class InvariantChecker:
         self._top_committed_in: dict[int, int] = {}
         """term -> the highest index first reported committed by a node of that term."""
         self._hard: dict[int, HardState] = {n: HardState(0, None) for n in node_ids}
+        self._votes_cast: dict[int, dict[int, int]] = {n: {} for n in node_ids}
+        """node -> {term: candidate} for every vote the node ever persisted."""
+        self._pending_acks: dict[int, dict[int, tuple[Message, int | None]]] = {
+            n: {} for n in node_ids}
+        """node -> id(ack) -> (ack, in-memory chain at its match_index when made)."""
+        self.applied: dict[int, int] = dict.fromkeys(node_ids, 0)
+        """Each node's applied index, as seen from the entries it handed out."""
+        self._commit: dict[int, int] = dict.fromkeys(node_ids, 0)
 
     @property
     def commit_index(self) -> int:
         """The highest index known committed anywhere."""
         return len(self.committed) - 1
 
-    def on_ready(self, node_id: int, ready: Ready, term: int) -> list[Entry]:
-        """Check a Ready just drained from ``node_id``; returns newly committed entries."""
+    def on_ready(self, node_id: int, ready: Ready, term: int, *, is_leader: bool = False,
+                 commit_index: int | None = None) -> list[Entry]:
+        """Check a Ready just drained from ``node_id``; returns newly committed entries.
+
+        ``is_leader`` and ``commit_index`` are the node's role and commit index right
+        after the drain."""
         mem = self.memory[node_id]
+        if commit_index is not None:
+            if commit_index < self._commit[node_id]:
+                raise self._fail(f"node {node_id} moved its commit index back from "
+                                 f"{self._commit[node_id]} to {commit_index}")
+            self._commit[node_id] = commit_index
         if ready.snapshot is not None:
             meta = ready.snapshot[0]
             self._check_snapshot(node_id, meta.index)
             mem.reset_to_snapshot(meta.index, self.committed[meta.index])
+            if meta.index < self.applied[node_id]:
+                raise self._fail(f"node {node_id} restores a snapshot at {meta.index} after "
+                                 f"applying up to {self.applied[node_id]}: its state "
+                                 f"machine would go back")
+            self.applied[node_id] = meta.index
         if ready.entries:
+            if is_leader and ready.entries[0].index != mem.last_index + 1:
+                raise self._fail(
+                    f"leader append-only: leader {node_id} of term {term} hands out entries "
+                    f"from {ready.entries[0].index}, but its log ends at {mem.last_index}: "
+                    f"it cuts or rewrites its own entries")
             self._extend(node_id, mem, ready.entries)
             seen = self._seen
             for entry in ready.entries:
@@ -114,6 +196,17 @@ class InvariantChecker:
                     raise self._fail(
                         f"log matching: node {node_id} holds a different entry at index "
                         f"{entry.index}, term {entry.term} than another node")
+        self._note_acks(node_id, mem, ready.messages)
+        self._note_acks(node_id, mem, ready.messages_after_persist)
+        if ready.committed:
+            self._check_apply_order(node_id, ready.committed)
+            top = ready.committed[-1]
+            if is_leader and top.term != term:
+                # Raft §3.6.2: only entries of the current term are committed by
+                # counting; earlier ones commit with them (Figure 3.7).
+                raise self._fail(
+                    f"leader commit rule: leader {node_id} of term {term} advanced its "
+                    f"commit index to {top.index}, an entry of term {top.term}")
         new: list[Entry] = []
         for entry in ready.committed:
             held = mem.at(entry.index)
@@ -139,6 +232,95 @@ class InvariantChecker:
                 self._on_elected(node_id, event.term)
         return new
 
+    def _check_apply_order(self, node_id: int, committed: Sequence[Entry]) -> None:
+        expected = self.applied[node_id] + 1
+        for entry in committed:
+            if entry.index != expected:
+                raise self._fail(
+                    f"exactly-once apply: node {node_id} hands out committed entry "
+                    f"{entry.index} to apply, expected {expected} (applied up to "
+                    f"{self.applied[node_id]})")
+            expected += 1
+        self.applied[node_id] = expected - 1
+
+    def _note_acks(self, node_id: int, mem: _Chains, messages: Sequence[Message]) -> None:
+        """Remember what each successful acknowledgement in a Ready vouches for: the
+        node's in-memory chain at ``match_index`` now (the log may change before the
+        acknowledgement is released, after the fsync)."""
+        pending = self._pending_acks[node_id]
+        for msg in messages:
+            if type(msg) is AppendEntriesResponse and msg.success:
+                pending[id(msg)] = (msg, self._chain_at(mem, msg.match_index))
+
+    def _chain_at(self, chains: _Chains, index: int) -> int | None:
+        if index < chains.base and index < len(self.committed):
+            return self.committed[index]  # behind a snapshot, hence committed
+        return chains.at(index)
+
+    def on_send(self, node_id: int, msg: Message) -> None:
+        """``node_id`` releases ``msg`` to the network: what it promises must be durable.
+
+        Checked: granted real votes, real RequestVotes, successful
+        AppendEntriesResponses, and a leader's AppendEntries, InstallSnapshot and
+        TimeoutNow (see the module docstring). Not checked, and why that is safe:
+
+        * rejections (RequestVoteResponse not granted, AppendEntriesResponse not
+          successful) promise nothing; their term only tells a stale node to step
+          down. That term came from a node that holds it, or is the sender's own
+          candidacy, whose self-vote counts nowhere until durable (its RequestVote
+          waits for the fsync). If a crash makes the sender forget the term it
+          returns to an older one, and every vote it casts later is still one per
+          term, because each vote is itself made durable before it is sent.
+        * pre-vote requests and answers change nobody's term or vote (Raft §9.6):
+          a granted pre-vote echoes a term nobody adopted.
+        * InstallSnapshotResponse acknowledges chunks held in memory only; the
+          promise that a snapshot is installed is the successful
+          AppendEntriesResponse sent after it is persisted, which is checked.
+        """
+        kind = type(msg)
+        if kind is AppendEntries or kind is InstallSnapshot or kind is TimeoutNow:
+            self._check_term_durable(node_id, msg)
+        elif kind is AppendEntriesResponse:
+            assert isinstance(msg, AppendEntriesResponse)
+            if msg.success:
+                self._check_ack_durable(node_id, msg)
+        elif kind is RequestVoteResponse:
+            assert isinstance(msg, RequestVoteResponse)
+            if msg.vote_granted and not msg.pre_vote \
+                    and self._votes_cast[node_id].get(msg.term) != msg.dst:
+                raise self._fail(
+                    f"vote not durable: node {node_id} grants its vote to {msg.dst} in term "
+                    f"{msg.term}, but has persisted {self._hard[node_id]}")
+        elif kind is RequestVote:
+            assert isinstance(msg, RequestVote)
+            if not msg.pre_vote and self._votes_cast[node_id].get(msg.term) != node_id:
+                raise self._fail(
+                    f"vote not durable: node {node_id} asks for votes in term {msg.term}, "
+                    f"but has persisted {self._hard[node_id]}")
+
+    def _check_term_durable(self, node_id: int, msg: Message) -> None:
+        hard = self._hard[node_id]
+        if hard.term < msg.term:
+            raise self._fail(
+                f"term not durable: node {node_id} sends {type(msg).__name__} of term "
+                f"{msg.term} to {msg.dst}, but has persisted term {hard.term}")
+
+    def _check_ack_durable(self, node_id: int, msg: AppendEntriesResponse) -> None:
+        self._check_term_durable(node_id, msg)
+        index = msg.match_index
+        noted = self._pending_acks[node_id].pop(id(msg), None)
+        chain = noted[1] if noted is not None and noted[0] is msg \
+            else self._chain_at(self.memory[node_id], index)
+        disk = self.disk[node_id]
+        if index <= disk.base:
+            return  # covered by the node's durable snapshot
+        if chain is None or disk.at(index) != chain:
+            where = (f"its disk ends at {disk.last_index}" if index > disk.last_index
+                     else "its disk holds other entries there")
+            raise self._fail(
+                f"ack not durable: node {node_id} acknowledges entries up to {index} "
+                f"(term {msg.term}) to {msg.dst}, but {where}")
+
     def on_persist(self, node_id: int, ready: Ready) -> None:
         """``node_id`` made ``ready`` durable."""
         disk = self.disk[node_id]
@@ -154,6 +336,8 @@ class InvariantChecker:
                 raise self._fail(f"node {node_id} persisted {hard} after {old}: a term went "
                                  f"back or a vote changed within a term")
             self._hard[node_id] = hard
+            if hard.voted_for is not None:
+                self._votes_cast[node_id][hard.term] = hard.voted_for
         if ready.entries:
             truncated = ready.entries[0].index <= disk.last_index
             self._extend(node_id, disk, ready.entries)
@@ -197,6 +381,9 @@ class InvariantChecker:
         """``node_id`` restarted: its memory is exactly its disk again."""
         disk = self.disk[node_id]
         self.memory[node_id] = _Chains(disk.base, list(disk.values))
+        self._pending_acks[node_id] = {}  # acks of batches lost in the crash
+        self.applied[node_id] = disk.base
+        self._commit[node_id] = disk.base
 
     def _check_snapshot(self, node_id: int, index: int) -> None:
         if index > self.commit_index:
