@@ -58,6 +58,12 @@ class MembershipMixin(NodeState):
         return ConfigurationState(history.latest, index, index <= self.commit_index)
 
     @property
+    def uncommitted_configurations(self) -> int:
+        """How many configuration entries this node holds past its commit index (a
+        leader never holds more than one)."""
+        return self._configurations.uncommitted(self.commit_index)
+
+    @property
     def promotion_target(self) -> int | None:
         """The member this leader is catching up for promotion to voter, if any."""
         return self._promotion.member_id if self._promotion is not None else None

@@ -48,8 +48,8 @@ class LeaderMixin(NodeState):
             self._transfer_progress()
         if self._promotion is not None and self._promotion.member_id == peer:
             self._promotion_progress()
-        if pr.next_index <= self.log.last_index:
-            self._send_append(peer)
+        if peer in self.progress and pr.next_index <= self.log.last_index:
+            self._send_append(peer)  # (a failed promotion stops replicating to a spare)
 
     def _on_append_reject(self, peer: int, pr: Progress, msg: AppendEntriesResponse) -> None:
         if pr.state is ProgressState.REPLICATE and (

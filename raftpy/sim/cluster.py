@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from raftpy.config import Config
 from raftpy.errors import NotLeader
+from raftpy.membership import Configuration, ConfigurationState, MemberRole
 from raftpy.messages import Entry, EntryKind, InstallSnapshot, Message
 from raftpy.node import RaftNode
 from raftpy.ready import LeaderChanged, Ready, Role, SnapshotMeta, TransferEnded
@@ -24,6 +25,7 @@ from raftpy.sim.invariants import InvariantChecker, InvariantViolation
 from raftpy.sim.network import NetworkConfig
 from raftpy.sim.statemachine import decode_applied, encode_applied
 from raftpy.storage.base import Storage
+from raftpy.storage.bootstrap import bootstrap as bootstrap_storage
 from raftpy.storage.memory import MemoryStorage
 
 MessagePredicate = Callable[[Message], bool]
@@ -99,15 +101,18 @@ class Cluster:
         check_invariants: bool = True,
         snapshot_every: int | None = None,
         storage_factory: Callable[[int], Storage] | None = None,
+        bootstrap: bool = True,
     ) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one voter, got n={n}")
         self.seed = seed
         self.config = config if config is not None else Config()
         self.network = network if network is not None else NetworkConfig()
-        self.voters = tuple(range(1, n + 1))
-        self.learners = tuple(range(n + 1, n + learners + 1))
-        self.ids = self.voters + self.learners
+        self._initial_voters = tuple(range(1, n + 1))
+        self._initial_standbys = tuple(range(n + 1, n + learners + 1))
+        self.ids = self._initial_voters + self._initial_standbys
+        """Every node ever started here, removed ones included."""
+        self._committed_configuration: Configuration | None = None
         self.now = 0.0
         self.events = 0
         """How many events have been processed."""
@@ -121,6 +126,13 @@ class Cluster:
         self.storages: dict[int, Storage] = {
             i: storage_factory(i) if storage_factory is not None else MemoryStorage()
             for i in self.ids}
+        self.bootstrapped = bootstrap
+        """Whether the nodes' storage was bootstrapped (else: fixed member lists)."""
+        if bootstrap:
+            first = Configuration.voters_only(self._initial_voters, self._initial_standbys,
+                                              {i: f"sim:{i}" for i in self.ids})
+            for storage in self.storages.values():
+                bootstrap_storage(storage, first)
         self.snapshots: dict[int, tuple[SnapshotMeta, bytes] | None] = dict.fromkeys(self.ids)
         """Each node's latest durable snapshot (what it sends to lagging followers)."""
         self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
@@ -151,12 +163,35 @@ class Cluster:
         self._committed_terms: list[int] = [0]
         self._trace_crc = 0
         self.checker: InvariantChecker | None = (
-            InvariantChecker(self.ids, self.voters, self._violation) if check_invariants else None
+            InvariantChecker(self.ids, self._initial_voters, self._violation)
+            if check_invariants else None
         )
+        if self.checker is not None and bootstrap:
+            for node_id in self.ids:
+                state, _ = self.storages[node_id].load()
+                self.checker.on_bootstrap(node_id, state.hard_state, state.entries)
         for node_id in self.ids:
             self._start(node_id)
 
     # ------------------------------------------------------------------ queries
+
+    @property
+    def voters(self) -> tuple[int, ...]:
+        """The voters of the latest committed configuration (the initial ones until
+        a change commits)."""
+        conf = self._committed_configuration
+        return tuple(sorted(conf.voters)) if conf is not None else self._initial_voters
+
+    @property
+    def learners(self) -> tuple[int, ...]:
+        """The standbys (replicated non-voters) of the latest committed configuration."""
+        conf = self._committed_configuration
+        return tuple(sorted(conf.standbys)) if conf is not None else self._initial_standbys
+
+    def configuration(self, node_id: int) -> ConfigurationState:
+        """The configuration in force on live ``node_id`` (its index, and whether it
+        knows it committed)."""
+        return self.node(node_id).configuration
 
     def node(self, node_id: int) -> RaftNode:
         """The live node ``node_id`` (raises ``KeyError`` if it is crashed)."""
@@ -241,6 +276,62 @@ class Cluster:
         self._note(f"transfer requested: {leader} -> {chosen}")
         self._after(leader)
         return transfer
+
+    # ------------------------------------------------------------------ membership
+
+    def add_node(self, node_id: int | None = None, role: MemberRole = MemberRole.SPARE) -> int:
+        """Start a fresh node (empty storage: it waits to be contacted) and have the
+        leader add it with ``role`` (a voter is caught up first). Returns its id;
+        raises what :meth:`raftpy.RaftNode.add_member` raises (``NotLeader``...),
+        in which case the fresh node keeps running, unknown to the cluster."""
+        leader = self._leader_for_call()
+        new_id = node_id if node_id is not None else max(self.ids) + 1
+        if new_id in self._nodes:
+            raise ValueError(f"node {new_id} exists already")
+        self.ids = (*self.ids, new_id)
+        self.storages[new_id] = (self._storage_factory(new_id)
+                                 if self._storage_factory is not None else MemoryStorage())
+        self.snapshots[new_id] = None
+        self.applied[new_id] = []
+        self._clock_offset[new_id] = 0.0
+        self._clock_floor[new_id] = 0.0
+        self._nodes[new_id] = None
+        self._epoch[new_id] = 0
+        self._timer_at[new_id] = _INF
+        self._timer_gen[new_id] = 0
+        self._disk_busy_until[new_id] = 0.0
+        self._disk_pending[new_id] = 0
+        if self.checker is not None:
+            self.checker.add_node(new_id)
+        self._start(new_id)
+        self.fault_counts["member_add"] += 1
+        self._note(f"start node {new_id}; add it as {role.name.lower()}")
+        self.node(leader).add_member(new_id, f"sim:{new_id}", role, now=self.clock_of(leader))
+        self._after(leader)
+        return new_id
+
+    def assign_role(self, node_id: int, role: MemberRole) -> None:
+        """Have the leader give ``node_id`` another role (a voter is caught up first)."""
+        leader = self._leader_for_call()
+        self.node(leader).assign_role(node_id, role, now=self.clock_of(leader))
+        self.fault_counts[f"member_{role.name.lower()}"] += 1
+        self._note(f"assign {node_id} the role {role.name.lower()}")
+        self._after(leader)
+
+    def remove_node(self, node_id: int) -> None:
+        """Have the leader remove ``node_id``; the node itself keeps running (crash it
+        to stop it), as a decommissioned process might."""
+        leader = self._leader_for_call()
+        self.node(leader).remove_member(node_id, now=self.clock_of(leader))
+        self.fault_counts["member_remove"] += 1
+        self._note(f"remove {node_id}")
+        self._after(leader)
+
+    def _leader_for_call(self) -> int:
+        leader = self.leader()
+        if leader is None or leader in self._paused:
+            raise NotLeader(leader or 0, None)
+        return leader
 
     def at(self, delay: float, action: Callable[[], None]) -> None:
         """Run ``action`` ``delay`` virtual seconds from now, as an event."""
@@ -485,8 +576,10 @@ class Cluster:
         self.snapshots[node_id] = (
             (state.snapshot, snapshot) if state.snapshot is not None and snapshot is not None
             else None)
+        fixed = None if self.bootstrapped else Configuration.voters_only(
+            self._initial_voters, self._initial_standbys)
         node = RaftNode(
-            node_id, self.voters, learners=self.learners, config=self.config, state=state,
+            node_id, configuration=fixed, config=self.config, state=state,
             rng=random.Random(self.rng.getrandbits(64)), now=self.clock_of(node_id),
             trace=self.trace.append if self.record_trace else None)
         node.set_snapshot_source(self._snapshot_source(node_id))
@@ -583,12 +676,15 @@ class Cluster:
         if self.checker is not None:
             self.checker.on_ready(node_id, ready, node.current_term,
                                   is_leader=node.role is Role.LEADER,
-                                  commit_index=node.commit_index)
+                                  commit_index=node.commit_index, voters=node.voters,
+                                  uncommitted_configurations=node.uncommitted_configurations)
         terms = self._committed_terms
         for entry in ready.committed:
             if entry.index == len(terms):
                 terms.append(entry.term)
                 self._resolve_proposals(entry)
+                if entry.kind is EntryKind.CONFIGURATION:
+                    self._committed_configuration = Configuration.decode(entry.data)
         for msg in ready.messages:
             if self.checker is not None:
                 self.checker.on_send(node_id, msg)
@@ -602,6 +698,12 @@ class Cluster:
                                            event.reason)
             elif isinstance(event, LeaderChanged) and event.leader_id == node_id:
                 self._note(f"{node_id} is leader of term {event.term}")
+                if self.checker is not None:
+                    mine = (node_id, node.current_term, node.voters)
+                    for other in self.live_nodes():
+                        if other.role is Role.LEADER and other.id != node_id:
+                            self.checker.check_leaders_overlap(
+                                mine, (other.id, other.current_term, other.voters))
         if ready.must_persist() or self._disk_pending[node_id]:
             # Batches reach the disk in order; an empty batch still waits its turn so
             # that its acknowledgements never overtake an earlier fsync.
@@ -644,9 +746,7 @@ class Cluster:
         if applied - last < self.snapshot_every or applied > node.log.persisted_index \
                 or self._disk_pending[node_id]:
             return  # only snapshot what is durable and applied, with no batch in flight
-        term = node.log.term_at(applied)
-        assert term is not None
-        snapshot = (SnapshotMeta(applied, term), self._snapshot_bytes(node_id, applied))
+        snapshot = (node.snapshot_meta(applied), self._snapshot_bytes(node_id, applied))
         self.storages[node_id].compact(*snapshot)
         self.snapshots[node_id] = snapshot
         keep_from = max(applied - self.config.snapshot_trailing, node.log.snapshot_index)

@@ -39,6 +39,20 @@ Per node, on every Ready, persist, compaction, restore and restart:
   applied index forward (never back); a restart resets it to the snapshot's index;
 * the node's commit index never moves back while it runs (reset on restart).
 
+Membership (Raft chapter 4), with configurations read from the entries
+themselves:
+
+* durability above is measured against the voters of the latest *committed*
+  configuration (a configuration entry commits with the entries after it);
+* a leader never counts a non-voter: whatever it commits is on a majority of the
+  voters of the configuration in force on it, and it was elected by votes
+  (durably) granted by a majority of those voters;
+* at most one uncommitted configuration entry in any leader's log;
+* two leaders alive at once (of different terms) have configurations whose
+  majorities overlap;
+* committed configurations form one history on every node: they are log entries,
+  so state machine safety covers them.
+
 Promises are durable when they leave (:meth:`InvariantChecker.on_send`, for
 every message the moment the simulator releases it to the network):
 
@@ -60,13 +74,15 @@ on". Other messages carry no durable promise (see :meth:`InvariantChecker.on_sen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from raftpy.membership import Configuration
 from raftpy.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
+    EntryKind,
     InstallSnapshot,
     Message,
     RequestVote,
@@ -139,20 +155,40 @@ class InvariantChecker:
         self._fail = fail
         self.leaders: dict[int, int] = {}
         self._seen: dict[tuple[int, int], int] = {}
-        self.memory: dict[int, _Chains] = {n: _Chains() for n in node_ids}
-        self.disk: dict[int, _Chains] = {n: _Chains() for n in node_ids}
+        self.memory: dict[int, _Chains] = {}
+        self.disk: dict[int, _Chains] = {}
         self.committed: list[int] = [0]
         self._top_committed_in: dict[int, int] = {}
         """term -> the highest index first reported committed by a node of that term."""
-        self._hard: dict[int, HardState] = {n: HardState(0, None) for n in node_ids}
-        self._votes_cast: dict[int, dict[int, int]] = {n: {} for n in node_ids}
+        self._hard: dict[int, HardState] = {}
+        self._votes_cast: dict[int, dict[int, int]] = {}
         """node -> {term: candidate} for every vote the node ever persisted."""
-        self._pending_acks: dict[int, dict[int, tuple[Message, int | None]]] = {
-            n: {} for n in node_ids}
+        self._pending_acks: dict[int, dict[int, tuple[Message, int | None]]] = {}
         """node -> id(ack) -> (ack, in-memory chain at its match_index when made)."""
-        self.applied: dict[int, int] = dict.fromkeys(node_ids, 0)
+        self.applied: dict[int, int] = {}
         """Each node's applied index, as seen from the entries it handed out."""
-        self._commit: dict[int, int] = dict.fromkeys(node_ids, 0)
+        self._commit: dict[int, int] = {}
+        self._grants: dict[tuple[int, int], set[int]] = {}
+        """(term, candidate) -> the voters that released a vote for it."""
+        self.committed_configuration: Configuration | None = None
+        """The latest configuration seen committed (None: still the initial voters)."""
+        for node_id in node_ids:
+            self.add_node(node_id)
+
+    def add_node(self, node_id: int) -> None:
+        """A node joins the simulation with empty storage."""
+        self.memory[node_id] = _Chains()
+        self.disk[node_id] = _Chains()
+        self._hard[node_id] = HardState(0, None)
+        self._votes_cast[node_id] = {}
+        self._pending_acks[node_id] = {}
+        self.applied[node_id] = 0
+        self._commit[node_id] = 0
+
+    def on_bootstrap(self, node_id: int, hard_state: HardState, entries: Sequence[Entry]) -> None:
+        """``node_id``'s storage was bootstrapped before it started."""
+        self.on_persist(node_id, Ready(hard_state=hard_state, entries=list(entries)))
+        self.on_restart(node_id)
 
     @property
     def commit_index(self) -> int:
@@ -160,12 +196,17 @@ class InvariantChecker:
         return len(self.committed) - 1
 
     def on_ready(self, node_id: int, ready: Ready, term: int, *, is_leader: bool = False,
-                 commit_index: int | None = None) -> list[Entry]:
+                 commit_index: int | None = None, voters: frozenset[int] | None = None,
+                 uncommitted_configurations: int = 0) -> list[Entry]:
         """Check a Ready just drained from ``node_id``; returns newly committed entries.
 
-        ``is_leader`` and ``commit_index`` are the node's role and commit index right
-        after the drain."""
+        ``is_leader``, ``commit_index``, ``voters`` (of the configuration in force)
+        and ``uncommitted_configurations`` (configuration entries in its log past
+        its commit index) describe the node right after the drain."""
         mem = self.memory[node_id]
+        if is_leader and uncommitted_configurations > 1:
+            raise self._fail(f"one change at a time: leader {node_id} of term {term} holds "
+                             f"{uncommitted_configurations} uncommitted configurations")
         if commit_index is not None:
             if commit_index < self._commit[node_id]:
                 raise self._fail(f"node {node_id} moved its commit index back from "
@@ -223,14 +264,35 @@ class InvariantChecker:
                 if self._top_committed_in.get(term, 0) < entry.index:
                     self._top_committed_in[term] = entry.index
                 new.append(entry)
+                if entry.kind is EntryKind.CONFIGURATION:
+                    self._use_committed(Configuration.decode(entry.data))
             else:
                 raise self._fail(f"node {node_id} committed index {entry.index} out of order")
         if new:
             self._check_durable(f"newly committed by node {node_id}")
+            if is_leader and voters is not None:
+                self._check_durable(f"committed by leader {node_id} counting its voters "
+                                    f"{sorted(voters)}", voters)
         for event in ready.events:
             if isinstance(event, LeaderChanged) and event.leader_id == node_id:
-                self._on_elected(node_id, event.term)
+                self._on_elected(node_id, event.term, voters)
         return new
+
+    def _use_committed(self, configuration: Configuration) -> None:
+        self.committed_configuration = configuration
+        self._voters = tuple(sorted(configuration.voters))
+        self._quorum = len(self._voters) // 2 + 1
+
+    def check_leaders_overlap(self, first: tuple[int, int, frozenset[int]],
+                              second: tuple[int, int, frozenset[int]]) -> None:
+        """Two nodes lead at once, ``(id, term, voters)`` each: any majority of one's
+        voters must meet any majority of the other's (single-server changes keep
+        that true), or both could commit conflicting entries."""
+        (a, ta, va), (b, tb, vb) = first, second
+        if len(va) // 2 + 1 + len(vb) // 2 + 1 <= len(va | vb):
+            raise self._fail(f"leaders {a} (term {ta}, voters {sorted(va)}) and {b} (term "
+                             f"{tb}, voters {sorted(vb)}) have majorities that need not "
+                             f"overlap")
 
     def _check_apply_order(self, node_id: int, committed: Sequence[Entry]) -> None:
         expected = self.applied[node_id] + 1
@@ -291,6 +353,8 @@ class InvariantChecker:
                 raise self._fail(
                     f"vote not durable: node {node_id} grants its vote to {msg.dst} in term "
                     f"{msg.term}, but has persisted {self._hard[node_id]}")
+            if msg.vote_granted and not msg.pre_vote:
+                self._grants.setdefault((msg.term, msg.dst), set()).add(node_id)
         elif kind is RequestVote:
             assert isinstance(msg, RequestVote)
             if not msg.pre_vote and self._votes_cast[node_id].get(msg.term) != node_id:
@@ -390,10 +454,20 @@ class InvariantChecker:
             raise self._fail(f"node {node_id} has a snapshot at {index}, beyond the commit "
                              f"index {self.commit_index}")
 
-    def _on_elected(self, node_id: int, term: int) -> None:
+    def _on_elected(self, node_id: int, term: int, voters: frozenset[int] | None = None) -> None:
         other = self.leaders.setdefault(term, node_id)
         if other != node_id:
             raise self._fail(f"election safety: nodes {other} and {node_id} both lead term {term}")
+        if voters is not None:
+            # Only voters of its configuration count, itself included by its durable
+            # vote for itself (a leader never counts a standby's or a stranger's vote).
+            granted = self._grants.get((term, node_id), set()) & voters
+            if node_id in voters and self._votes_cast[node_id].get(term) == node_id:
+                granted.add(node_id)
+            if len(granted) < len(voters) // 2 + 1:
+                raise self._fail(f"node {node_id} leads term {term} with votes from "
+                                 f"{sorted(granted)}, not a majority of its voters "
+                                 f"{sorted(voters)}")
         # Raft §3.6.3: entries committed in earlier terms. A leader of an older term
         # may still win late, with votes cast before a newer term committed more;
         # it can never commit anything itself, so it need not hold those.
@@ -405,15 +479,16 @@ class InvariantChecker:
                 f"leader completeness: new leader {node_id} of term {term} lacks committed "
                 f"entry {top}")
 
-    def _check_durable(self, when: str) -> None:
+    def _check_durable(self, when: str, voters: Iterable[int] | None = None) -> None:
         top = self.commit_index
         want = self.committed[top]
         holders = 0
-        for voter in self._voters:
-            d = self.disk[voter]
-            if d.base > top or d.at(top) == want:
+        among = tuple(voters) if voters is not None else self._voters
+        for voter in among:
+            d = self.disk.get(voter)
+            if d is not None and (d.base > top or d.at(top) == want):
                 holders += 1
-        if holders < self._quorum:
+        if holders < len(among) // 2 + 1:
             raise self._fail(
                 f"durability: committed entry {top} is persisted on {holders} nodes, fewer "
                 f"than a majority ({when})")

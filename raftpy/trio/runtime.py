@@ -694,7 +694,8 @@ class Node:
         term = raft.log.term_at(applied)
         if term is None:
             return
-        job = _Compaction(SnapshotMeta(applied, term), self._sm.snapshot())
+        # The snapshot records the configuration in force at ``applied`` too.
+        job = _Compaction(raft.snapshot_meta(applied), self._sm.snapshot())
         if self._inline_io and not self._disk_pending:
             self._storage.compact(job.meta, job.data)
             self._compacted(job)
