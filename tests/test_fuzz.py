@@ -14,6 +14,7 @@ from raftpy.sim import Cluster, InvariantViolation
 from raftpy.sim.figure8 import run_figure8
 from raftpy.sim.fuzz import FaultPlan, LivenessFailure, run_seed
 from raftpy.sim.liveness import LivenessMonitor, stable_majorities
+from raftpy.sim.stale_suffix import run_stale_suffix
 
 SEEDS = 300  # about as long as 400 seeds took before pauses, cuts and Figure 8
 
@@ -34,7 +35,7 @@ def test_hundreds_of_seeds_keep_every_invariant_and_recover() -> None:
     for kind in ("drop", "duplicate", "reorder", "partition", "crash", "restart", "hold",
                  "snapshot", "install_snapshot", "action_transfer", "action_propose",
                  "cut_one_way", "cut_link", "flap", "pause", "resume", "to_paused",
-                 "clock_jump", "calm", "figure8_done"):
+                 "clock_jump", "calm", "figure8_done", "stale_suffix_done"):
         assert faults[kind] > 0, kind
     assert windows > SEEDS  # stable majorities were watched, and each got its leader
     assert transfers_ok > SEEDS  # at least the liveness-phase transfer of every seed
@@ -168,3 +169,64 @@ def test_figure8_scenario_catches_commit_by_counting_old_terms(
     cluster, rng = _figure8_cluster(seed)
     with pytest.raises(InvariantViolation):
         run_figure8(cluster, rng)
+
+
+# ---------------------------------------------------------------- stale suffix
+
+
+def _stale_suffix_cluster(seed: int) -> tuple[Cluster, random.Random]:
+    rng = random.Random(seed)
+    plan = FaultPlan.draw(random.Random(seed * 7919 + 17))
+    assert plan.stale_suffix
+    cluster = Cluster(plan.nodes, seed=seed, config=plan.config, network=plan.network,
+                      snapshot_every=plan.snapshot_every)
+    return cluster, rng
+
+
+def _trust_leader_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The follower caps its commit index by its own last index, not by the last
+    # entry this AppendEntries verified (Raft Figure 3.1).
+    original = RaftNode._ack
+
+    def ack(self: RaftNode, leader: int, match_index: int, leader_commit: int,
+            last_new: int) -> None:
+        original(self, leader, match_index, leader_commit,
+                 max(last_new, min(leader_commit, self.log.last_index)))
+
+    monkeypatch.setattr(RaftNode, "_ack", ack)
+
+
+@pytest.mark.parametrize("seed", [2, 5, 17, 20])  # five, three, five and three voters
+def test_stale_suffix_scenario_plays_through_on_a_correct_core(seed: int) -> None:
+    cluster, rng = _stale_suffix_cluster(seed)
+    every = cluster.snapshot_every
+    assert every is not None
+    assert run_stale_suffix(cluster, rng) is True
+    # The follower installed the leader's snapshot at E, kept its stale entries after
+    # it, and committed nothing past E; the leader committed other entries there.
+    leader = cluster.leader()
+    assert leader is not None and all(cluster.is_up(i) for i in cluster.ids)
+    log = cluster.node(leader).log
+    assert log.snapshot_index == every and cluster.node(leader).commit_index > every
+    leader_term = log.term_at(every + 1)
+    assert leader_term is not None
+    [follower] = [n for n in cluster.live_nodes() if n.log.term_at(every + 1) not in (
+        None, leader_term)]
+    stale_term = follower.log.term_at(every + 1)
+    assert stale_term is not None and stale_term < leader_term
+    assert follower.log.snapshot_index == follower.commit_index == every
+
+    def converged() -> bool:
+        return all(n.log.last_index == log.last_index == n.applied_index
+                   and n.log.last_term == log.last_term for n in cluster.live_nodes())
+
+    assert cluster.run_until(converged, 1.0)  # healed, it takes the leader's entries
+
+
+@pytest.mark.parametrize("seed", [2, 5, 17, 20])
+def test_stale_suffix_scenario_catches_a_commit_past_what_was_verified(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    _trust_leader_commit(monkeypatch)
+    cluster, rng = _stale_suffix_cluster(seed)
+    with pytest.raises(InvariantViolation, match="state machine safety"):
+        run_stale_suffix(cluster, rng)

@@ -4,7 +4,8 @@ A run has a **safety phase**, where proposals, transfers, crashes, restarts,
 partitions, one-way and partial cuts, flapping links, paused processes, clock
 jumps, held messages, drops, duplicates and reordering are thrown at the
 cluster while the invariant checker watches every event (one seed in eight
-first plays a randomised Figure 8, :mod:`raftpy.sim.figure8`). Throughout it,
+first plays a randomised Figure 8, :mod:`raftpy.sim.figure8`, and one in ten a
+follower's stale suffix, :mod:`raftpy.sim.stale_suffix`). Throughout it,
 a :class:`~raftpy.sim.liveness.LivenessMonitor` asks every stable majority to
 get a committing leader within ``WINDOW_TIMEOUTS`` election timeouts. Then
 comes a **liveness phase**, where every fault stops and the cluster must elect
@@ -36,6 +37,7 @@ from raftpy.sim.figure8 import run_figure8
 from raftpy.sim.invariants import InvariantViolation
 from raftpy.sim.liveness import LivenessFailure, LivenessMonitor
 from raftpy.sim.network import NetworkConfig
+from raftpy.sim.stale_suffix import run_stale_suffix
 from raftpy.storage.memory import MemoryStorage
 from raftpy.transfer import MAX_TRANSFER_TIMEOUTS
 
@@ -58,6 +60,8 @@ class FaultPlan:
     """Replication knobs drawn too: tiny batches and windows reach rare interleavings."""
     figure8: bool = False
     """Play the randomised Figure 8 scenario (:mod:`raftpy.sim.figure8`) first."""
+    stale_suffix: bool = False
+    """Play the randomised stale suffix scenario (:mod:`raftpy.sim.stale_suffix`) first."""
 
     @classmethod
     def draw(cls, rng: random.Random) -> FaultPlan:
@@ -101,15 +105,25 @@ class FaultPlan:
             ("calm", rng.choice([0.0, 0.3, 1.0])),
         )
         check_quorum = rng.random() < 0.85
-        figure8 = rng.random() < 1 / 8
-        if figure8:
-            # Five voters, no loss, one entry per message: every stage can happen.
-            nodes, learners, max_entries = 5, 0, 1
+        # One draw picks the scenario, so the seeds that play none keep their plans.
+        scenario = rng.random()
+        figure8 = scenario < 1 / 8
+        stale_suffix = 1 / 8 <= scenario < 1 / 8 + 1 / 10
+        if figure8 or stale_suffix:
             network = NetworkConfig(
                 delay_min=network.delay_min, delay_max=network.delay_max,
                 duplicate=network.duplicate, reorder=network.reorder,
                 reorder_delay=network.reorder_delay, disk_min=network.disk_min,
                 disk_max=network.disk_max)
+        if figure8:
+            # Five voters, no loss, one entry per message: every stage can happen.
+            nodes, learners, max_entries = 5, 0, 1
+        elif stale_suffix:
+            # No loss, one entry per message, snapshots every few entries with none
+            # kept behind them, and a window that lets the stale entries leave together.
+            nodes, learners, max_entries, trailing = rng.choice([3, 5]), 0, 1, 0
+            snapshot_every = rng.randint(4, 8)
+            max_inflight = max(max_inflight, 4)
         config = Config(
             pre_vote=pre_vote,
             check_quorum=check_quorum,
@@ -127,6 +141,7 @@ class FaultPlan:
             weights=weights,
             snapshot_every=snapshot_every,
             figure8=figure8,
+            stale_suffix=stale_suffix,
         )
 
 
@@ -189,6 +204,8 @@ def run_seed(seed: int, *, safety_time: float = 5.0, liveness_bound: float = 10.
     try:
         if plan.figure8:
             run_figure8(cluster, rng)
+        elif plan.stale_suffix:
+            run_stale_suffix(cluster, rng)
         _safety_phase(faults, rng, plan, report, safety_time)
         _liveness_phase(faults, rng, report, liveness_bound)
     except (InvariantViolation, LivenessFailure) as exc:
