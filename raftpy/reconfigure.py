@@ -63,6 +63,10 @@ class MembershipMixin(NodeState):
         leader never holds more than one)."""
         return self._configurations.uncommitted(self.commit_index)
 
+    def configurations_after(self, index: int) -> int:
+        """How many configuration entries this node holds past log ``index``."""
+        return self._configurations.uncommitted(index)
+
     @property
     def promotion_target(self) -> int | None:
         """The member this leader is catching up for promotion to voter, if any."""
@@ -283,8 +287,10 @@ class MembershipMixin(NodeState):
         history = self._configurations
         state = (history.latest_index, history.latest_index <= self.commit_index,
                  history.latest)
-        if state != self._configuration_reported:
-            self._configuration_reported = state
+        changed = state != self._configuration_reported  # by value
+        # Keep the object itself: the cheap check in has_ready() compares identity.
+        self._configuration_reported = state
+        if changed:
             self._events.append(ConfigurationChanged(state[2], state[0], state[1]))
 
     def _leader_commit_advanced(self) -> None:

@@ -72,7 +72,7 @@ class Writer:
 
 
 def test_grow_from_three_to_five_under_writes() -> None:
-    cluster, leader = settled()
+    cluster, _leader = settled()
     writer = Writer(cluster)
     for new in (4, 5):
         cluster.add_node(new, P)
@@ -165,7 +165,7 @@ def test_a_restarted_node_follows_its_log_not_its_flags() -> None:
     # The split brain of the issue: node 3 restarted "with no peers". In the
     # simulator its flags are the fixed voters passed to RaftNode; its log says
     # {1, 2, 3}, so it cannot lead a one-node cluster of its own.
-    cluster, leader = settled(n=3)
+    cluster, leader = settled(n=3, bootstrap=True)
     victim = next(i for i in cluster.voters if i != leader)
     cluster.crash(victim)
     state, _ = cluster.storages[victim].load()
@@ -230,7 +230,7 @@ def test_one_catch_up_round_that_takes_too_long_fails_the_promotion() -> None:
 
 
 def test_a_spare_gets_nothing_and_a_standby_gets_the_log_and_snapshots() -> None:
-    cluster, leader = settled(snapshot_every=20, config=Config(snapshot_trailing=0))
+    cluster, _leader = settled(snapshot_every=20, config=Config(snapshot_trailing=0))
     spare = cluster.add_node(role=P)
     for i in range(60):
         cluster.propose(b"c%d" % i)
@@ -243,3 +243,21 @@ def test_a_spare_gets_nothing_and_a_standby_gets_the_log_and_snapshots() -> None
     assert cluster.node(spare).voters == {1, 2, 3} and not cluster.node(spare).is_voter
     assert cluster.fault_counts["install_snapshot"] >= 1
     assert InstallSnapshot  # the catch-up above went through a snapshot
+
+
+def test_a_bootstrapped_cluster_takes_its_members_from_storage_and_grows() -> None:
+    cluster, leader = settled(n=3, bootstrap=True)
+    node = cluster.node(leader)
+    # The bootstrap entry is index 1 of term 1; the first election is for term 2.
+    assert node.log.entry(1).kind is EntryKind.CONFIGURATION
+    assert node.current_term >= 2 and node.configuration.committed
+    assert node.configuration.configuration.describe() == "1:voter 2:voter 3:voter"
+    cluster.add_node(4, S)
+    assert cluster.run_until(lambda: committed_everywhere(cluster), 1.0)
+    cluster.assign_role(4, V)
+    assert cluster.run_until(lambda: promoted(cluster, 4), 2.0)
+    assert cluster.voters == (1, 2, 3, 4)
+    # A restart rebuilds membership from the disk alone.
+    cluster.crash(4)
+    cluster.restart(4)
+    assert cluster.node(4).voters == {1, 2, 3, 4}

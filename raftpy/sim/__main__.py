@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--seed", type=int, help="replay one seed and print its trace tail")
     group.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
     parser.add_argument("--start", type=int, default=0, help="first seed of the soak")
+    parser.add_argument("--membership", action="store_true",
+                        help="plans also draw membership changes (add, promote, demote, "
+                             "remove, replace)")
     parser.add_argument("--safety-time", type=float, default=5.0,
                         help="virtual seconds of faults per seed")
     parser.add_argument("--trace-lines", type=int, default=60,
@@ -24,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.seed is not None:
-        report = run_seed(args.seed, safety_time=args.safety_time, record_trace=True)
+        report = run_seed(args.seed, safety_time=args.safety_time, record_trace=True,
+                          membership=args.membership)
         print("\n".join(trace_of(args.seed)[-args.trace_lines:]))
         print(f"\nseed {report.seed}: {report.plan}")
         print(f"events {report.events}, trace hash {report.trace_hash:08x}, "
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     events = proposals = committed = transfers = transfers_ok = windows = 0
     worst = (0.0, -1, 0.0)  # wait, seed, window start
     for seed in range(args.start, args.start + args.seeds):
-        report = run_seed(seed, safety_time=args.safety_time)
+        report = run_seed(seed, safety_time=args.safety_time, membership=args.membership)
         faults.update(report.faults)
         events += report.events
         proposals += report.proposals

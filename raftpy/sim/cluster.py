@@ -101,7 +101,7 @@ class Cluster:
         check_invariants: bool = True,
         snapshot_every: int | None = None,
         storage_factory: Callable[[int], Storage] | None = None,
-        bootstrap: bool = True,
+        bootstrap: bool = False,
     ) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one voter, got n={n}")
@@ -677,7 +677,8 @@ class Cluster:
             self.checker.on_ready(node_id, ready, node.current_term,
                                   is_leader=node.role is Role.LEADER,
                                   commit_index=node.commit_index, voters=node.voters,
-                                  uncommitted_configurations=node.uncommitted_configurations)
+                                  uncommitted_configurations=node.configurations_after(
+                                      self.checker.commit_index))
         terms = self._committed_terms
         for entry in ready.committed:
             if entry.index == len(terms):

@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from raftpy.config import Config
-from raftpy.errors import InvalidTransferTarget, LeadershipTransferInProgress, NotLeader
+from raftpy.errors import (
+    ConfigurationChangeInProgress,
+    InvalidMembershipChange,
+    InvalidTransferTarget,
+    LeadershipTransferInProgress,
+    NotLeader,
+)
+from raftpy.membership import MemberRole
 from raftpy.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -64,7 +71,7 @@ class FaultPlan:
     """Play the randomised stale suffix scenario (:mod:`raftpy.sim.stale_suffix`) first."""
 
     @classmethod
-    def draw(cls, rng: random.Random) -> FaultPlan:
+    def draw(cls, rng: random.Random, *, membership: bool = False) -> FaultPlan:
         """Draw a plan; some seeds are calm, some are hostile."""
         delay_min = rng.uniform(0.0002, 0.002)
         network = NetworkConfig(
@@ -124,6 +131,13 @@ class FaultPlan:
             nodes, learners, max_entries, trailing = rng.choice([3, 5]), 0, 1, 0
             snapshot_every = rng.randint(4, 8)
             max_inflight = max(max_inflight, 4)
+        # Drawn last, so that the plans drawn before membership existed stay the same.
+        # Opt-in for now (--membership): with it, 4 of seeds 0-299 end in a liveness
+        # failure that is not understood yet (seeds 92, 153, 199, 200); no safety
+        # violation after the checker learned that a change's new voters are a quorum.
+        change_rate = rng.choice([0.0, 0.5, 1.0, 2.0])
+        weights += (("membership", change_rate if membership and not (figure8 or stale_suffix)
+                     else 0.0),)
         config = Config(
             pre_vote=pre_vote,
             check_quorum=check_quorum,
@@ -185,13 +199,13 @@ WINDOW_MAX_DROP = 0.05
 
 def run_seed(seed: int, *, safety_time: float = 5.0, liveness_bound: float = 10.0,
              plan: FaultPlan | None = None, record_trace: bool = False,
-             window_bound: float | None = None) -> SeedReport:
+             window_bound: float | None = None, membership: bool = False) -> SeedReport:
     """Run one seed; violations are reported in the result, not raised.
 
     ``window_bound`` is how long a stable majority may wait for a committing leader
     during the safety phase (default ``WINDOW_TIMEOUTS`` election timeouts)."""
     rng = random.Random(seed * 7919 + 17)
-    plan = plan if plan is not None else FaultPlan.draw(rng)
+    plan = plan if plan is not None else FaultPlan.draw(rng, membership=membership)
     report = SeedReport(seed, plan)
     cluster = Cluster(plan.nodes, seed=seed, config=plan.config, learners=plan.learners,
                       network=plan.network, record_trace=record_trace,
@@ -364,8 +378,52 @@ def _act(faults: _Faults, rng: random.Random, action: str, counter: int,
         cluster.fault_counts["hold_rule"] += 1
     elif action == "release":
         cluster.release()
+    elif action == "membership":
+        _change_membership(cluster, rng, report)
     elif len(cluster.ids) > 1:
         _act_on_links(faults, rng, action)
+
+
+_MAX_NODES = 9
+
+
+def _change_membership(cluster: Cluster, rng: random.Random, report: SeedReport) -> None:
+    """One membership change through the leader: add (as spare, standby or voter),
+    promote, demote (the leader too), remove (the leader too), or replace a crashed
+    voter by a new one. Refusals (one change at a time, the 2015 correction, a
+    transfer in progress, no leader) are part of the game."""
+    leader = cluster.leader()
+    if leader is None or cluster.is_paused(leader):
+        return
+    conf = cluster.node(leader).configuration.configuration
+    members = sorted(conf.ids)
+    voters = sorted(conf.voters)
+    others = [m for m in members if m not in conf.voters]
+    dead_voters = [v for v in voters if not cluster.is_up(v)]
+    choices = ["add", "promote", "demote", "remove"] + (["replace"] if dead_voters else [])
+    kind = rng.choice(choices)
+    try:
+        if kind in ("add", "replace") and len(cluster.ids) < _MAX_NODES:
+            role = (MemberRole.VOTER if kind == "replace"
+                    else rng.choice([MemberRole.SPARE, MemberRole.STANDBY, MemberRole.VOTER]))
+            cluster.add_node(role=role)
+        elif kind == "promote" and others:
+            cluster.assign_role(rng.choice(others), MemberRole.VOTER)
+        elif kind == "demote" and len(voters) > 1:
+            cluster.assign_role(rng.choice(voters),
+                                rng.choice([MemberRole.STANDBY, MemberRole.SPARE]))
+        elif kind == "remove" and len(members) > 1:
+            victim = (dead_voters[0] if dead_voters and rng.random() < 0.5
+                      else rng.choice(members))
+            if victim in conf.voters and len(voters) == 1:
+                return
+            cluster.remove_node(victim)
+        else:
+            return
+        report.faults[f"membership_{kind}"] += 1
+    except (NotLeader, LeadershipTransferInProgress, ConfigurationChangeInProgress,
+            InvalidMembershipChange):
+        report.faults["membership_refused"] += 1
 
 
 def _act_on_links(faults: _Faults, rng: random.Random, action: str) -> None:
@@ -483,9 +541,10 @@ def check_transfer_liveness(cluster: Cluster, rng: random.Random, deadline: floa
             return False
         node = cluster.node(leader)
         last = node.log.last_index
+        members = node.configuration.configuration.replicated
         return node.commit_index == last and all(
             n.leader_id == leader and n.current_term == node.current_term
-            and n.log.last_index == last for n in cluster.live_nodes())
+            and n.log.last_index == last for n in cluster.live_nodes() if n.id in members)
 
     if not cluster.run_until(settled, deadline - cluster.now):
         raise LivenessFailure("the cluster did not settle on one up-to-date leader after "

@@ -170,6 +170,9 @@ class InvariantChecker:
         self._commit: dict[int, int] = {}
         self._grants: dict[tuple[int, int], set[int]] = {}
         """(term, candidate) -> the voters that released a vote for it."""
+        self._appended_voters: tuple[int, ...] | None = None
+        """Voters of a configuration appended after the committed one: during a
+        single-server change a majority of either is a quorum a leader may use."""
         self.committed_configuration: Configuration | None = None
         """The latest configuration seen committed (None: still the initial voters)."""
         for node_id in node_ids:
@@ -202,7 +205,8 @@ class InvariantChecker:
 
         ``is_leader``, ``commit_index``, ``voters`` (of the configuration in force)
         and ``uncommitted_configurations`` (configuration entries in its log past
-        its commit index) describe the node right after the drain."""
+        the cluster's commit index: a new leader may not know yet that earlier ones
+        committed) describe the node right after the drain."""
         mem = self.memory[node_id]
         if is_leader and uncommitted_configurations > 1:
             raise self._fail(f"one change at a time: leader {node_id} of term {term} holds "
@@ -228,6 +232,10 @@ class InvariantChecker:
                     f"from {ready.entries[0].index}, but its log ends at {mem.last_index}: "
                     f"it cuts or rewrites its own entries")
             self._extend(node_id, mem, ready.entries)
+            for entry in ready.entries:
+                if entry.kind is EntryKind.CONFIGURATION and entry.index > self.commit_index:
+                    self._appended_voters = tuple(sorted(
+                        Configuration.decode(entry.data).voters))
             seen = self._seen
             for entry in ready.entries:
                 chain = mem.values[entry.index - mem.base]
@@ -280,6 +288,7 @@ class InvariantChecker:
 
     def _use_committed(self, configuration: Configuration) -> None:
         self.committed_configuration = configuration
+        self._appended_voters = None
         self._voters = tuple(sorted(configuration.voters))
         self._quorum = len(self._voters) // 2 + 1
 
@@ -482,12 +491,22 @@ class InvariantChecker:
     def _check_durable(self, when: str, voters: Iterable[int] | None = None) -> None:
         top = self.commit_index
         want = self.committed[top]
-        holders = 0
+
+        def holders_among(among: Sequence[int]) -> int:
+            held = 0
+            for voter in among:
+                d = self.disk.get(voter)
+                if d is not None and (d.base > top or d.at(top) == want):
+                    held += 1
+            return held
+
         among = tuple(voters) if voters is not None else self._voters
-        for voter in among:
-            d = self.disk.get(voter)
-            if d is not None and (d.base > top or d.at(top) == want):
-                holders += 1
+        holders = holders_among(among)
+        if voters is None and holders < len(among) // 2 + 1 and self._appended_voters:
+            # Mid-change: the voters of the configuration being added are a quorum
+            # too (their majorities overlap the committed configuration's).
+            among = self._appended_voters
+            holders = holders_among(among)
         if holders < len(among) // 2 + 1:
             raise self._fail(
                 f"durability: committed entry {top} is persisted on {holders} nodes, fewer "
