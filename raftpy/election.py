@@ -153,7 +153,7 @@ class ElectionMixin(NodeState):
         """Start an election. A candidate created by TimeoutNow never runs pre-vote
         (Dqlite raft ac53ca3): it must bump its term at once so that the old
         leader's heartbeats are stale to it instead of demoting it."""
-        if not self.is_voter:
+        if not self._may_campaign():
             self._reset_election_timer()
             return
         self._become_candidate(

@@ -242,7 +242,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         hard = ready.hard_state
         if (hard is not None and self.role is Role.CANDIDATE and not self.in_pre_vote
                 and hard.term == self.current_term and hard.voted_for == self.id
-                and self.id not in self._votes):
+                and self.id not in self._votes and self.is_voter):
             self._votes[self.id] = True
             self._tally_votes()
 
@@ -412,7 +412,9 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         self.progress = {}
         # A real self-vote counts only once it is durable (see advance): a single
         # voter must not lead a term it could forget in a crash.
-        self._votes = {self.id: True} if pre_vote else {}
+        # Only a voter's own vote counts (a node may campaign to finish a change
+        # that removed it: see _may_campaign).
+        self._votes = {self.id: True} if pre_vote and self.is_voter else {}
         self._candidacy = None if pre_vote else Candidacy(started_at=self._now)
         self._round_started_at = self._now
         self._round_answered = False
@@ -464,7 +466,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
 
     def _reset_election_timer(self) -> None:
         cfg = self.config
-        if not self.is_voter:
+        if not self._may_campaign():
             self._election_deadline = _INF
             return
         self._election_deadline = self._now + self._rng.uniform(

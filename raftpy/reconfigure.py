@@ -274,6 +274,23 @@ class MembershipMixin(NodeState):
         history.compact(meta.index, meta.configuration, meta.configuration_index)
         self._use_configuration()
 
+    def _may_campaign(self) -> bool:
+        """A voter campaigns; so does a node that a not yet committed change removed
+        or demoted while it was a voter. Otherwise a leader that removed itself and
+        lost leadership before the change committed could be the only node holding
+        the change, refusing its vote to the others (their logs are behind) and never
+        campaigning itself: no leader ever again (fuzz seed 92 with --membership).
+        Campaigning is always safe: it wins only with a majority of the voters of
+        the configuration in force, its own vote not counted."""
+        if self.id in self.voters:
+            return True
+        history = self._configurations
+        index = history.latest_index
+        if index <= self.commit_index or index == 0:
+            return False
+        previous, _ = history.at(index - 1)
+        return self.id in previous.voters
+
     def _configuration_report_due(self) -> bool:
         reported = self._configuration_reported
         history = self._configurations

@@ -276,3 +276,29 @@ def test_snapshot_files_keep_the_configuration(tmp_path: Path) -> None:
     meta = SnapshotMeta(9, 2, conf((1, V), (2, S)), 7)
     path = write_snapshot(str(tmp_path), meta, b"data", sync=False)
     assert read_snapshot(path, 9) == (meta, b"data")
+
+
+def test_a_node_an_uncommitted_change_removed_may_still_campaign_to_finish_it() -> None:
+    # Node 1 led {1, 2}, appended "only 2 votes" and lost leadership before it
+    # committed. Node 2 lacks the entry, so node 1 refuses it its vote; node 1 must
+    # campaign itself (counting only node 2's vote) or nobody ever leads again.
+    one_two = Configuration.voters_only([1, 2])
+    only_two = Configuration.voters_only([2], [1])
+    state = PersistentState(HardState(3, None), (configuration_entry(1, 1, one_two),
+                                                 configuration_entry(2, 3, only_two)))
+    node = RaftNode(1, state=state, rng=random.Random(1))
+    assert not node.is_voter and node.next_deadline() < float("inf")
+    node.tick(node.next_deadline())
+    sent, _ = drain(node, 1.0)
+    assert node.role is Role.CANDIDATE and [m.dst for m in sent] == [2]
+    node.step(RequestVoteResponse(term=4, src=2, dst=1, vote_granted=True, pre_vote=True), 1.0)
+    drain(node, 1.0)
+    assert node.role is Role.CANDIDATE and not node.in_pre_vote  # its own vote uncounted
+    node.step(RequestVoteResponse(term=4, src=2, dst=1, vote_granted=True), 1.0)
+    drain(node, 1.0)
+    assert node.role is Role.LEADER
+    # Once the change commits (node 2 acknowledges it), it steps down for good.
+    node.step(AppendEntriesResponse(term=4, src=2, dst=1, success=True,
+                                    match_index=node.log.last_index), 1.0)
+    drain(node, 1.0)
+    assert node.role is Role.FOLLOWER and node.next_deadline() == float("inf")

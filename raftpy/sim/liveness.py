@@ -51,7 +51,6 @@ class LivenessMonitor:
         """The longest time from a window's start to its committing leader."""
         self.worst_at = 0.0
         """When that window started."""
-        self._quorum = len(cluster.voters) // 2 + 1
         self._seen = -1
         self._members: frozenset[int] = frozenset()
         self._since = 0.0
@@ -123,7 +122,8 @@ class LivenessMonitor:
         self._open = False
         if not self.enabled or cluster.holding:
             return
-        members = stable_majorities(cluster, self._quorum, stars=self.stars)
+        # The voters change with membership: the quorum is the current one.
+        members = stable_majorities(cluster, len(cluster.voters) // 2 + 1, stars=self.stars)
         if not members:
             return
         self._members = frozenset().union(*members)
