@@ -138,9 +138,12 @@ def stable_majorities(cluster: Cluster, quorum: int, *,
     are all open both ways; without check-quorum, also closed to the other voters.
 
     With ``stars``, a voter with links open both ways to enough others to make a
-    quorum forms a set with them even if they cannot all reach each other: with
-    pre-vote and leader stickiness that hub can always be elected and then keep
-    the others from campaigning, so Raft must make progress there too."""
+    quorum, each with a log no more up to date than the hub's, forms a set with
+    them even if they cannot all reach each other: with pre-vote and leader
+    stickiness that hub can always be elected and then keep the others from
+    campaigning, so Raft must make progress there too. (A hub whose log is behind
+    a neighbour's cannot win that neighbour's vote: seed 2780 had the only node
+    that could win cut off from the third voter it needed.)"""
     running = [v for v in cluster.voters if cluster.is_up(v) and not cluster.is_paused(v)]
 
     def both(a: int, b: int) -> bool:
@@ -154,8 +157,14 @@ def stable_majorities(cluster: Cluster, quorum: int, *,
             if all(both(a, b) for a, b in combinations(group, 2)):
                 found.append(frozenset(group))
     if stars:
+        def log_position(node_id: int) -> tuple[int, int]:
+            log = cluster.node(node_id).log
+            return log.last_term, log.last_index
+
         for hub in running:
-            star = frozenset([hub, *(v for v in running if v != hub and both(hub, v))])
+            mine = log_position(hub)
+            star = frozenset([hub, *(v for v in running if v != hub and both(hub, v)
+                                     and log_position(v) <= mine)])
             if len(star) >= quorum and not any(star <= s for s in found):
                 found.append(star)
     if not cluster.config.check_quorum:
