@@ -188,6 +188,14 @@ class Cluster:
         conf = self._committed_configuration
         return tuple(sorted(conf.standbys)) if conf is not None else self._initial_standbys
 
+    @property
+    def members(self) -> tuple[int, ...]:
+        """Every member (any role) of the latest committed configuration."""
+        conf = self._committed_configuration
+        if conf is None:
+            return self._initial_voters + self._initial_standbys
+        return tuple(sorted(conf.ids))
+
     def configuration(self, node_id: int) -> ConfigurationState:
         """The configuration in force on live ``node_id`` (its index, and whether it
         knows it committed)."""

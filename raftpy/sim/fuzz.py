@@ -479,6 +479,12 @@ def _liveness_phase(faults: _Faults, rng: random.Random, report: SeedReport,
     for node_id in cluster.ids:
         if not cluster.is_up(node_id):
             cluster.restart(node_id)
+    if not cluster.config.pre_vote:
+        # Without pre-vote nothing keeps a removed node that never learnt of its
+        # removal from raising terms (Raft §4.2.3); an operator stops it.
+        for node_id in cluster.ids:
+            if node_id not in cluster.members and cluster.is_up(node_id):
+                cluster.crash(node_id)
     start = cluster.now
     # A transfer pending from the safety phase ends within its bound; with the
     # network healed, far sooner (the old leader hears who won, or its fence commits).

@@ -124,6 +124,13 @@ class LivenessMonitor:
             return
         # The voters change with membership: the quorum is the current one.
         members = stable_majorities(cluster, len(cluster.voters) // 2 + 1, stars=self.stars)
+        # Mid-change, a member may already use a newer configuration (in force on
+        # append): a set must then hold a majority of that one's voters too, or Raft
+        # rightly cannot elect anyone there (fuzz seed 1852 with --membership).
+        committed = set(cluster.voters) | set(cluster.learners)
+        in_force = {frozenset(n.voters) for n in cluster.live_nodes() if n.id in committed}
+        members = [m for m in members
+                   if all(len(m & vs) >= len(vs) // 2 + 1 for vs in in_force if vs)]
         if not members:
             return
         self._members = frozenset().union(*members)
