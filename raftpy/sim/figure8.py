@@ -17,18 +17,13 @@ stage waits are drawn from the seed; elections run on the nodes' own timers.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from raftpy.errors import LeadershipTransferInProgress, NotLeader
 from raftpy.messages import AppendEntries, Message, RequestVote
 from raftpy.ready import Role
 from raftpy.sim.cluster import Cluster
-
-_STAGE_TIMEOUT = 3.0
-
-
-class _Abandoned(Exception):
-    """A stage did not happen in time (drops, unlucky timers): give up quietly."""
+from raftpy.sim.scripted import STAGE_TIMEOUT, Abandoned, play, wait
 
 
 def run_figure8(cluster: Cluster, rng: random.Random) -> bool:
@@ -38,24 +33,7 @@ def run_figure8(cluster: Cluster, rng: random.Random) -> bool:
     """
     if len(cluster.voters) != 5:
         raise ValueError("the Figure 8 scenario needs exactly five voters")
-    try:
-        _play(cluster, rng)
-        done = True
-    except _Abandoned:
-        done = False
-    cluster.fault_counts["figure8_done" if done else "figure8_abandoned"] += 1
-    cluster.release(lambda m: False)
-    cluster.drop_held()
-    cluster.heal()
-    for node_id in cluster.ids:
-        if not cluster.is_up(node_id):
-            cluster.restart(node_id)
-    return done
-
-
-def _wait(cluster: Cluster, predicate: Callable[[], bool], what: str) -> None:
-    if not cluster.run_until(predicate, _STAGE_TIMEOUT):
-        raise _Abandoned(what)
+    return play(cluster, "figure8", lambda: _play(cluster, rng))
 
 
 def _leader_among(cluster: Cluster, group: Iterable[int], above_term: int) -> int | None:
@@ -86,12 +64,12 @@ def _silence(cluster: Cluster, crashed: int) -> None:
 def _play(cluster: Cluster, rng: random.Random) -> None:
     voters = list(cluster.voters)
     # (a) A leader with a few committed entries first.
-    _wait(cluster, lambda: cluster.leader() is not None, "first leader")
+    wait(cluster, lambda: cluster.leader() is not None, "first leader")
     for k in range(rng.choice([0, 1, 3])):
         try:
             cluster.propose(b"f8-base-%d" % k)
         except (NotLeader, LeadershipTransferInProgress) as exc:
-            raise _Abandoned("base proposal") from exc
+            raise Abandoned("base proposal") from exc
     cluster.run_for(rng.uniform(0.0, 0.05))
 
     def in_step() -> bool:
@@ -103,7 +81,7 @@ def _play(cluster: Cluster, rng: random.Random) -> None:
         return all(n.log.persisted_index == log.last_index == n.commit_index
                    and n.log.last_term == log.last_term for n in cluster.live_nodes())
 
-    _wait(cluster, in_step, "logs in step")
+    wait(cluster, in_step, "logs in step")
     first = cluster.leader()
     assert first is not None
     holder = rng.choice([v for v in voters if v != first])
@@ -116,8 +94,8 @@ def _play(cluster: Cluster, rng: random.Random) -> None:
     try:
         old = cluster.propose(b"f8-old", first)
     except (NotLeader, LeadershipTransferInProgress) as exc:
-        raise _Abandoned("old entry") from exc
-    _wait(cluster, lambda: _has(cluster, first, old.index, old.term, durable=True)
+        raise Abandoned("old entry") from exc
+    wait(cluster, lambda: _has(cluster, first, old.index, old.term, durable=True)
           and _has(cluster, holder, old.index, old.term, durable=True), "old entry on two")
     cluster.crash(first)
     # (b) A node lacking the entry wins a higher term with the others' votes, and
@@ -125,7 +103,7 @@ def _play(cluster: Cluster, rng: random.Random) -> None:
     for node_id in voters:
         if node_id != holder:
             cluster.cut_both(holder, node_id)
-    _wait(cluster, lambda: _leader_among(cluster, others, old.term) is not None,
+    wait(cluster, lambda: _leader_among(cluster, others, old.term) is not None,
           "second leader")
     second = _leader_among(cluster, others, old.term)
     assert second is not None
@@ -133,12 +111,12 @@ def _play(cluster: Cluster, rng: random.Random) -> None:
     if not cluster.run_until(
             lambda: cluster.is_up(second)
             and cluster.node(second).log.persisted_index >= old.index
-            and cluster.node(second).log.term_at(old.index) == new_term, _STAGE_TIMEOUT):
-        raise _Abandoned("second leader's entry")
+            and cluster.node(second).log.term_at(old.index) == new_term, STAGE_TIMEOUT):
+        raise Abandoned("second leader's entry")
     cluster.run_for(rng.uniform(0.0, 0.005))
     if not (cluster.is_up(second) and cluster.node(second).log.persisted_index
             >= old.index and cluster.node(second).log.term_at(old.index) == new_term):
-        raise _Abandoned("second leader stepped down")
+        raise Abandoned("second leader stepped down")
     cluster.crash(second)
     _silence(cluster, second)
     # (c) The old entry's holders elect one of themselves in a still higher term; it
@@ -161,7 +139,7 @@ def _play(cluster: Cluster, rng: random.Random) -> None:
             cluster, m.dst, old.index, old.term, durable=False)
 
     cluster.hold(own_entry_past_old)
-    _wait(cluster, lambda: _leader_among(cluster, holders, new_term) is not None,
+    wait(cluster, lambda: _leader_among(cluster, holders, new_term) is not None,
           "third leader")
     third = _leader_among(cluster, holders, new_term)
     assert third is not None
@@ -174,7 +152,7 @@ def _play(cluster: Cluster, rng: random.Random) -> None:
             node.progress[v].match_index >= old.index for v in voters if v != third
         ) >= node.quorum
 
-    _wait(cluster, on_majority, "old entry on a majority")
+    wait(cluster, on_majority, "old entry on a majority")
     cluster.run_for(rng.uniform(0.0, 0.003))
     cluster.crash(third)
     _silence(cluster, third)
@@ -189,11 +167,11 @@ def _play(cluster: Cluster, rng: random.Random) -> None:
         return isinstance(m, RequestVote) and m.src != second
 
     cluster.hold(not_second)
-    _wait(cluster, lambda: cluster.leader() == second, "fourth leader")
+    wait(cluster, lambda: cluster.leader() == second, "fourth leader")
 
     def settled() -> bool:
         node = cluster.node(second)
         return node.role is Role.LEADER and node.log.term_at(node.commit_index) == \
             node.current_term
 
-    _wait(cluster, settled, "fourth leader commits")
+    wait(cluster, settled, "fourth leader commits")

@@ -31,18 +31,12 @@ own timers.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import replace
 
 from raftpy.errors import InvalidTransferTarget, LeadershipTransferInProgress, NotLeader
 from raftpy.messages import AppendEntries, Message, RequestVote
 from raftpy.sim.cluster import Cluster
-
-_STAGE_TIMEOUT = 3.0
-
-
-class _Abandoned(Exception):
-    """A stage did not happen in time (unlucky timers, reordering): give up quietly."""
+from raftpy.sim.scripted import Abandoned, play, wait
 
 
 def run_stale_suffix(cluster: Cluster, rng: random.Random) -> bool:
@@ -61,25 +55,7 @@ def run_stale_suffix(cluster: Cluster, rng: random.Random) -> bool:
         raise ValueError("the stale suffix scenario needs three or five voters, no learners, "
                          "snapshot_every >= 3, snapshot_trailing=0 and "
                          "max_inflight_entries >= 2")
-    try:
-        _play(cluster, rng, every)
-        done = True
-    except _Abandoned:
-        done = False
-    cluster.fault_counts["stale_suffix_done" if done else "stale_suffix_abandoned"] += 1
-    cluster.release(lambda m: False)
-    cluster.drop_held()
-    cluster.heal()
-    for node_id in cluster.ids:
-        if not cluster.is_up(node_id):
-            cluster.restart(node_id)
-    return done
-
-
-def _wait(cluster: Cluster, predicate: Callable[[], bool], what: str,
-          timeout: float = _STAGE_TIMEOUT) -> None:
-    if not cluster.run_until(predicate, timeout):
-        raise _Abandoned(what)
+    return play(cluster, "stale_suffix", lambda: _play(cluster, rng, every))
 
 
 def _snapshot_at(cluster: Cluster, node_id: int) -> int | None:
@@ -101,17 +77,17 @@ def _play(cluster: Cluster, rng: random.Random, every: int) -> None:
     voters = list(cluster.voters)
     last_common = every  # nodes applying it one batch at a time snapshot exactly there
     # (a) A leader with every node in step just below the snapshot interval.
-    _wait(cluster, lambda: cluster.leader() is not None, "first leader")
+    wait(cluster, lambda: cluster.leader() is not None, "first leader")
     first = cluster.leader()
     assert first is not None
     base = last_common - 1 - cluster.node(first).log.last_index
     if base < 0:
-        raise _Abandoned("the first elections already reached the snapshot interval")
+        raise Abandoned("the first elections already reached the snapshot interval")
     for k in range(base):
         try:
             cluster.propose(b"stale-base-%d" % k, first)
         except (NotLeader, LeadershipTransferInProgress) as exc:
-            raise _Abandoned("base proposal") from exc
+            raise Abandoned("base proposal") from exc
 
     def in_step() -> bool:
         leader = cluster.leader()
@@ -122,9 +98,9 @@ def _play(cluster: Cluster, rng: random.Random, every: int) -> None:
             n.log.persisted_index == log.last_index == n.commit_index
             and n.log.last_term == log.last_term for n in cluster.live_nodes())
 
-    _wait(cluster, in_step, "logs in step")
+    wait(cluster, in_step, "logs in step")
     if any(snap is not None for snap in cluster.snapshots.values()):
-        raise _Abandoned("a snapshot before the interval")
+        raise Abandoned("a snapshot before the interval")
     old = cluster.leader()
     assert old is not None
     term = cluster.node(old).current_term
@@ -156,11 +132,11 @@ def _play(cluster: Cluster, rng: random.Random, every: int) -> None:
         for k in range(stale_count):
             cluster.propose(b"stale-%d" % k, old)
     except (NotLeader, LeadershipTransferInProgress) as exc:
-        raise _Abandoned("stale proposals") from exc
+        raise Abandoned("stale proposals") from exc
     finally:
         cluster.set_network(net)
     if common.index != last_common:
-        raise _Abandoned("entry E at an unexpected index")
+        raise Abandoned("entry E at an unexpected index")
     stale_last = last_common + stale_count
     fnode = cluster.node(follower)
 
@@ -170,9 +146,9 @@ def _play(cluster: Cluster, rng: random.Random, every: int) -> None:
                 and fnode.commit_index < last_common
                 and all(_snapshot_at(cluster, v) == last_common for v in rest))
 
-    _wait(cluster, stranded, "stale entries on the follower only", slow - 0.01)
+    wait(cluster, stranded, "stale entries on the follower only", slow - 0.01)
     if cluster.node(old).log.persisted_index >= last_common + 1:
-        raise _Abandoned("the old leader made the stale entries durable")
+        raise Abandoned("the old leader made the stale entries durable")
     for node_id in voters:
         if node_id != follower:
             cluster.cut_both(follower, node_id)
@@ -201,25 +177,25 @@ def _play(cluster: Cluster, rng: random.Random, every: int) -> None:
                 and snode.log.persisted_index == node.log.last_index
                 and snode.log.last_term == node.current_term)
 
-    _wait(cluster, settled, "a leader of a new term")
+    wait(cluster, settled, "a leader of a new term")
     interim = cluster.leader()
     assert interim is not None
     interim_term = cluster.node(interim).current_term
     _unhold(cluster)
     if _snapshot_at(cluster, successor) != last_common:
-        raise _Abandoned("the successor's snapshot moved on")
+        raise Abandoned("the successor's snapshot moved on")
     try:
         cluster.transfer_leadership(successor)
     except (NotLeader, LeadershipTransferInProgress, InvalidTransferTarget) as exc:
-        raise _Abandoned("transfer to the successor") from exc
+        raise Abandoned("transfer to the successor") from exc
 
     def successor_leads() -> bool:
         return cluster.leader() == successor and cluster.node(
             successor).current_term > interim_term
 
-    _wait(cluster, successor_leads, "the successor leads")
+    wait(cluster, successor_leads, "the successor leads")
     if _snapshot_at(cluster, successor) != last_common:
-        raise _Abandoned("the successor's snapshot moved on")
+        raise Abandoned("the successor's snapshot moved on")
     # (c) The follower comes back. It hears the successor only (the interim leader's
     # probes may still be in flight), and once it has installed the snapshot at E,
     # only the successor's heartbeats.
@@ -245,4 +221,4 @@ def _play(cluster: Cluster, rng: random.Random, every: int) -> None:
     for node_id in voters:
         if node_id != follower:
             cluster.restore_both(follower, node_id)
-    _wait(cluster, lambda: bool(heard), "a heartbeat below the stale entries")
+    wait(cluster, lambda: bool(heard), "a heartbeat below the stale entries")
