@@ -320,13 +320,13 @@ class MembershipMixin(NodeState):
             self._step_down_after_own_removal()
 
     def _step_down_after_own_removal(self) -> None:
-        ready = [v for v in sorted(self.voters)
+        caught_up = [v for v in sorted(self.voters)
                  if self.progress.get(v) is not None
                  and self.progress[v].match_index == self.log.last_index]
         self._log_trace("step down: no longer a voter in the committed configuration")
-        if ready:
+        if caught_up:
             # Hand over at once instead of letting the others wait out a timeout.
-            self._send(TimeoutNow(term=self.current_term, src=self.id, dst=ready[0],
+            self._send(TimeoutNow(term=self.current_term, src=self.id, dst=caught_up[0],
                                   last_log_index=self.log.last_index,
                                   last_log_term=self.log.last_term))
         self._become_follower(self.current_term, None)

@@ -6,6 +6,7 @@ as a time-out, or whose target is far behind. Each failed on the code before the
 from __future__ import annotations
 
 import pytest
+from helpers import settled_cluster
 
 from raftpy import (
     AppendEntries,
@@ -18,15 +19,6 @@ from raftpy import (
 )
 from raftpy.messages import EntryKind
 from raftpy.sim import Cluster
-
-
-def settled(n: int = 3, seed: int = 7, **kwargs: object) -> tuple[Cluster, int]:
-    cluster = Cluster(n=n, seed=seed, record_trace=True, **kwargs)  # type: ignore[arg-type]
-    leader = cluster.wait_for_leader()
-    proposal = cluster.propose(b"warm-up")
-    assert cluster.run_until(lambda: proposal.committed, 1.0)
-    cluster.run_for(0.1)
-    return cluster, leader
 
 
 def between(a: int, b: int) -> object:
@@ -61,7 +53,7 @@ def test_partial_partition_does_not_stall_the_election(one_way: bool) -> None:
 
 
 def test_lost_timeout_now_is_resent_and_the_transfer_succeeds() -> None:
-    cluster, leader = settled()
+    cluster, leader = settled_cluster()
     target = next(i for i in cluster.voters if i != leader)
     cluster.hold(lambda m: isinstance(m, TimeoutNow))
     transfer = cluster.transfer_leadership(target)
@@ -80,7 +72,7 @@ def test_lost_timeout_now_is_resent_and_the_transfer_succeeds() -> None:
 
 
 def test_timeout_now_delivered_after_the_transfer_failed_is_harmless() -> None:
-    cluster, leader = settled()
+    cluster, leader = settled_cluster()
     target = next(i for i in cluster.voters if i != leader)
     term = cluster.node(leader).current_term
     cluster.hold(lambda m: isinstance(m, TimeoutNow))
@@ -112,7 +104,7 @@ def test_timeout_now_released_right_after_the_failure_report_cannot_win() -> Non
     # cannot win still costs an election, which the fence cannot prevent.
     moved = 0
     for seed in range(10):
-        cluster, leader = settled(seed=seed)
+        cluster, leader = settled_cluster(seed=seed)
         term = cluster.node(leader).current_term
         target = next(i for i in cluster.voters if i != leader)
         cluster.hold(lambda m, t=target: isinstance(m, TimeoutNow) and m.dst == t)
@@ -132,7 +124,7 @@ def test_timeout_now_released_right_after_the_failure_report_cannot_win() -> Non
 
 def test_success_is_reported_when_the_old_leader_is_cut_off_after_the_target_campaigns(
 ) -> None:
-    cluster, leader = settled(n=3)
+    cluster, leader = settled_cluster(n=3)
     target = next(i for i in cluster.voters if i != leader)
     # From the moment TimeoutNow leaves, the old leader hears nothing: not the
     # target's RequestVote, not the new leader's AppendEntries.
@@ -149,7 +141,7 @@ def test_success_is_reported_when_the_old_leader_is_cut_off_after_the_target_cam
 
 
 def test_a_transfer_whose_outcome_stays_unknown_ends_after_a_bound() -> None:
-    cluster, leader = settled(n=3)
+    cluster, leader = settled_cluster(n=3)
     target = next(i for i in cluster.voters if i != leader)
     cluster.hold(lambda m: m.dst == leader)
     transfer = cluster.transfer_leadership(target)
@@ -166,7 +158,7 @@ def test_far_behind_target_catches_up_while_writes_continue() -> None:
     # A small replication window makes catching up 3,000 entries take several
     # transfer timeouts (16 entries per round trip).
     config = Config(max_inflight_entries=16, max_entries_per_message=16)
-    cluster, leader = settled(config=config)
+    cluster, leader = settled_cluster(config=config)
     target = next(i for i in cluster.voters if i != leader)
     cluster.hold(lambda m: isinstance(m, AppendEntries) and m.dst == target)
     burst = [cluster.propose(b"b%d" % i) for i in range(3000)]
@@ -200,7 +192,7 @@ def test_far_behind_target_catches_up_while_writes_continue() -> None:
 
 def test_target_that_cannot_keep_up_fails_cleanly_and_writes_resume() -> None:
     config = Config(max_inflight_entries=16, max_entries_per_message=16)
-    cluster, leader = settled(config=config)
+    cluster, leader = settled_cluster(config=config)
     target = next(i for i in cluster.voters if i != leader)
 
     def starve(m: Message) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import drain, entries, make_node
+from helpers import drain, entries, make_node, settled_cluster
 
 from raftpy import (
     AppendEntries,
@@ -18,15 +18,6 @@ from raftpy import (
 )
 from raftpy.messages import EntryKind
 from raftpy.sim import Cluster
-
-
-def settled_cluster(n: int = 3, seed: int = 7, **kwargs: object) -> tuple[Cluster, int]:
-    cluster = Cluster(n=n, seed=seed, record_trace=True, **kwargs)  # type: ignore[arg-type]
-    leader = cluster.wait_for_leader()
-    proposal = cluster.propose(b"warm-up")
-    assert cluster.run_until(lambda: proposal.committed, 1.0)
-    cluster.run_for(0.1)
-    return cluster, leader
 
 
 def test_transfer_to_up_to_date_follower() -> None:
