@@ -42,7 +42,7 @@ test: lint typecheck unit
 
 # Long-running seeded fuzzing, not part of `make test`.
 soak: $(VENV)/.installed
-	$(BIN)/python -m raftpy.sim --seeds 1000 --membership
+	$(BIN)/python -m raftpy.sim --seeds 1000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

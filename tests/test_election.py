@@ -18,13 +18,14 @@ from raftpy.sim import Cluster
 
 
 @pytest.mark.parametrize("pre_vote", [True, False])
-def test_three_nodes_elect_exactly_one_leader_in_term_one(pre_vote: bool) -> None:
+def test_three_nodes_elect_exactly_one_leader_in_the_first_term(pre_vote: bool) -> None:
     cluster = Cluster(n=3, seed=11, config=Config(pre_vote=pre_vote))
     leader = cluster.wait_for_leader()
     cluster.run_for(0.5)
     assert cluster.leader() == leader
-    # Pre-vote does not bump the term: the first election happens at term 1 either way.
-    assert [cluster.node(i).current_term for i in cluster.ids] == [1, 1, 1]
+    # Bootstrap leaves every node at term 1; pre-vote does not bump the term, so the
+    # first election happens at term 2 either way.
+    assert [cluster.node(i).current_term for i in cluster.ids] == [2, 2, 2]
     assert [cluster.node(i).leader_id for i in cluster.ids] == [leader] * 3
     roles = sorted(cluster.node(i).role.value for i in cluster.ids)
     assert roles == ["follower", "follower", "leader"]
@@ -47,7 +48,7 @@ def test_leader_crash_leads_to_reelection(pre_vote: bool) -> None:
     new = cluster.wait_for_leader(2.0)
     assert new != old
     assert 0.150 <= cluster.now - crashed_at <= 0.7
-    assert cluster.node(new).current_term == 2
+    assert cluster.node(new).current_term == 3
 
 
 def test_rejoining_partitioned_node_does_not_disrupt_with_pre_vote() -> None:
@@ -56,11 +57,11 @@ def test_rejoining_partitioned_node_does_not_disrupt_with_pre_vote() -> None:
     follower = next(i for i in cluster.ids if i != leader)
     cluster.isolate(follower)
     cluster.run_for(2.0)  # many election timeouts: pre-votes all fail
-    assert cluster.node(follower).current_term == 1
+    assert cluster.node(follower).current_term == 2
     cluster.heal()
     cluster.run_for(1.0)
     assert cluster.leader() == leader
-    assert [cluster.node(i).current_term for i in cluster.ids] == [1, 1, 1]
+    assert [cluster.node(i).current_term for i in cluster.ids] == [2, 2, 2]
 
 
 def test_rejoining_partitioned_node_disrupts_without_pre_vote() -> None:
@@ -208,7 +209,7 @@ def test_learner_never_campaigns() -> None:
         cluster.crash(voter)
     cluster.run_for(3.0)
     learner = cluster.node(4)
-    assert learner.role is Role.FOLLOWER and learner.current_term == 1
+    assert learner.role is Role.FOLLOWER and learner.current_term == 2
 
 
 def test_concurrent_pre_candidates_with_equal_logs_let_the_lower_id_go_first() -> None:

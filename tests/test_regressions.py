@@ -195,6 +195,6 @@ def test_contested_candidate_does_not_retry_before_the_winner_is_heard(
     assert took <= config.election_timeout_max + 4 * 2 * delay_max
     # One round, contested by two candidates; its winner was never deposed.
     after = cluster.trace[next(i for i, line in enumerate(cluster.trace) if "sim crash" in line):]
-    assert [line.split("term ")[1] for line in after if "-> candidate" in line] == ["2", "2"]
+    assert [line.split("term ")[1] for line in after if "-> candidate" in line] == ["3", "3"]
     assert sum("-> leader" in line for line in after) == 1
-    assert {node.current_term for node in cluster.live_nodes()} == {2}
+    assert {node.current_term for node in cluster.live_nodes()} == {3}

@@ -17,9 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--seed", type=int, help="replay one seed and print its trace tail")
     group.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
     parser.add_argument("--start", type=int, default=0, help="first seed of the soak")
-    parser.add_argument("--membership", action="store_true",
-                        help="plans also draw membership changes (add, promote, demote, "
-                             "remove, replace)")
+    parser.add_argument("--no-membership", dest="membership", action="store_false",
+                        help="plans draw no membership changes (add, promote, demote, "
+                             "remove, replace), as before they existed")
     parser.add_argument("--safety-time", type=float, default=5.0,
                         help="virtual seconds of faults per seed")
     parser.add_argument("--trace-lines", type=int, default=60,

@@ -101,7 +101,7 @@ class Cluster:
         check_invariants: bool = True,
         snapshot_every: int | None = None,
         storage_factory: Callable[[int], Storage] | None = None,
-        bootstrap: bool = False,
+        bootstrap: bool = True,
     ) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one voter, got n={n}")

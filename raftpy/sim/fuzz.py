@@ -71,7 +71,7 @@ class FaultPlan:
     """Play the randomised stale suffix scenario (:mod:`raftpy.sim.stale_suffix`) first."""
 
     @classmethod
-    def draw(cls, rng: random.Random, *, membership: bool = False) -> FaultPlan:
+    def draw(cls, rng: random.Random, *, membership: bool = True) -> FaultPlan:
         """Draw a plan; some seeds are calm, some are hostile."""
         delay_min = rng.uniform(0.0002, 0.002)
         network = NetworkConfig(
@@ -132,8 +132,7 @@ class FaultPlan:
             snapshot_every = rng.randint(4, 8)
             max_inflight = max(max_inflight, 4)
         # Drawn last, so that the plans drawn before membership existed stay the same.
-        # Opt-in for now (--membership), so that the default seeds and the mutation
-        # scores measured without it stay as they are; the soak runs it.
+        # `--no-membership` leaves it out and gives back the plans of before.
         change_rate = rng.choice([0.0, 0.5, 1.0, 2.0])
         weights += (("membership", change_rate if membership and not (figure8 or stale_suffix)
                      else 0.0),)
@@ -198,7 +197,7 @@ WINDOW_MAX_DROP = 0.05
 
 def run_seed(seed: int, *, safety_time: float = 5.0, liveness_bound: float = 10.0,
              plan: FaultPlan | None = None, record_trace: bool = False,
-             window_bound: float | None = None, membership: bool = False) -> SeedReport:
+             window_bound: float | None = None, membership: bool = True) -> SeedReport:
     """Run one seed; violations are reported in the result, not raised.
 
     ``window_bound`` is how long a stable majority may wait for a committing leader
