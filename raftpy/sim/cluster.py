@@ -163,7 +163,8 @@ class Cluster:
         self._committed_terms: list[int] = [0]
         self._trace_crc = 0
         self.checker: InvariantChecker | None = (
-            InvariantChecker(self.ids, self._initial_voters, self._violation)
+            InvariantChecker(self.ids, self._initial_voters, self._violation,
+                             fallback=() if bootstrap else None)
             if check_invariants else None
         )
         if self.checker is not None and bootstrap:
@@ -756,6 +757,8 @@ class Cluster:
                 or self._disk_pending[node_id]:
             return  # only snapshot what is durable and applied, with no batch in flight
         snapshot = (node.snapshot_meta(applied), self._snapshot_bytes(node_id, applied))
+        if self.checker is not None:
+            self.checker.check_snapshot_meta(node_id, snapshot[0])
         self.storages[node_id].compact(*snapshot)
         self.snapshots[node_id] = snapshot
         keep_from = max(applied - self.config.snapshot_trailing, node.log.snapshot_index)

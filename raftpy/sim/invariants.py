@@ -51,7 +51,15 @@ themselves:
 * two leaders alive at once (of different terms) have configurations whose
   majorities overlap;
 * committed configurations form one history on every node: they are log entries,
-  so state machine safety covers them.
+  so state machine safety covers them;
+* a node's configuration in force is the latest configuration entry in its log
+  from the moment it is appended (the committed one behind its snapshot when it
+  holds none), never one that waits for the commit;
+* a leader appends a configuration entry only once an entry of its own term is
+  committed (the 2015 correction to single-server changes);
+* a member promoted to voter holds entries already (it was caught up first);
+* a snapshot (taken or received) records the committed configuration in force
+  at its index, and that configuration's index.
 
 Promises are durable when they leave (:meth:`InvariantChecker.on_send`, for
 every message the moment the simulator releases it to the network):
@@ -89,7 +97,7 @@ from raftpy.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
-from raftpy.ready import HardState, LeaderChanged, Ready
+from raftpy.ready import HardState, LeaderChanged, Ready, SnapshotMeta
 
 
 class InvariantViolation(AssertionError):
@@ -110,6 +118,8 @@ class _Chains:
 
     base: int = 0
     values: list[int] = field(default_factory=lambda: [0])
+    configs: list[tuple[int, frozenset[int]]] = field(default_factory=list)
+    """(index, voters) of the configuration entries held past ``base``, in order."""
 
     def at(self, index: int) -> int | None:
         k = index - self.base
@@ -130,26 +140,41 @@ class _Chains:
             raise ValueError(f"entries from {entries[0].index} do not follow a log ending "
                              f"at {self.last_index}")
         del self.values[k:]
+        first = entries[0].index
+        configs = self.configs
+        while configs and configs[-1][0] >= first:
+            configs.pop()
         prev = self.values[-1]
         values = self.values
         for entry in entries:
             prev = hash((prev, entry.term, entry.data))
             values.append(prev)
+            if entry.kind is EntryKind.CONFIGURATION:
+                configs.append((entry.index, Configuration.decode(entry.data).voters))
 
     def reset_to_snapshot(self, index: int, chain: int) -> None:
         mine = self.at(index)
         if mine == chain:
             del self.values[: index - self.base]
+            self.configs = [c for c in self.configs if c[0] > index]
         else:
             self.values = [chain]
+            self.configs = []
         self.base = index
+
+    def copy(self) -> _Chains:
+        return _Chains(self.base, list(self.values), list(self.configs))
 
 
 class InvariantChecker:
     """Watches every Ready and persist of a simulated cluster for safety violations."""
 
     def __init__(self, node_ids: Sequence[int], voters: Sequence[int],
-                 fail: Callable[[str], InvariantViolation]) -> None:
+                 fail: Callable[[str], InvariantViolation], *,
+                 fallback: Sequence[int] | None = None) -> None:
+        """``voters``: the first configuration's; ``fallback``: the voters a node
+        whose log holds no configuration uses (``voters`` unless the storage is
+        bootstrapped, where it is none)."""
         self._voters = tuple(voters)
         self._quorum = len(self._voters) // 2 + 1
         self._fail = fail
@@ -158,6 +183,8 @@ class InvariantChecker:
         self.memory: dict[int, _Chains] = {}
         self.disk: dict[int, _Chains] = {}
         self.committed: list[int] = [0]
+        self._entry_terms_committed: set[int] = set()
+        """The terms of the entries known committed."""
         self._top_committed_in: dict[int, int] = {}
         """term -> the highest index first reported committed by a node of that term."""
         self._hard: dict[int, HardState] = {}
@@ -175,6 +202,10 @@ class InvariantChecker:
         single-server change a majority of either is a quorum a leader may use."""
         self.committed_configuration: Configuration | None = None
         """The latest configuration seen committed (None: still the initial voters)."""
+        self._committed_configs: list[tuple[int, Configuration | None, frozenset[int]]] = [
+            (0, None, frozenset(voters if fallback is None else fallback))]
+        """(index, configuration, voters) of every committed configuration entry, in
+        order, after the one nodes fall back to when their log holds none."""
         for node_id in node_ids:
             self.add_node(node_id)
 
@@ -208,6 +239,7 @@ class InvariantChecker:
         the cluster's commit index: a new leader may not know yet that earlier ones
         committed) describe the node right after the drain."""
         mem = self.memory[node_id]
+        changes: list[tuple[Entry, frozenset[int]]] = []
         if is_leader and uncommitted_configurations > 1:
             raise self._fail(f"one change at a time: leader {node_id} of term {term} holds "
                              f"{uncommitted_configurations} uncommitted configurations")
@@ -219,6 +251,7 @@ class InvariantChecker:
         if ready.snapshot is not None:
             meta = ready.snapshot[0]
             self._check_snapshot(node_id, meta.index)
+            self.check_snapshot_meta(node_id, meta)
             mem.reset_to_snapshot(meta.index, self.committed[meta.index])
             if meta.index < self.applied[node_id]:
                 raise self._fail(f"node {node_id} restores a snapshot at {meta.index} after "
@@ -231,11 +264,15 @@ class InvariantChecker:
                     f"leader append-only: leader {node_id} of term {term} hands out entries "
                     f"from {ready.entries[0].index}, but its log ends at {mem.last_index}: "
                     f"it cuts or rewrites its own entries")
+            held_before = self.voters_in_force(mem)
             self._extend(node_id, mem, ready.entries)
             for entry in ready.entries:
-                if entry.kind is EntryKind.CONFIGURATION and entry.index > self.commit_index:
-                    self._appended_voters = tuple(sorted(
-                        Configuration.decode(entry.data).voters))
+                if entry.kind is EntryKind.CONFIGURATION:
+                    if is_leader and entry.term == term:
+                        changes.append((entry, held_before))
+                    if entry.index > self.commit_index:
+                        self._appended_voters = tuple(sorted(
+                            Configuration.decode(entry.data).voters))
             seen = self._seen
             for entry in ready.entries:
                 chain = mem.values[entry.index - mem.base]
@@ -245,6 +282,12 @@ class InvariantChecker:
                     raise self._fail(
                         f"log matching: node {node_id} holds a different entry at index "
                         f"{entry.index}, term {entry.term} than another node")
+        if voters is not None:
+            expected = self.voters_in_force(mem)
+            if voters != expected:
+                raise self._fail(
+                    f"configuration in force: node {node_id} counts voters {sorted(voters)}, "
+                    f"but the latest configuration in its log has {sorted(expected)}")
         self._note_acks(node_id, mem, ready.messages)
         self._note_acks(node_id, mem, ready.messages_after_persist)
         if ready.committed:
@@ -269,11 +312,15 @@ class InvariantChecker:
                         f"index {entry.index} than was committed before")
             elif entry.index == len(self.committed):
                 self.committed.append(chain)
+                self._entry_terms_committed.add(entry.term)
                 if self._top_committed_in.get(term, 0) < entry.index:
                     self._top_committed_in[term] = entry.index
                 new.append(entry)
                 if entry.kind is EntryKind.CONFIGURATION:
-                    self._use_committed(Configuration.decode(entry.data))
+                    configuration = Configuration.decode(entry.data)
+                    self._use_committed(configuration)
+                    self._committed_configs.append(
+                        (entry.index, configuration, configuration.voters))
             else:
                 raise self._fail(f"node {node_id} committed index {entry.index} out of order")
         if new:
@@ -281,10 +328,54 @@ class InvariantChecker:
             if is_leader and voters is not None:
                 self._check_durable(f"committed by leader {node_id} counting its voters "
                                     f"{sorted(voters)}", voters)
+        for entry, held_before in changes:  # after the commits this Ready reports
+            self._check_change_allowed(node_id, term, entry, held_before)
         for event in ready.events:
             if isinstance(event, LeaderChanged) and event.leader_id == node_id:
                 self._on_elected(node_id, event.term, voters)
         return new
+
+    def voters_in_force(self, chains: _Chains) -> frozenset[int]:
+        """The voters of the latest configuration in a log (the committed one behind
+        its snapshot when it holds none past it)."""
+        if chains.configs:
+            return chains.configs[-1][1]
+        return self._committed_configuration_at(chains.base)[2]
+
+    def _committed_configuration_at(
+            self, index: int) -> tuple[int, Configuration | None, frozenset[int]]:
+        history = self._committed_configs
+        k = len(history) - 1
+        while history[k][0] > index:
+            k -= 1
+        return history[k]
+
+    def _check_change_allowed(self, node_id: int, term: int, entry: Entry,
+                              voters_before: frozenset[int]) -> None:
+        """Leader ``node_id`` of ``term`` appends configuration ``entry``."""
+        if entry.index > 1 and term not in self._entry_terms_committed:
+            raise self._fail(
+                f"2015 correction: leader {node_id} of term {term} appends a configuration "
+                f"at {entry.index} before any entry of its term is committed")
+        for promoted in sorted(Configuration.decode(entry.data).voters - voters_before):
+            disk = self.disk.get(promoted)
+            if promoted != node_id and (disk is None or disk.last_index == 0):
+                raise self._fail(
+                    f"promotion without catch-up: leader {node_id} makes node {promoted} "
+                    f"a voter at index {entry.index}, but its disk holds no entry")
+
+    def check_snapshot_meta(self, node_id: int, meta: SnapshotMeta) -> None:
+        """A snapshot at ``meta.index`` (taken or received by ``node_id``) records the
+        committed configuration in force there, with its index."""
+        index, configuration, _ = self._committed_configuration_at(meta.index)
+        if configuration is None:
+            return  # a fixed member list, not in the log: nothing to record
+        if meta.configuration != configuration or meta.configuration_index != index:
+            raise self._fail(
+                f"snapshot configuration: node {node_id}'s snapshot at {meta.index} records "
+                f"{meta.configuration.describe()} of index {meta.configuration_index}, but "
+                f"the configuration committed there is {configuration.describe()} of "
+                f"index {index}")
 
     def _use_committed(self, configuration: Configuration) -> None:
         self.committed_configuration = configuration
@@ -453,7 +544,7 @@ class InvariantChecker:
     def on_restart(self, node_id: int) -> None:
         """``node_id`` restarted: its memory is exactly its disk again."""
         disk = self.disk[node_id]
-        self.memory[node_id] = _Chains(disk.base, list(disk.values))
+        self.memory[node_id] = disk.copy()
         self._pending_acks[node_id] = {}  # acks of batches lost in the crash
         self.applied[node_id] = disk.base
         self._commit[node_id] = disk.base
