@@ -18,6 +18,7 @@ the power to see that bug.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -25,11 +26,16 @@ from typing import Any
 
 import pytest
 import test_election
+import test_membership_core
+import test_membership_sim
 import test_replication
 import test_seed_scenario
 
 from raftpy import AppendEntriesResponse, RaftNode, Ready, Role
+from raftpy.errors import ConfigurationChangeInProgress, LeadershipTransferInProgress, NotLeader
+from raftpy.membership import EMPTY, Member, MemberRole
 from raftpy.messages import AppendEntries, Message, RequestVote, RequestVoteResponse
+from raftpy.ready import SnapshotMeta
 from raftpy.sim.fuzz import run_seed
 
 FUZZ_SEEDS = 200
@@ -193,6 +199,92 @@ def commit_index_moves_back(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(RaftNode, "_ack", ack)
 
 
+# ---------------------------------------------------------------- membership
+
+
+def configuration_applied_on_commit(mp: pytest.MonkeyPatch) -> None:
+    # The configuration comes into force when its entry commits, not when it is
+    # appended (what the dissertation warns against, §4.1).
+    def use_committed(self: RaftNode) -> None:
+        configuration, _ = self._configurations.at(self.commit_index)
+        was_voter = self.id in self.voters
+        self.voters = configuration.voters
+        self.learners = configuration.standbys
+        if self.role is Role.LEADER:
+            self._sync_progress()
+        elif was_voter != (self.id in self.voters):
+            self._reset_election_timer()
+
+    original = RaftNode.ready
+
+    def ready(self: RaftNode) -> Ready:
+        use_committed(self)
+        return original(self)
+
+    mp.setattr(RaftNode, "_use_configuration", use_committed)
+    mp.setattr(RaftNode, "ready", ready)
+
+
+def _check_can_change(self: RaftNode, *, one_at_a_time: bool, own_term_first: bool) -> None:
+    if self.role is not Role.LEADER:
+        raise NotLeader(self.id, self.leader_id)
+    if self._transfer is not None:
+        raise LeadershipTransferInProgress(self._transfer.target)
+    if self._promotion is not None:
+        raise ConfigurationChangeInProgress("catching up")
+    if own_term_first and self.log.term_at(self.commit_index) != self.current_term:
+        raise ConfigurationChangeInProgress("no entry of this term committed yet")
+    if one_at_a_time and self._configurations.uncommitted(self.commit_index):
+        raise ConfigurationChangeInProgress("a configuration is not committed yet")
+
+
+def two_uncommitted_changes(mp: pytest.MonkeyPatch) -> None:
+    def check(self: RaftNode) -> None:
+        _check_can_change(self, one_at_a_time=False, own_term_first=True)
+
+    mp.setattr(RaftNode, "_check_can_change", check)
+
+
+def no_2015_correction(mp: pytest.MonkeyPatch) -> None:
+    def check(self: RaftNode) -> None:
+        _check_can_change(self, one_at_a_time=True, own_term_first=False)
+
+    mp.setattr(RaftNode, "_check_can_change", check)
+
+
+def standby_ack_counted(mp: pytest.MonkeyPatch) -> None:
+    def maybe_commit(self: RaftNode) -> None:
+        counted = [m for m in self.voters | self.learners if m == self.id or m in self.progress]
+        matches = sorted((self.log.persisted_index if m == self.id
+                          else self.progress[m].match_index for m in counted), reverse=True)
+        candidate = matches[self.quorum - 1]
+        if candidate > self.commit_index and self.log.term_at(candidate) == self.current_term:
+            self.commit_index = candidate
+            self._leader_commit_advanced()
+
+    mp.setattr(RaftNode, "_maybe_commit", maybe_commit)
+
+
+def promotion_without_catch_up(mp: pytest.MonkeyPatch) -> None:
+    def promote_at_once(self: RaftNode, member_id: int, address: str) -> None:
+        self._change(self._configurations.latest.with_member(
+            Member(member_id, MemberRole.VOTER, address)))
+
+    mp.setattr(RaftNode, "_start_promotion", promote_at_once)
+
+
+def snapshot_forgets_configuration(mp: pytest.MonkeyPatch) -> None:
+    # The snapshot records no configuration, as if membership were fixed: a node
+    # restarted from it falls back to its constructor's member list.
+    original = RaftNode.snapshot_meta
+
+    def snapshot_meta(self: RaftNode, index: int) -> SnapshotMeta:
+        return dataclasses.replace(original(self, index), configuration=EMPTY,
+                                   configuration_index=0)
+
+    mp.setattr(RaftNode, "snapshot_meta", snapshot_meta)
+
+
 SAFETY = [
     Mutant("ack sent before its fsync", ack_before_fsync,
            ("ack not durable", "durability"),
@@ -222,6 +314,21 @@ SAFETY = [
            ("leader append-only", "log matching")),
     Mutant("entry applied twice", apply_an_entry_twice, ("exactly-once apply",)),
     Mutant("commit index moves back", commit_index_moves_back, ("commit index back",)),
+    Mutant("configuration in force on commit", configuration_applied_on_commit,
+           ("configuration in force",),
+           test_membership_core.test_changes_are_entries_in_force_on_append_and_reported),
+    Mutant("two uncommitted configurations", two_uncommitted_changes,
+           ("one change at a time",), test_membership_core.test_refusals_name_what_is_wrong),
+    Mutant("change before own-term commit (2015)", no_2015_correction,
+           ("2015 correction",),
+           test_membership_core.test_a_new_leader_changes_nothing_before_its_own_entry_commits),
+    Mutant("standby acknowledgment counted", standby_ack_counted, ("durability",)),
+    Mutant("promotion without catch-up", promotion_without_catch_up,
+           ("promotion without catch-up",),
+           test_membership_sim.test_a_member_that_cannot_keep_up_is_not_promoted),
+    Mutant("snapshot forgets the configuration", snapshot_forgets_configuration,
+           ("snapshot configuration",),
+           test_membership_core.test_snapshot_meta_carries_the_configuration_in_force),
 ]
 
 
@@ -310,7 +417,8 @@ def first_failing_seed(expect: tuple[str, ...]) -> tuple[int, str, list[str]]:
 
 
 def expect_failure(test: Callable[[], None]) -> None:
-    with pytest.raises(AssertionError):
+    # A failed assert, or a `pytest.raises` that saw nothing raised.
+    with pytest.raises((AssertionError, pytest.fail.Exception)):
         test()
 
 

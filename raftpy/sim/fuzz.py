@@ -205,9 +205,13 @@ def run_seed(seed: int, *, safety_time: float = 5.0, liveness_bound: float = 10.
     rng = random.Random(seed * 7919 + 17)
     plan = plan if plan is not None else FaultPlan.draw(rng, membership=membership)
     report = SeedReport(seed, plan)
-    cluster = Cluster(plan.nodes, seed=seed, config=plan.config, learners=plan.learners,
-                      network=plan.network, record_trace=record_trace,
-                      snapshot_every=plan.snapshot_every)
+    try:
+        cluster = Cluster(plan.nodes, seed=seed, config=plan.config, learners=plan.learners,
+                          network=plan.network, record_trace=record_trace,
+                          snapshot_every=plan.snapshot_every)
+    except InvariantViolation as exc:  # already when the nodes start
+        report.failure = f"{type(exc).__name__}: {exc}"
+        return report
     if window_bound is None:
         window_bound = WINDOW_TIMEOUTS * plan.config.election_timeout_max
     monitor = LivenessMonitor(cluster, window_bound,
