@@ -1,5 +1,6 @@
 """Hypothesis drives the cluster: random interleavings of proposals, transfers,
-crashes, restarts, partitions, drops and held messages. The simulator checks the
+membership changes (add, promote, demote, remove, the leader included), crashes,
+restarts, partitions, drops and held messages. The simulator checks the
 invariants after every event; when faults stop, the cluster must recover, and a
 failure shrinks to a minimal sequence of steps."""
 
@@ -7,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
@@ -21,6 +23,8 @@ from raftpy import (
     RequestVote,
     TimeoutNow,
 )
+from raftpy.errors import ConfigurationChangeInProgress, InvalidMembershipChange
+from raftpy.membership import MemberRole
 from raftpy.messages import Message
 from raftpy.sim import Cluster, NetworkConfig
 from raftpy.sim.fuzz import (
@@ -31,7 +35,13 @@ from raftpy.sim.fuzz import (
 )
 
 NODES = 5
+MAX_NODES = 8
 ids = st.integers(min_value=1, max_value=NODES)
+any_node = st.integers(min_value=1, max_value=MAX_NODES)
+"""Ids of nodes that may have been added; rules skip the ones that do not exist."""
+roles = st.sampled_from(list(MemberRole))
+MEMBERSHIP_REFUSALS = (NotLeader, LeadershipTransferInProgress, ConfigurationChangeInProgress,
+                       InvalidMembershipChange)
 HOLDABLE = {"append": AppendEntries, "vote": RequestVote, "timeout_now": TimeoutNow}
 
 
@@ -64,15 +74,40 @@ class ClusterMachine(RuleBasedStateMachine):
         with contextlib.suppress(NotLeader, LeadershipTransferInProgress, InvalidTransferTarget):
             self.cluster.transfer_leadership(to)
 
-    @rule(node=ids)
+    def _change(self, kind: str, change: Callable[[], object]) -> None:
+        try:
+            change()
+        except MEMBERSHIP_REFUSALS as exc:
+            event(f"membership {kind} refused: {type(exc).__name__}")
+        else:
+            event(f"membership {kind} made")
+
+    @rule(role=roles)
+    def add_member(self, role: MemberRole) -> None:
+        if len(self.cluster.ids) < MAX_NODES:
+            self._change("add", lambda: self.cluster.add_node(role=role))
+
+    @rule(node=any_node, role=roles)
+    def assign_role(self, node: int, role: MemberRole) -> None:
+        if node in self.cluster.ids:
+            self._change("assign", lambda: self.cluster.assign_role(node, role))
+
+    @rule(node=any_node)
+    def remove_member(self, node: int) -> None:
+        if node in self.cluster.ids:
+            self._change("remove", lambda: self.cluster.remove_node(node))
+
+    @rule(node=any_node)
     def crash(self, node: int) -> None:
-        down = sum(not self.cluster.is_up(i) for i in self.cluster.ids)
-        if self.cluster.is_up(node) and down < NODES // 2:
+        voters = self.cluster.voters
+        down = sum(not self.cluster.is_up(i) for i in voters)
+        if node in self.cluster.ids and self.cluster.is_up(node) and (
+                node not in voters or down < (len(voters) - 1) // 2):
             self.cluster.crash(node)
 
-    @rule(node=ids)
+    @rule(node=any_node)
     def restart(self, node: int) -> None:
-        if not self.cluster.is_up(node):
+        if node in self.cluster.ids and not self.cluster.is_up(node):
             self.cluster.restart(node)
 
     @rule(group=st.sets(ids, min_size=1, max_size=NODES - 1))
@@ -106,6 +141,12 @@ class ClusterMachine(RuleBasedStateMachine):
         for node in cluster.ids:
             if not cluster.is_up(node):
                 cluster.restart(node)
+        if not cluster.config.pre_vote:
+            # Without pre-vote a removed node that never learnt of its removal keeps
+            # raising terms (Raft §4.2.3); an operator stops it.
+            for node in cluster.ids:
+                if node not in cluster.members:
+                    cluster.crash(node)
         cluster.run_for(cluster.config.transfer_deadline)
         deadline = cluster.now + 10.0
         try:
@@ -117,6 +158,6 @@ class ClusterMachine(RuleBasedStateMachine):
 
 
 ClusterMachine.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=25, deadline=None,
+    max_examples=150, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 TestClusterMachine = ClusterMachine.TestCase
