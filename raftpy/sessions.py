@@ -66,7 +66,7 @@ DEFAULT_MAX_PENDING_RESULTS = 256
 
 _REGISTER, _COMMAND, _CLOSE = 0, 1, 2
 
-M = TypeVar("M", bound=StateMachine)
+_M = TypeVar("_M", bound=StateMachine)
 
 
 # ---------------------------------------------------------------------- commands
@@ -148,7 +148,7 @@ class _Session:
     """seq -> (succeeded, msgpack of the result | of the exception's description)."""
 
 
-class SessionStateMachine(Generic[M]):
+class SessionStateMachine(Generic[_M]):
     """A :class:`~raftpy.statemachine.StateMachine` that gives ``inner`` client
     sessions: each session command is applied at most once.
 
@@ -161,7 +161,7 @@ class SessionStateMachine(Generic[M]):
     registrations.
     """
 
-    def __init__(self, inner: M, *, session_timeout: float = DEFAULT_SESSION_TIMEOUT,
+    def __init__(self, inner: _M, *, session_timeout: float = DEFAULT_SESSION_TIMEOUT,
                  max_pending_results: int = DEFAULT_MAX_PENDING_RESULTS) -> None:
         if not (isinstance(session_timeout, (int, float)) and math.isfinite(session_timeout)
                 and session_timeout > 0):
