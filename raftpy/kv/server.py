@@ -26,6 +26,7 @@ from raftpy.errors import (
     LeadershipTransferInProgress,
     NodeClosed,
     NotLeader,
+    RepeatedFailure,
     SessionError,
     SessionExpired,
     TransferFailed,
@@ -103,7 +104,9 @@ class KVServer:
                                       leader_id=exc.new_leader)
             except SessionExpired as exc:
                 return protocol.error(protocol.SESSION_EXPIRED, str(exc))
-            except (ValueError, SessionError) as exc:  # the state machine refused the command
+            except (ValueError, SessionError, RepeatedFailure) as exc:
+                # The state machine refused the command (or, for a retry, did the
+                # first time).
                 return protocol.error(protocol.REJECTED, str(exc))
         return protocol.error(protocol.UNAVAILABLE,
                               f"no outcome within {self.request_timeout:g}s (a write may still"
