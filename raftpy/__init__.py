@@ -9,18 +9,25 @@ simulator in :mod:`raftpy.sim` and the Trio network runtime in :mod:`raftpy.trio
 from raftpy.codec import decode, encode
 from raftpy.config import Config
 from raftpy.errors import (
+    AlreadyAcknowledged,
     ConfigError,
     ConfigurationChangeInProgress,
     CorruptLog,
     HandshakeRefused,
     InvalidMembershipChange,
+    InvalidSessionCommand,
+    InvalidSessionSnapshot,
     InvalidTransferTarget,
     LeadershipTransferInProgress,
     NodeClosed,
     NotLeader,
     ProtocolError,
     RaftError,
+    RepeatedFailure,
+    SessionError,
+    SessionExpired,
     StorageError,
+    TooManyPendingResults,
     TransferFailed,
 )
 from raftpy.membership import (
@@ -54,10 +61,19 @@ from raftpy.ready import (
     SnapshotMeta,
     TransferEnded,
 )
+from raftpy.sessions import (
+    SessionInfo,
+    SessionStateMachine,
+    close_session_command,
+    register_command,
+    session_command,
+)
+from raftpy.statemachine import StateMachine
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyAcknowledged",
     "AppendEntries",
     "AppendEntriesResponse",
     "Config",
@@ -75,6 +91,8 @@ __all__ = [
     "InstallSnapshot",
     "InstallSnapshotResponse",
     "InvalidMembershipChange",
+    "InvalidSessionCommand",
+    "InvalidSessionSnapshot",
     "InvalidTransferTarget",
     "LeaderChanged",
     "LeadershipTransferInProgress",
@@ -90,15 +108,25 @@ __all__ = [
     "RaftError",
     "RaftNode",
     "Ready",
+    "RepeatedFailure",
     "RequestVote",
     "RequestVoteResponse",
     "Role",
+    "SessionError",
+    "SessionExpired",
+    "SessionInfo",
+    "SessionStateMachine",
     "SnapshotMeta",
+    "StateMachine",
     "StorageError",
     "TimeoutNow",
+    "TooManyPendingResults",
     "TransferEnded",
     "TransferFailed",
     "__version__",
+    "close_session_command",
     "decode",
     "encode",
+    "register_command",
+    "session_command",
 ]

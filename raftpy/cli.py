@@ -13,7 +13,8 @@ Exit codes (stable, for scripts):
     2  usage error (bad or missing flags)
     3  cluster unavailable: unreachable, no leader, or no answer in time
     4  the request failed for another reason (transfer failed, invalid target,
-       server could not start: address in use, unusable data directory...)
+       a write whose outcome is unknown because its session expired, server could
+       not start: address in use, unusable data directory...)
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ async def serve(args: argparse.Namespace) -> int:
     """Run one member until SIGINT or SIGTERM; returns the exit code."""
     from raftpy.kv.server import KVServer
     from raftpy.kv.statemachine import KVStore
+    from raftpy.sessions import SessionStateMachine
     from raftpy.trio.runtime import open_node
 
     peers = dict(args.peer)
@@ -189,11 +191,12 @@ async def serve(args: argparse.Namespace) -> int:
                     snapshot_threshold=args.snapshot_every if args.snapshot_every > 0 else None)
     storage = await trio.to_thread.run_sync(_open_storage, args.data_dir, args.id,
                                             args.cluster_id)
-    store = KVStore()
-    server = KVServer(store)
+    # Client sessions make retried writes exactly-once (docs/sessions.md).
+    machine = SessionStateMachine(KVStore())
+    server = KVServer(machine)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
-            args.id, peers, state_machine=store, storage=storage, config=config,
+            args.id, peers, state_machine=machine, storage=storage, config=config,
             listen=args.listen, cluster_id=args.cluster_id, ssl_context=server_ctx,
             client_ssl_context=client_ctx, client_handler=server.serve_connection,
         ) as node:
@@ -212,7 +215,13 @@ async def serve(args: argparse.Namespace) -> int:
 
 async def client_command(args: argparse.Namespace) -> int:
     """Run one client command; returns the exit code."""
-    from raftpy.kv.client import ClusterUnavailable, KeyNotFound, KVClient, RequestFailed
+    from raftpy.kv.client import (
+        ClusterUnavailable,
+        KeyNotFound,
+        KVClient,
+        OutcomeUnknown,
+        RequestFailed,
+    )
 
     members = args.cluster
     if members is None:
@@ -250,6 +259,9 @@ async def client_command(args: argparse.Namespace) -> int:
         return EXIT_UNAVAILABLE
     except RequestFailed as exc:
         print(f"raftpy: {args.command} failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OutcomeUnknown as exc:
+        print(f"raftpy: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

@@ -107,3 +107,63 @@ class HandshakeRefused(ProtocolError):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(f"handshake refused: {reason}")
+
+
+class SessionError(RaftError):
+    """Base class of the client-session errors (:mod:`raftpy.sessions`). Raised for a
+    command, it means the command was refused and NOT applied by this delivery."""
+
+
+class SessionExpired(SessionError):
+    """The command's session is unknown: it expired (no activity for ``session_timeout``
+    of cluster time), was closed, or never existed. The command was not applied; a
+    retried command may or may not have been applied by an earlier attempt, so the
+    client must open a new session and treat that outcome as unknown."""
+
+    def __init__(self, session_id: int):
+        self.session_id = session_id
+        super().__init__(f"session {session_id} is unknown or expired; open a new session")
+
+
+class AlreadyAcknowledged(SessionError):
+    """The command's sequence number is below what its client has acknowledged: its
+    result was discarded, so the command is refused rather than applied again."""
+
+    def __init__(self, session_id: int, seq: int, floor: int):
+        self.session_id = session_id
+        self.seq = seq
+        self.floor = floor
+        super().__init__(f"session {session_id}: request {seq} was already acknowledged "
+                         f"(results below {floor} are discarded); not applied again")
+
+
+class TooManyPendingResults(SessionError):
+    """The session already holds ``limit`` results its client has not acknowledged;
+    the command is refused (not applied) until the client acknowledges some."""
+
+    def __init__(self, session_id: int, limit: int):
+        self.session_id = session_id
+        self.limit = limit
+        super().__init__(f"session {session_id} holds {limit} unacknowledged results "
+                         "(max_pending_results); request refused, not applied")
+
+
+class InvalidSessionCommand(SessionError, ValueError):
+    """A command marked as a session envelope whose fields are malformed."""
+
+
+class InvalidSessionSnapshot(SessionError, ValueError):
+    """Bytes given to :meth:`SessionStateMachine.restore` that are not a session
+    snapshot (wrong marker, format version or field types)."""
+
+
+class RepeatedFailure(RaftError):
+    """A duplicate's first result was an exception that cannot be re-created here (its
+    class is not loaded or needs other constructor arguments); ``error_type`` names it
+    and the message is the original's. (Not a :class:`SessionError`: the command was
+    applied, by its first delivery, and failed then.)"""
+
+    def __init__(self, error_type: str, message: str):
+        self.error_type = error_type
+        self.message = message
+        super().__init__(f"{error_type}: {message}")

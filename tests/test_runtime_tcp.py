@@ -15,6 +15,7 @@ from raftpy import Config, Role
 from raftpy.kv.client import KeyNotFound, KVClient
 from raftpy.kv.server import KVServer
 from raftpy.kv.statemachine import KVStore, put_command
+from raftpy.sessions import SessionStateMachine
 from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.runtime import Node, open_node
 
@@ -43,11 +44,12 @@ class TcpCluster:
             with trio.CancelScope() as scope:
                 self.stops[node_id] = scope
                 store = self.stores[node_id] = KVStore()
+                machine = SessionStateMachine(store)
                 peers = {p: self.address(p) for p in self.ids if p != node_id}
                 async with open_node(
-                    node_id, peers, state_machine=store, storage=self.storages[node_id],
+                    node_id, peers, state_machine=machine, storage=self.storages[node_id],
                     config=CONFIG, listen=listeners, cluster_id=CLUSTER_ID,
-                    client_handler=KVServer(store).serve_connection,
+                    client_handler=KVServer(machine).serve_connection,
                     rng=random.Random(node_id),
                 ) as node:
                     self.nodes[node_id] = node

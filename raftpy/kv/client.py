@@ -3,6 +3,10 @@
 It tries the members it was given in turn, follows ``not_leader`` redirects,
 waits briefly while an election runs, and gives up with
 :class:`ClusterUnavailable` once its deadline passes.
+
+Writes go through a client session (``docs/sessions.md``): the client opens one on
+its first write, numbers every write and sends the same number on every retry, so
+the cluster applies a retried write once.
 """
 
 from __future__ import annotations
@@ -51,6 +55,37 @@ class RequestFailed(KVError):
         super().__init__(message)
 
 
+class OutcomeUnknown(KVError):
+    """A write was retried and its session expired meanwhile: an earlier attempt may
+    or may not have been applied, and the cluster no longer remembers. The write was
+    NOT applied again. The client drops the session (the next write opens another).
+    """
+
+    def __init__(self, op: str, key: str, session_id: int):
+        self.op = op
+        self.key = key
+        self.session_id = session_id
+        super().__init__(f"outcome of {op} {key!r} unknown: it was retried and its session "
+                         f"{session_id} expired meanwhile (an earlier attempt may have been "
+                         "applied); read the key to find out")
+
+
+class _Session:
+    """The client's session: its id, the next request number, the numbers of the
+    writes still waiting for an answer (several tasks may share one client)."""
+
+    __slots__ = ("id", "last_used", "next_seq", "pending", "timeout")
+
+    def __init__(self, session_id: int, timeout: float) -> None:
+        self.id = session_id
+        self.timeout = timeout
+        """The cluster's session timeout (seconds of cluster time)."""
+        self.next_seq = 1
+        self.pending: set[int] = set()
+        self.last_used = trio.current_time()
+        """When this session's latest write was sent (this client's clock)."""
+
+
 class _Retry(Exception):
     """Internal: this member cannot answer now; try another."""
 
@@ -59,7 +94,8 @@ class KVClient:
     """A client of the replicated key-value store.
 
     ``members`` lists ``host:port`` addresses of any members (not necessarily all).
-    ``timeout`` bounds each whole operation, retries included.
+    ``timeout`` bounds each whole operation, retries included (the first write also
+    opens the session: one more request, with its own ``timeout``).
     """
 
     def __init__(
@@ -79,6 +115,11 @@ class KVClient:
         self._connect = connect if connect is not None else _default_connect(
             cluster_id, ssl_context)
         self._streams: dict[str, Any] = {}
+        self._locks: dict[str, trio.Lock] = {}
+        self._session: _Session | None = None
+        self._session_lock = trio.Lock()
+        self._sends: dict[tuple[int, int], int] = {}
+        """How often each (session, seq) write has been sent (see :meth:`_write`)."""
 
     async def __aenter__(self) -> KVClient:
         return self
@@ -93,8 +134,10 @@ class KVClient:
             await _close(stream)
 
     async def put(self, key: str, value: str) -> None:
-        """Set ``key`` to ``value`` (returns once committed)."""
-        await self._leader_request({"op": "put", "key": key, "value": value})
+        """Set ``key`` to ``value`` (returns once committed; applied once, however
+        often it had to be retried). Raises :class:`OutcomeUnknown` if the session
+        expired while retrying."""
+        await self._write({"op": "put", "key": key, "value": value})
 
     async def get(self, key: str) -> str:
         """The value of ``key``, read linearizably; raises :class:`KeyNotFound`."""
@@ -103,8 +146,10 @@ class KVClient:
         return value
 
     async def delete(self, key: str) -> None:
-        """Remove ``key``; raises :class:`KeyNotFound` if it did not exist."""
-        await self._leader_request({"op": "delete", "key": key})
+        """Remove ``key``; raises :class:`KeyNotFound` if it did not exist (before
+        this delete: a retry of a delete that was applied reports success), and
+        :class:`OutcomeUnknown` like :meth:`put`."""
+        await self._write({"op": "delete", "key": key})
 
     async def transfer(self, to: int | None = None) -> dict[str, Any]:
         """Ask the leader to hand over (to ``to``, or the best voter). Returns the
@@ -138,6 +183,61 @@ class KVClient:
         return {a: out[a] for a in self.members}
 
     # ------------------------------------------------------------------ internals
+
+    async def _write(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send a put or delete as the next request of the session, the same
+        ``(session, seq)`` on every retry, so that the cluster applies it once."""
+        renewed = False
+        while True:
+            session = await self._open_session()
+            seq = session.next_seq
+            session.next_seq += 1
+            session.pending.add(seq)
+            session.last_used = trio.current_time()
+            key = (session.id, seq)
+            # ack: every answer below the lowest write still waited on has arrived
+            # (by this or another task), so the cluster may forget those results.
+            numbered = {**request, "session": session.id, "seq": seq,
+                        "ack": min(session.pending)}
+            try:
+                response = await self._leader_request(numbered)
+            except RequestFailed as exc:
+                if exc.code != protocol.SESSION_EXPIRED:
+                    raise
+                if self._session is session:
+                    self._session = None  # the next write opens a new one
+                # Sent more than once: an earlier attempt may have been applied (even
+                # a not_leader answer may come from a leader that lost its proposal's
+                # fate to a snapshot). Sent once and refused: certainly not applied,
+                # so it may go again, once, in a new session.
+                if self._sends.get(key, 0) > 1:
+                    raise OutcomeUnknown(request["op"], request["key"], session.id) from None
+                if renewed:
+                    raise
+                renewed = True
+            else:
+                return response
+            finally:
+                session.pending.discard(seq)
+                self._sends.pop(key, None)
+
+    async def _open_session(self) -> _Session:
+        """The client's session, registered through the log on first use."""
+        async with self._session_lock:  # concurrent first writes share one session
+            session = self._session
+            if (session is not None and not session.pending
+                    and trio.current_time() - session.last_used > session.timeout / 2):
+                # Idle for long: the cluster may expire it under the next write, and a
+                # retried write would then end in OutcomeUnknown. Cheaper to start over.
+                session = None
+            if session is None:
+                response = await self._leader_request({"op": "session"})
+                session_id, timeout = response.get("session"), response.get("timeout")
+                if type(session_id) is not int or not isinstance(timeout, (int, float)):
+                    raise RequestFailed("malformed_response",
+                                        f"no session in the answer: {response!r:.100}")
+                session = self._session = _Session(session_id, float(timeout))
+            return session
 
     async def _leader_request(self, request: dict[str, Any]) -> dict[str, Any]:
         last_problem = "no member tried"
@@ -189,11 +289,21 @@ class KVClient:
             f"no answer from the cluster within {self.timeout:g}s ({last_problem})")
 
     async def _request_once(self, address: str, request: dict[str, Any]) -> dict[str, Any]:
+        # One request at a time per connection: tasks sharing this client would
+        # otherwise receive concurrently on one stream (Trio refuses that with
+        # BusyResourceError) or take each other's answers.
+        async with self._locks.setdefault(address, trio.Lock()):
+            return await self._exchange(address, request)
+
+    async def _exchange(self, address: str, request: dict[str, Any]) -> dict[str, Any]:
         stream = self._streams.get(address)
         if stream is None:
             with trio.fail_after(min(self.timeout, 2.0)):
                 stream = await self._connect(address)
             self._streams[address] = stream
+        if "seq" in request:
+            key = (request["session"], request["seq"])
+            self._sends[key] = self._sends.get(key, 0) + 1
         try:
             await stream.send(protocol.encode(request))
             data = await stream.receive()

@@ -1,10 +1,21 @@
 """The client wire format of the key-value server: one msgpack map per frame.
 
 A request is ``{"op": OP, ...}`` with OP one of ``put`` (``key``, ``value``),
-``get`` (``key``), ``delete`` (``key``), ``status`` and ``transfer`` (``to``: an
-id or nil). A response is ``{"ok": true, ...}`` or ``{"ok": false, "error": CODE,
-"message": TEXT, ...}``; a ``not_leader`` error also carries ``leader_id`` and
-``leader_address`` (nil when unknown) so that the client can follow it.
+``get`` (``key``), ``delete`` (``key``), ``session``, ``status`` and ``transfer``
+(``to``: an id or nil). A response is ``{"ok": true, ...}`` or ``{"ok": false,
+"error": CODE, "message": TEXT, ...}``; a ``not_leader`` error also carries
+``leader_id`` and ``leader_address`` (nil when unknown) so that the client can
+follow it.
+
+Client sessions (:mod:`raftpy.sessions`, ``docs/sessions.md``): ``session`` opens
+one through the log and answers ``{"ok": true, "session": ID, "timeout": SECONDS}``
+(after that long without a command the cluster forgets the session). A ``put`` or
+``delete`` may then carry ``session`` (the id), ``seq`` (the request's number: a
+fresh one per request, the same on every retry) and ``ack`` (the lowest seq the
+client still waits on, at most ``seq``): all three or none. With them the write is
+applied at most once however often it is retried; a session that expired is
+answered ``session_expired`` (the write was not applied by that delivery). Without
+them the write is applied once per delivery, as before.
 """
 
 from __future__ import annotations
@@ -13,7 +24,10 @@ from typing import Any
 
 import msgpack
 
-OPS = ("put", "get", "delete", "status", "transfer")
+OPS = ("put", "get", "delete", "session", "status", "transfer")
+
+SESSION_FIELDS = ("session", "seq", "ack")
+"""The fields that make a put or delete a session write (all three or none)."""
 
 # Error codes (stable: clients branch on them).
 NOT_LEADER = "not_leader"
@@ -23,6 +37,7 @@ BAD_REQUEST = "bad_request"
 TRANSFER_FAILED = "transfer_failed"
 INVALID_TARGET = "invalid_target"
 REJECTED = "rejected"
+SESSION_EXPIRED = "session_expired"
 
 
 class BadRequest(ValueError):
@@ -58,6 +73,18 @@ def decode_request(data: bytes) -> dict[str, Any]:
         raise BadRequest(f"{op} needs a string 'key'")
     if op == "put" and not isinstance(request.get("value"), str):
         raise BadRequest("put needs a string 'value'")
+    present = [f for f in SESSION_FIELDS if f in request]
+    if present:
+        if op not in ("put", "delete"):
+            raise BadRequest(f"only put and delete carry {', '.join(SESSION_FIELDS)}")
+        if len(present) != len(SESSION_FIELDS):
+            raise BadRequest(f"{op} needs all of {', '.join(SESSION_FIELDS)} or none")
+        for field in SESSION_FIELDS:
+            value = request[field]
+            if type(value) is not int or not 1 <= value < 2**64:
+                raise BadRequest(f"{op} '{field}' must be a positive integer")
+        if request["ack"] > request["seq"]:
+            raise BadRequest(f"{op} 'ack' cannot exceed 'seq' (the request itself is pending)")
     if op == "transfer":
         to = request.get("to")
         if to is not None and (type(to) is not int or to < 0):

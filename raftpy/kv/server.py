@@ -5,11 +5,18 @@ so that they are linearizable, then read the local dict. A member that is not
 the leader answers ``not_leader`` with the leader's id and address, and the
 client follows (a redirect, rather than forwarding: one less hop to reason
 about, and the client learns the leader for its next request).
+
+The node's state machine is a :class:`~raftpy.sessions.SessionStateMachine` around
+the :class:`KVStore`, so that a client's retried write is applied once. The server
+stamps every session command with its own wall clock when proposing it: that stamp,
+carried in the log, is the only time the sessions' expiry ever looks at.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
@@ -19,10 +26,14 @@ from raftpy.errors import (
     LeadershipTransferInProgress,
     NodeClosed,
     NotLeader,
+    RepeatedFailure,
+    SessionError,
+    SessionExpired,
     TransferFailed,
 )
 from raftpy.kv import protocol
 from raftpy.kv.statemachine import KVStore, delete_command, put_command
+from raftpy.sessions import SessionStateMachine, register_command, session_command
 from raftpy.trio.runtime import Node
 
 logger = logging.getLogger(__name__)
@@ -41,11 +52,21 @@ class FramedStream(Protocol):
 
 
 class KVServer:
-    """Answers client requests for one node and its :class:`KVStore`."""
+    """Answers client requests for one node, whose state machine is ``state_machine``:
+    ``SessionStateMachine(KVStore())``. ``clock`` gives the wall-clock seconds stamped
+    on session commands (tests pass a fake one)."""
 
-    def __init__(self, store: KVStore, *, request_timeout: float = 5.0) -> None:
-        self.store = store
+    def __init__(self, state_machine: SessionStateMachine[KVStore], *,
+                 request_timeout: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        if not (isinstance(state_machine, SessionStateMachine)
+                and isinstance(state_machine.inner, KVStore)):
+            raise TypeError("KVServer needs the node's state machine, "
+                            "SessionStateMachine(KVStore()), not a bare KVStore")
+        self.state_machine = state_machine
+        self.store = state_machine.inner
         self.request_timeout = request_timeout
+        self.clock = clock
 
     async def serve_connection(self, node: Node, stream: FramedStream) -> None:
         """Answer requests on ``stream`` until the client closes it."""
@@ -81,7 +102,11 @@ class KVServer:
             except TransferFailed as exc:
                 return protocol.error(protocol.TRANSFER_FAILED, str(exc),
                                       leader_id=exc.new_leader)
-            except ValueError as exc:  # the state machine refused the command
+            except SessionExpired as exc:
+                return protocol.error(protocol.SESSION_EXPIRED, str(exc))
+            except (ValueError, SessionError, RepeatedFailure) as exc:
+                # The state machine refused the command (or, for a retry, did the
+                # first time).
                 return protocol.error(protocol.REJECTED, str(exc))
         return protocol.error(protocol.UNAVAILABLE,
                               f"no outcome within {self.request_timeout:g}s (a write may still"
@@ -89,12 +114,23 @@ class KVServer:
 
     async def _handle(self, node: Node, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]
-        if op == "put":
-            await node.apply(put_command(request["key"], request["value"]))
-            return {"ok": True}
-        if op == "delete":
-            if not await node.apply(delete_command(request["key"])):
-                return protocol.error(protocol.NOT_FOUND, f"no such key: {request['key']!r}")
+        if op == "session":
+            session_id = await node.apply(register_command(self.clock()))
+            # The timeout lets an idle client start a new session rather than risk
+            # its old one expiring under a retried write.
+            return {"ok": True, "session": session_id,
+                    "timeout": self.state_machine.session_timeout}
+        if op in ("put", "delete"):
+            key = request["key"]
+            command = put_command(key, request["value"]) if op == "put" else delete_command(key)
+            if "session" in request:
+                command = session_command(request["session"], request["seq"], request["ack"],
+                                          self.clock(), command)
+            # A put answers the previous value (ignored), a delete whether the key existed;
+            # for a retried session write, what its first application answered.
+            result = await node.apply(command)
+            if op == "delete" and not result:
+                return protocol.error(protocol.NOT_FOUND, f"no such key: {key!r}")
             return {"ok": True}
         if op == "get":
             await node.read_barrier()

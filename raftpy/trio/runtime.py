@@ -40,6 +40,7 @@ from raftpy.errors import (
 from raftpy.messages import Entry, EntryKind, Message
 from raftpy.node import RaftNode
 from raftpy.ready import LeaderChanged, Ready, Role, SnapshotMeta, TransferEnded
+from raftpy.statemachine import StateMachine as StateMachine  # re-exported: its old home
 from raftpy.storage.base import Storage
 from raftpy.storage.memory import MemoryStorage
 
@@ -54,26 +55,6 @@ _MAX_BATCH = 256
 _MAX_DISK_BACKLOG = 64
 """Batches waiting for the disk beyond which the driver stops taking local requests
 (messages and timers are still handled)."""
-
-
-class StateMachine(Protocol):
-    """The application's replicated state: fed committed commands in log order.
-
-    ``apply`` must be deterministic; whatever it returns (or raises) is handed to
-    the :meth:`Node.apply` caller that proposed the command on this node.
-    """
-
-    def apply(self, command: bytes) -> Any:
-        """Apply one committed command and return its result."""
-        ...
-
-    def snapshot(self) -> bytes:
-        """The whole state, serialized (for log compaction and slow followers)."""
-        ...
-
-    def restore(self, data: bytes) -> None:
-        """Replace the whole state with a :meth:`snapshot`'s bytes."""
-        ...
 
 
 class MessageTransport(Protocol):
