@@ -23,6 +23,8 @@ from raftpy.messages import (
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     TimeoutNow,
@@ -37,6 +39,8 @@ _TAGS: dict[type, int] = {
     TimeoutNow: 5,
     InstallSnapshot: 6,
     InstallSnapshotResponse: 7,
+    ReadIndex: 8,
+    ReadIndexResponse: 9,
 }
 _KINDS = {int(k): k for k in EntryKind}
 _MAX_INT = (1 << 63) - 1
@@ -46,10 +50,10 @@ def _fields(msg: Message) -> list[Any]:
     if isinstance(msg, AppendEntries):
         return [3, msg.term, msg.src, msg.dst, msg.prev_log_index, msg.prev_log_term,
                 [[e.index, e.term, int(e.kind), e.data] for e in msg.entries],
-                msg.leader_commit]
+                msg.leader_commit, msg.read_round]
     if isinstance(msg, AppendEntriesResponse):
         return [4, msg.term, msg.src, msg.dst, msg.success, msg.match_index, msg.reject_index,
-                msg.conflict_index, msg.conflict_term]
+                msg.conflict_index, msg.conflict_term, msg.read_round]
     if isinstance(msg, RequestVote):
         return [1, msg.term, msg.src, msg.dst, msg.last_log_index, msg.last_log_term,
                 msg.pre_vote, msg.disrupt_leader]
@@ -63,6 +67,10 @@ def _fields(msg: Message) -> list[Any]:
     if isinstance(msg, InstallSnapshotResponse):
         return [7, msg.term, msg.src, msg.dst, msg.last_included_index, msg.next_offset,
                 msg.success]
+    if isinstance(msg, ReadIndex):
+        return [8, msg.term, msg.src, msg.dst, msg.request_id]
+    if isinstance(msg, ReadIndexResponse):
+        return [9, msg.term, msg.src, msg.dst, msg.request_id, msg.read_index, msg.success]
     raise ProtocolError(f"cannot encode {type(msg).__name__}: not a raftpy message")
 
 
@@ -126,7 +134,8 @@ def _append_entries(f: list[Any]) -> AppendEntries:
             raise ProtocolError(f"AppendEntries entries are not contiguous after {prev}")
     return AppendEntries(term=_int(f[1], "term"), src=_int(f[2], "src"), dst=_int(f[3], "dst"),
                          prev_log_index=prev, prev_log_term=_int(f[5], "prev_log_term"),
-                         entries=decoded, leader_commit=_int(f[7], "leader_commit"))
+                         entries=decoded, leader_commit=_int(f[7], "leader_commit"),
+                         read_round=_int(f[8], "read_round"))
 
 
 def _head(f: list[Any]) -> dict[str, int]:
@@ -140,11 +149,11 @@ _DECODERS: dict[int, tuple[int, Callable[[list[Any]], Message]]] = {
                                  disrupt_leader=_bool(f[7], "disrupt_leader"))),
     2: (6, lambda f: RequestVoteResponse(**_head(f), vote_granted=_bool(f[4], "vote_granted"),
                                          pre_vote=_bool(f[5], "pre_vote"))),
-    3: (8, _append_entries),
-    4: (9, lambda f: AppendEntriesResponse(
+    3: (9, _append_entries),
+    4: (10, lambda f: AppendEntriesResponse(
         **_head(f), success=_bool(f[4], "success"), match_index=_int(f[5], "match_index"),
         reject_index=_int(f[6], "reject_index"), conflict_index=_int(f[7], "conflict_index"),
-        conflict_term=_int(f[8], "conflict_term"))),
+        conflict_term=_int(f[8], "conflict_term"), read_round=_int(f[9], "read_round"))),
     5: (6, lambda f: TimeoutNow(**_head(f), last_log_index=_int(f[4], "last_log_index"),
                                 last_log_term=_int(f[5], "last_log_term"))),
     6: (11, lambda f: InstallSnapshot(
@@ -157,6 +166,10 @@ _DECODERS: dict[int, tuple[int, Callable[[list[Any]], Message]]] = {
     7: (7, lambda f: InstallSnapshotResponse(
         **_head(f), last_included_index=_int(f[4], "last_included_index"),
         next_offset=_int(f[5], "next_offset"), success=_bool(f[6], "success"))),
+    8: (5, lambda f: ReadIndex(**_head(f), request_id=_int(f[4], "request_id"))),
+    9: (7, lambda f: ReadIndexResponse(
+        **_head(f), request_id=_int(f[4], "request_id"), read_index=_int(f[5], "read_index"),
+        success=_bool(f[6], "success"))),
 }
 
 

@@ -26,6 +26,7 @@ class FollowerMixin(NodeState):
             self._become_follower(self.current_term, leader)
         elif self.leader_id != leader:
             self.leader_id = leader
+            self._fail_reads(f"node {leader} leads now")
             self._events.append(LeaderChanged(self.current_term, leader))
             self._transfer_learned_leader(leader)
         self._last_leader_contact = self._now
@@ -35,6 +36,7 @@ class FollowerMixin(NodeState):
         if self.role is Role.LEADER:
             # Two leaders in one term would break election safety; never happens.
             raise AssertionError(f"leader {self.id} got AppendEntries of its own term")
+        self._echo_round = msg.read_round  # every answer to it confirms that read round
         self._accept_leader(msg.src)
         prev = msg.prev_log_index
         if prev < self.log.snapshot_index:
@@ -72,7 +74,7 @@ class FollowerMixin(NodeState):
             self.commit_index = commit
         self._send(AppendEntriesResponse(
             term=self.current_term, src=self.id, dst=leader, success=True,
-            match_index=match_index))
+            match_index=match_index, read_round=self._echo_round))
 
     def _reject_append(self, msg: AppendEntries, term_at_prev: int | None) -> None:
         if term_at_prev is None:
@@ -84,11 +86,12 @@ class FollowerMixin(NodeState):
         self._send(AppendEntriesResponse(
             term=self.current_term, src=self.id, dst=msg.src, success=False,
             reject_index=msg.prev_log_index, conflict_index=conflict_index,
-            conflict_term=conflict_term))
+            conflict_term=conflict_term, read_round=msg.read_round))
 
     def _handle_install_snapshot(self, msg: InstallSnapshot) -> None:
         if self.role is Role.LEADER:
             raise AssertionError(f"leader {self.id} got InstallSnapshot of its own term")
+        self._echo_round = 0  # snapshot chunks belong to no read round
         self._accept_leader(msg.src)
         if msg.last_included_index <= self.commit_index:
             # Nothing new for us: say where we are so the leader moves on.

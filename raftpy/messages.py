@@ -73,6 +73,9 @@ class AppendEntries:
     prev_log_term: int
     entries: tuple[Entry, ...]
     leader_commit: int
+    read_round: int = 0
+    """The leader's read round when it sent this (ReadIndex, Raft §6.4): an answer
+    echoing round ``r`` proves the leader still led after round ``r`` began."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +96,8 @@ class AppendEntriesResponse:
     reject_index: int = 0
     conflict_index: int = 0
     conflict_term: int = 0
+    read_round: int = 0
+    """The ``read_round`` of the AppendEntries this answers."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +145,30 @@ class InstallSnapshotResponse:
     success: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadIndex:
+    """Follower to leader: "give me a read index" (a follower read, Raft §6.4)."""
+
+    term: int
+    src: int
+    dst: int
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadIndexResponse:
+    """The leader's answer to a :class:`ReadIndex`: once the follower has applied
+    ``read_index`` it may serve the read. ``success`` is false if the node asked
+    does not lead (any more)."""
+
+    term: int
+    src: int
+    dst: int
+    request_id: int
+    read_index: int
+    success: bool
+
+
 Message = (
     RequestVote
     | RequestVoteResponse
@@ -148,6 +177,8 @@ Message = (
     | TimeoutNow
     | InstallSnapshot
     | InstallSnapshotResponse
+    | ReadIndex
+    | ReadIndexResponse
 )
 """Any Raft wire message."""
 
@@ -159,4 +190,6 @@ MESSAGE_TYPES: tuple[type, ...] = (
     TimeoutNow,
     InstallSnapshot,
     InstallSnapshotResponse,
+    ReadIndex,
+    ReadIndexResponse,
 )

@@ -39,12 +39,15 @@ from raftpy.messages import (
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     TimeoutNow,
 )
 from raftpy.nodestate import Candidacy, PendingTransfer, Promotion
 from raftpy.progress import Progress
+from raftpy.reads import ReadsMixin
 from raftpy.ready import (
     Event,
     HardState,
@@ -73,7 +76,8 @@ class PersistentState:
     snapshot: SnapshotMeta | None = None
 
 
-class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, MembershipMixin):
+class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, MembershipMixin,
+               ReadsMixin):
     """One Raft server's protocol state machine.
 
     Membership comes from the node's log and snapshot (see :mod:`raftpy.membership`
@@ -161,6 +165,13 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         self._events: list[Event] = []
         self._hard_state_dirty = False
         self._pending_snapshot: tuple[SnapshotMeta, bytes] | None = None
+        # Reads (ReadIndex, raftpy.reads).
+        self._read_round = 0
+        self._read_acks: dict[int, int] = {}
+        self._reads = []
+        self._read_round_wanted = False
+        self._remote_reads: dict[int, float] = {}
+        self._echo_round = 0
         self._use_configuration()
         self._reset_election_timer()
 
@@ -192,6 +203,8 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         if self.role is Role.LEADER:
             deadline = min(self._heartbeat_deadline, self._check_quorum_deadline,
                            self._promotion_next_deadline())
+        else:
+            deadline = min(deadline, self._reads_next_deadline())
         return min(deadline, self._transfer_next_deadline())
 
     def has_ready(self) -> bool:
@@ -307,7 +320,9 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         if self.role is Role.LEADER:
             self._tick_promotion(now)
             self._tick_leader(now)
-        elif now >= self._election_deadline:
+            return
+        self._tick_reads(now)
+        if now >= self._election_deadline:
             self._log_trace("election timeout")
             self._campaign(disrupt_leader=False)
 
@@ -357,6 +372,10 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
             self._handle_install_snapshot(msg)
         elif isinstance(msg, TimeoutNow):
             self._handle_timeout_now(msg)
+        elif isinstance(msg, ReadIndex):
+            self._handle_read_index(msg)
+        elif isinstance(msg, ReadIndexResponse):
+            self._handle_read_index_response(msg)
         elif self.role is Role.LEADER:
             self._step_leader(msg)
         elif self.role is Role.CANDIDATE:
@@ -375,6 +394,11 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
             self._send(RequestVoteResponse(
                 term=self.current_term, src=self.id, dst=msg.src, vote_granted=False,
                 pre_vote=msg.pre_vote))
+        elif isinstance(msg, ReadIndex):
+            # Tell the asker its leader is gone (our term is newer), so it fails fast.
+            self._send(ReadIndexResponse(term=self.current_term, src=self.id, dst=msg.src,
+                                         request_id=msg.request_id, read_index=0,
+                                         success=False))
 
     # ------------------------------------------------------------------ role changes
 
@@ -388,6 +412,9 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         was = (self.role, self.leader_id)
         self.role = Role.FOLLOWER
         self.leader_id = leader
+        if was != (Role.FOLLOWER, leader):
+            self._fail_reads("leadership changed" if leader is None
+                             else f"node {leader} leads now")
         self.in_pre_vote = False
         self.disrupt_leader = False
         self._votes = {}
@@ -403,6 +430,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
             self._transfer_learned_leader(leader)
 
     def _become_candidate(self, *, pre_vote: bool, disrupt_leader: bool) -> None:
+        self._fail_reads("this node is campaigning")
         self.role = Role.CANDIDATE
         if self.leader_id is not None:
             self._events.append(LeaderChanged(self.current_term, None))
@@ -436,6 +464,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
             self._tally_votes()  # a single voter wins its pre-vote at once
 
     def _become_leader(self) -> None:
+        self._fail_reads("this node was elected")  # (nothing is pending on a candidate)
         self.role = Role.LEADER
         self.leader_id = self.id
         self.in_pre_vote = False

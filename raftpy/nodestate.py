@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING
 from raftpy.config import Config
 from raftpy.log import RaftLog
 from raftpy.membership import Configuration, ConfigurationHistory
-from raftpy.messages import Entry, Message
+from raftpy.messages import AppendEntriesResponse, Entry, Message
 from raftpy.progress import Progress
 from raftpy.ready import Event, Role, SnapshotMeta
 from raftpy.snapshots import SnapshotReceiver
+
+if TYPE_CHECKING:
+    from raftpy.reads import PendingRead
 
 
 class TransferStage(enum.Enum):
@@ -130,6 +133,9 @@ class NodeState:
     _events: list[Event]
     _hard_state_dirty: bool
     _pending_snapshot: tuple[SnapshotMeta, bytes] | None
+    _read_round: int
+    _echo_round: int
+    _reads: list[PendingRead]
 
     if TYPE_CHECKING:  # defined by RaftNode or a sibling mixin
         @property
@@ -161,3 +167,7 @@ class NodeState:
         def _report_configuration(self) -> None: ...
         def _tick_promotion(self, now: float) -> None: ...
         def _promotion_next_deadline(self) -> float: ...
+        def _note_read_ack(self, msg: AppendEntriesResponse) -> None: ...
+        def _send_read_heartbeat(self, peer: int) -> None: ...
+        def _confirm_reads(self) -> None: ...
+        def _fail_reads(self, reason: str) -> None: ...

@@ -93,7 +93,29 @@ class PromotionEnded:
     rounds: int = 0
 
 
-Event = LeaderChanged | TransferEnded | ConfigurationChanged | PromotionEnded
+@dataclass(frozen=True, slots=True)
+class ReadIndexReady:
+    """A read asked with :meth:`~raftpy.RaftNode.read_index` may be served once this
+    node has applied ``read_index``: every write committed before the read was asked
+    is at or below it (Raft §6.4)."""
+
+    request_id: int
+    read_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexFailed:
+    """A read asked with :meth:`~raftpy.RaftNode.read_index` cannot be confirmed here:
+    leadership changed, or the leader did not answer in time. ``leader_id`` is the
+    leader this node knows of now, if any (ask again there)."""
+
+    request_id: int
+    reason: str
+    leader_id: int | None = None
+
+
+Event = (LeaderChanged | TransferEnded | ConfigurationChanged | PromotionEnded
+         | ReadIndexReady | ReadIndexFailed)
 
 
 @dataclass(slots=True)

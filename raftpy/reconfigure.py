@@ -315,6 +315,8 @@ class MembershipMixin(NodeState):
         change removing or demoting this leader may be committed (§4.2.2)."""
         if self._transfer is not None:
             self._transfer_fence_committed()
+        if self._reads:
+            self._confirm_reads()  # waiting for an entry of this term to commit
         if self.id not in self.voters and self.role is Role.LEADER and \
                 self._configurations.latest_index <= self.commit_index:
             self._step_down_after_own_removal()

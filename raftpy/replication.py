@@ -24,6 +24,7 @@ class LeaderMixin(NodeState):
             return
         pr.recent_active = True
         if isinstance(msg, AppendEntriesResponse):
+            self._note_read_ack(msg)
             if msg.success:
                 self._on_append_success(msg.src, pr, msg.match_index)
             else:
@@ -129,7 +130,17 @@ class LeaderMixin(NodeState):
             return
         self._send(AppendEntries(
             term=self.current_term, src=self.id, dst=peer, prev_log_index=prev,
-            prev_log_term=prev_term, entries=(), leader_commit=self.commit_index))
+            prev_log_term=prev_term, entries=(), leader_commit=self.commit_index,
+            read_round=self._read_round))
+
+    def _send_read_heartbeat(self, peer: int) -> None:
+        """Reach ``peer`` now with the new read round (ReadIndex): a heartbeat at its
+        match index, which it holds, so it answers at once even while a probe is
+        out (a new leader's first reads need not wait for the next heartbeat). A
+        peer taking a snapshot answers a later round instead."""
+        pr = self.progress[peer]
+        if pr.state is not ProgressState.SNAPSHOT:
+            self._send_heartbeat(peer, pr)
 
     def _replicate_to_all(self) -> None:
         for peer, pr in self.progress.items():
@@ -159,7 +170,7 @@ class LeaderMixin(NodeState):
             self._send(AppendEntries(
                 term=self.current_term, src=self.id, dst=peer, prev_log_index=prev,
                 prev_log_term=prev_term, entries=tuple(entries),
-                leader_commit=self.commit_index))
+                leader_commit=self.commit_index, read_round=self._read_round))
             if pr.state is not ProgressState.REPLICATE:
                 pr.paused = True  # one probe at a time
                 return

@@ -20,6 +20,8 @@ from raftpy import (
     Member,
     MemberRole,
     ProtocolError,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     TimeoutNow,
@@ -53,7 +55,7 @@ def append_entries(draw: st.DrawFn) -> AppendEntries:
                     for k, kind in enumerate(kinds))
     return AppendEntries(term=draw(ints), src=draw(small), dst=draw(small),
                          prev_log_index=prev, prev_log_term=draw(ints), entries=entries,
-                         leader_commit=draw(ints))
+                         leader_commit=draw(ints), read_round=draw(ints))
 
 
 messages = st.one_of(
@@ -63,7 +65,8 @@ messages = st.one_of(
               vote_granted=st.booleans(), pre_vote=st.booleans()),
     append_entries(),
     st.builds(AppendEntriesResponse, term=ints, src=small, dst=small, success=st.booleans(),
-              match_index=ints, reject_index=ints, conflict_index=ints, conflict_term=ints),
+              match_index=ints, reject_index=ints, conflict_index=ints, conflict_term=ints,
+              read_round=ints),
     st.builds(TimeoutNow, term=ints, src=small, dst=small, last_log_index=ints,
               last_log_term=ints),
     st.builds(InstallSnapshot, term=ints, src=small, dst=small, last_included_index=ints,
@@ -73,6 +76,9 @@ messages = st.one_of(
               configuration_index=ints),
     st.builds(InstallSnapshotResponse, term=ints, src=small, dst=small,
               last_included_index=ints, next_offset=ints, success=st.booleans()),
+    st.builds(ReadIndex, term=ints, src=small, dst=small, request_id=ints),
+    st.builds(ReadIndexResponse, term=ints, src=small, dst=small, request_id=ints,
+              read_index=ints, success=st.booleans()),
 )
 
 
@@ -103,10 +109,12 @@ def test_random_msgpack_values_decode_or_raise_protocol_error(value: object) -> 
     ([5, -1, 1, 2, 3, 4], "term must be a non-negative integer"),
     ([5, 1, 1, 2, 3, "x"], "last_log_term"),
     ([2, 1, 1, 2, 1, False], "vote_granted must be a boolean"),
-    ([3, 1, 1, 2, 0, 0, [[2, 1, 0, b""]], 0], "not contiguous"),
-    ([3, 1, 1, 2, 0, 0, [[1, 1, 7, b""]], 0], "unknown entry kind"),
-    ([3, 1, 1, 2, 0, 0, [[1, 1, 0, "text"]], 0], "entry data must be bytes"),
-    ([3, 1, 1, 2, 0, 0, "nope", 0], "entries must be a list"),
+    ([3, 1, 1, 2, 0, 0, [[2, 1, 0, b""]], 0, 0], "not contiguous"),
+    ([3, 1, 1, 2, 0, 0, [[1, 1, 7, b""]], 0, 0], "unknown entry kind"),
+    ([3, 1, 1, 2, 0, 0, [[1, 1, 0, "text"]], 0, 0], "entry data must be bytes"),
+    ([3, 1, 1, 2, 0, 0, "nope", 0, 0], "entries must be a list"),
+    ([3, 1, 1, 2, 0, 0, [], 0], "needs 9 fields"),
+    ([9, 1, 1, 2, 5, 3, "yes"], "success must be a boolean"),
 ])
 def test_malformed_messages_are_refused_with_a_clear_error(value: object, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):

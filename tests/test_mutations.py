@@ -28,14 +28,21 @@ import pytest
 import test_election
 import test_membership_core
 import test_membership_sim
+import test_reads
 import test_replication
 import test_seed_scenario
 
 from raftpy import AppendEntriesResponse, RaftNode, Ready, Role
 from raftpy.errors import ConfigurationChangeInProgress, LeadershipTransferInProgress, NotLeader
 from raftpy.membership import EMPTY, Member, MemberRole
-from raftpy.messages import AppendEntries, Message, RequestVote, RequestVoteResponse
-from raftpy.ready import SnapshotMeta
+from raftpy.messages import (
+    AppendEntries,
+    Message,
+    ReadIndexResponse,
+    RequestVote,
+    RequestVoteResponse,
+)
+from raftpy.ready import ReadIndexReady, SnapshotMeta
 from raftpy.sim.fuzz import run_seed
 
 FUZZ_SEEDS = 200
@@ -285,6 +292,36 @@ def snapshot_forgets_configuration(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(RaftNode, "snapshot_meta", snapshot_meta)
 
 
+# ---------------------------------------------------------------- reads
+
+
+def read_without_a_heartbeat_round(mp: pytest.MonkeyPatch) -> None:
+    # The leader trusts itself: every read counts as confirmed by a majority.
+    mp.setattr(RaftNode, "_read_confirmed_round", lambda self: self._read_round)
+
+
+def read_before_own_term_commit(mp: pytest.MonkeyPatch) -> None:
+    # A new leader answers with its commit index before an entry of its term
+    # commits: that index may lag what the previous leader committed.
+    def confirm(self: RaftNode) -> None:
+        confirmed = self._read_confirmed_round()
+        waiting = []
+        for read in self._reads:
+            if read.round > confirmed:
+                waiting.append(read)
+            elif read.peer is None:
+                self._events.append(ReadIndexReady(read.request_id, self.commit_index))
+            else:
+                self._send(ReadIndexResponse(term=self.current_term, src=self.id,
+                                             dst=read.peer, request_id=read.request_id,
+                                             read_index=self.commit_index, success=True))
+        self._reads = waiting
+        if waiting and self._read_round_wanted and confirmed >= self._read_round:
+            self._start_read_round()
+
+    mp.setattr(RaftNode, "_confirm_reads", confirm)
+
+
 SAFETY = [
     Mutant("ack sent before its fsync", ack_before_fsync,
            ("ack not durable", "durability"),
@@ -326,6 +363,12 @@ SAFETY = [
     Mutant("promotion without catch-up", promotion_without_catch_up,
            ("promotion without catch-up",),
            test_membership_sim.test_a_member_that_cannot_keep_up_is_not_promoted),
+    Mutant("read answered without a heartbeat round", read_without_a_heartbeat_round,
+           ("stale read",),
+           test_reads.test_a_leader_read_needs_a_majority_round_and_writes_nothing),
+    Mutant("read answered before own-term commit", read_before_own_term_commit,
+           ("stale read",),
+           test_reads.test_a_new_leader_answers_only_after_its_own_entry_commits),
     Mutant("snapshot forgets the configuration", snapshot_forgets_configuration,
            ("snapshot configuration",),
            test_membership_core.test_snapshot_meta_carries_the_configuration_in_force),

@@ -8,8 +8,8 @@
 True
 """
 
-from raftpy.sim.cluster import Cluster, Proposal, Transfer
+from raftpy.sim.cluster import Cluster, Proposal, Read, Transfer
 from raftpy.sim.invariants import InvariantViolation
 from raftpy.sim.network import NetworkConfig
 
-__all__ = ["Cluster", "InvariantViolation", "NetworkConfig", "Proposal", "Transfer"]
+__all__ = ["Cluster", "InvariantViolation", "NetworkConfig", "Proposal", "Read", "Transfer"]

@@ -20,7 +20,15 @@ from raftpy.errors import NotLeader
 from raftpy.membership import Configuration, ConfigurationState, MemberRole
 from raftpy.messages import Entry, EntryKind, InstallSnapshot, Message
 from raftpy.node import RaftNode
-from raftpy.ready import LeaderChanged, Ready, Role, SnapshotMeta, TransferEnded
+from raftpy.ready import (
+    LeaderChanged,
+    ReadIndexFailed,
+    ReadIndexReady,
+    Ready,
+    Role,
+    SnapshotMeta,
+    TransferEnded,
+)
 from raftpy.sim.invariants import InvariantChecker, InvariantViolation
 from raftpy.sim.network import NetworkConfig
 from raftpy.sim.statemachine import decode_applied, encode_applied
@@ -32,6 +40,28 @@ MessagePredicate = Callable[[Message], bool]
 
 _DELIVER, _TIMER, _PERSIST, _CALL = 0, 1, 2, 3
 _INF = float("inf")
+
+
+@dataclass(slots=True)
+class Read:
+    """A linearizable read asked through :meth:`Cluster.read`; resolves by itself.
+
+    ``committed_before`` is the highest index any node had committed when the read
+    was asked: the answer must not be below it (or the read could miss a write
+    that was acknowledged before it began)."""
+
+    node: int
+    request_id: int
+    asked_at: float
+    committed_before: int
+    read_index: int | None = None
+    answered_at: float | None = None
+    failure: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Answered or failed."""
+        return self.read_index is not None or self.failure is not None
 
 
 @dataclass(slots=True)
@@ -138,6 +168,9 @@ class Cluster:
         self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
         self.proposals: list[Proposal] = []
         self.transfers: list[Transfer] = []
+        self.reads: list[Read] = []
+        self._pending_reads: dict[tuple[int, int], Read] = {}
+        self._read_ids = itertools.count(1)
         self.held: list[Message] = []
         self._holds: list[MessagePredicate] = []
         self._blocked: set[tuple[int, int]] = set()
@@ -273,6 +306,22 @@ class Cluster:
             self._pending_by_index.setdefault(pos.index, []).append(proposal)
         self._after(target)
         return proposal
+
+    def read(self, node_id: int | None = None) -> Read:
+        """Ask ``node_id`` (default: the leader) for a linearizable read index
+        (ReadIndex; a follower asks its leader). Raises ``NotLeader`` when the node
+        knows no leader, or is paused."""
+        target = node_id if node_id is not None else self.leader()
+        if target is None or target in self._paused:
+            raise NotLeader(target or 0, None)
+        node = self.node(target)
+        request_id = next(self._read_ids)
+        read = Read(target, request_id, self.now, len(self._committed_terms) - 1)
+        node.read_index(request_id, self.clock_of(target))
+        self.reads.append(read)
+        self._pending_reads[(target, request_id)] = read
+        self._after(target)
+        return read
 
     def transfer_leadership(self, target: int | None = None) -> Transfer:
         """Ask the current leader to hand over to ``target`` (None: the best voter)."""
@@ -529,6 +578,8 @@ class Cluster:
         for transfer in self.transfers:
             if transfer.leader == node_id and not transfer.done:
                 self._end_transfer(transfer, False, None, "leader crashed")
+        for key in [k for k in self._pending_reads if k[0] == node_id]:
+            self._pending_reads.pop(key).failure = "node crashed"
 
     def restart(self, node_id: int) -> None:
         """Start ``node_id`` again from exactly what it persisted."""
@@ -706,6 +757,8 @@ class Cluster:
                             and transfer.target == event.target:
                         self._end_transfer(transfer, event.succeeded, event.new_leader,
                                            event.reason)
+            elif isinstance(event, ReadIndexReady | ReadIndexFailed):
+                self._end_read(node_id, event)
             elif isinstance(event, LeaderChanged) and event.leader_id == node_id:
                 self._note(f"{node_id} is leader of term {event.term}")
                 if self.checker is not None:
@@ -810,6 +863,24 @@ class Cluster:
 
     def _hash(self, what: str) -> None:
         self._trace_crc = zlib.crc32(what.encode(), self._trace_crc)
+
+    def _end_read(self, node_id: int, event: ReadIndexReady | ReadIndexFailed) -> None:
+        read = self._pending_reads.pop((node_id, event.request_id), None)
+        if read is None:
+            return
+        read.answered_at = self.now
+        if isinstance(event, ReadIndexFailed):
+            read.failure = event.reason
+            return
+        read.read_index = event.read_index
+        if event.read_index < read.committed_before:
+            # Raft §6.4: a read index below an index committed before the read was
+            # asked lets the read miss an acknowledged write (a stale read).
+            raise self._violation(
+                f"stale read: node {node_id} answered read {event.request_id} (asked at "
+                f"{read.asked_at:.6f}s) with read index {event.read_index}, but index "
+                f"{read.committed_before} was committed before it was asked")
+        self.fault_counts["read_answered"] += 1
 
     def _violation(self, what: str) -> InvariantViolation:
         return InvariantViolation(what, seed=self.seed, event=self.events, now=self.now)

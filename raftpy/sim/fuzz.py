@@ -39,6 +39,7 @@ from raftpy.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
+from raftpy.ready import Role
 from raftpy.sim.cluster import Cluster, Proposal
 from raftpy.sim.figure8 import run_figure8
 from raftpy.sim.invariants import InvariantViolation
@@ -136,6 +137,8 @@ class FaultPlan:
         change_rate = rng.choice([0.0, 0.5, 1.0, 2.0])
         weights += (("membership", change_rate if membership and not (figure8 or stale_suffix)
                      else 0.0),)
+        # ReadIndex reads, at leaders (stale ones too) and followers.
+        weights += (("read", rng.choice([0.0, 2.0, 5.0, 10.0])),)
         config = Config(
             pre_vote=pre_vote,
             check_quorum=check_quorum,
@@ -343,6 +346,18 @@ def _act(faults: _Faults, rng: random.Random, action: str, counter: int,
                 report.faults["action_propose"] += 1
         except (NotLeader, LeadershipTransferInProgress):
             pass
+    elif action == "read":
+        live = [n for n in cluster.live_nodes() if not cluster.is_paused(n.id)]
+        leaders = [n.id for n in live if n.role is Role.LEADER]
+        if live:
+            node = (rng.choice(leaders) if leaders and rng.random() < 0.5
+                    else rng.choice(live).id)
+            try:
+                for _ in range(rng.choice([1, 1, 4])):
+                    cluster.read(node)
+                    report.faults["action_read"] += 1
+            except NotLeader:
+                pass
     elif action == "transfer":
         target = rng.choice([None, *voters])
         try:
