@@ -162,9 +162,10 @@ async def test_three_nodes_elect_replicate_and_read(autojump_clock: trio.testing
             status = leader.status()
         assert all(m.commands == [b"a", b"b"] for m in c.machines.values())
         assert status.role is Role.LEADER and status.leader_id == leader.id
-        # index 1: the leader's no-op; 2, 3: the commands; 4: the read barrier.
-        assert (status.commit_index, status.applied_index, status.last_log_index) == (4, 4, 4)
-        assert [p.match_index for p in status.peers] == [4, 4]
+        # index 1: the leader's no-op; 2, 3: the commands. The read barrier (ReadIndex)
+        # wrote nothing.
+        assert (status.commit_index, status.applied_index, status.last_log_index) == (3, 3, 3)
+        assert [p.match_index for p in status.peers] == [3, 3]
         assert all(p.last_contact is not None and p.last_contact < 0.1 for p in status.peers)
         follower = c.nodes[next(i for i in c.ids if i != leader.id)].status()
         assert follower.role is Role.FOLLOWER and follower.leader_id == leader.id
@@ -196,12 +197,27 @@ async def test_apply_on_follower_raises_not_leader_with_address(
         leader = await c.leader()
         follower = next(n for n in c.nodes.values() if n is not leader)
         await follower.wait_leader()
-        for call in (follower.apply(b"x"), follower.read_barrier(),
+        for call in (follower.apply(b"x"), follower.read_barrier(mode="log"),
                      follower.transfer_leadership()):
             with pytest.raises(NotLeader) as info:
                 await call
             assert info.value.leader_id == leader.id
             assert info.value.leader_address == f"10.0.0.{leader.id}:7000"
+
+
+async def test_a_follower_reads_through_its_leader_without_a_log_write(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as c:
+        leader = await c.leader()
+        follower = next(n for n in c.nodes.values() if n is not leader)
+        await follower.wait_leader()
+        assert await leader.apply(b"a") == 1
+        last = leader.status().last_log_index
+        # The follower may not have applied "a" yet; its read barrier waits for it.
+        await follower.read_barrier()
+        assert c.machines[follower.id].commands == [b"a"]
+        await leader.read_barrier()
+        assert leader.status().last_log_index == last  # neither read wrote the log
 
 
 async def test_state_machine_error_reaches_the_caller_only(

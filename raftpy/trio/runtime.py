@@ -19,13 +19,14 @@ storage.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import trio
 
@@ -39,7 +40,15 @@ from raftpy.errors import (
 )
 from raftpy.messages import Entry, EntryKind, Message
 from raftpy.node import RaftNode
-from raftpy.ready import LeaderChanged, Ready, Role, SnapshotMeta, TransferEnded
+from raftpy.ready import (
+    LeaderChanged,
+    ReadIndexFailed,
+    ReadIndexReady,
+    Ready,
+    Role,
+    SnapshotMeta,
+    TransferEnded,
+)
 from raftpy.statemachine import StateMachine as StateMachine  # re-exported: its old home
 from raftpy.storage.base import Storage
 from raftpy.storage.memory import MemoryStorage
@@ -182,6 +191,7 @@ class _Propose:
 @dataclass(frozen=True, slots=True)
 class _Barrier:
     reply: _Reply
+    mode: ReadMode = "index"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +199,11 @@ class _Transfer:
     target: int | None
     reply: _Reply
 
+
+ReadMode = Literal["index", "log"]
+"""How :meth:`Node.read_barrier` confirms a read: ``"index"`` (ReadIndex, Raft
+§6.4: one round of heartbeats, no log write; followers ask their leader) or
+``"log"`` (commit a marker entry through the leader)."""
 
 _WAKE = None
 """The inbox token that tells the driver wire messages are waiting."""
@@ -296,6 +311,9 @@ class Node:
         self._wire.wake = self._wake
         self._wake_pending = False
         self._waiting: dict[int, list[tuple[int, _Reply]]] = {}
+        self._reads: dict[int, list[_Reply]] = {}
+        """ReadIndex requests of the core -> the readers waiting for their answer."""
+        self._read_ids = itertools.count(1)
         self._transfer_reply: tuple[int, _Reply] | None = None
         self._last_contact: dict[int, float] = {}
         self._changed = trio.Event()
@@ -342,16 +360,23 @@ class Node:
         await self._submit(_Propose(command, reply))
         return await reply.wait()
 
-    async def read_barrier(self) -> None:
+    async def read_barrier(self, mode: ReadMode = "index") -> None:
         """Return once the local state machine reflects every write that committed
         before the call (a linearizable read may then read it directly).
 
-        Works by committing a marker entry in the current term; concurrent callers
-        share one. Raises like :meth:`apply`.
+        ``mode="index"`` (the default) uses ReadIndex: the leader confirms it still
+        leads with one round of heartbeats and no log write, and a follower asks
+        its leader for the index, then waits until it has applied it, so reads can
+        be served by any member. ``mode="log"`` commits a marker entry through the
+        leader instead (the leader only). Concurrent callers share one round or
+        one marker. Raises :class:`NotLeader` (no leader known, or leadership
+        changed before the read was confirmed) or :class:`NodeClosed`.
         """
         reply = _Reply()
-        await self._submit(_Barrier(reply))
-        await reply.wait()
+        await self._submit(_Barrier(reply, mode))
+        index = await reply.wait()
+        if mode == "index":
+            await self.wait_applied(index)
 
     async def transfer_leadership(self, target: int | None = None) -> int:
         """Hand leadership to ``target`` (``None``: the most up-to-date voter) and
@@ -496,12 +521,14 @@ class Node:
             commands: list[bytes] = []
             replies: list[_Reply] = []
             barrier_replies: list[_Reply] = []
+            index_readers: list[_Reply] = []
             for item in batch:
                 if isinstance(item, _Propose):
                     commands.append(item.command)
                     replies.append(item.reply)
                 elif isinstance(item, _Barrier):
-                    barrier_replies.append(item.reply)
+                    (index_readers if item.mode == "index" else barrier_replies).append(
+                        item.reply)
                 elif isinstance(item, _Transfer):
                     self._start_transfer(item, now)
             if barrier_replies:
@@ -511,9 +538,31 @@ class Node:
                 replies.append(_Reply(followers=barrier_replies))
             if commands:
                 self._propose(commands, replies, now)
+            if index_readers:
+                self._read_index(index_readers, now)
             if now >= raft.next_deadline():
                 raft.tick(now)
             self._drain_ready()
+
+    def _read_index(self, readers: list[_Reply], now: float) -> None:
+        """One ReadIndex request for every reader of this round."""
+        request_id = next(self._read_ids)
+        try:
+            self._raft.read_index(request_id, now)
+        except NotLeader:
+            error = self._not_leader()
+            for reply in readers:
+                reply.fail(error)
+            return
+        self._reads[request_id] = readers
+
+    def _end_read(self, event: ReadIndexReady | ReadIndexFailed) -> None:
+        for reply in self._reads.pop(event.request_id, ()):
+            if isinstance(event, ReadIndexReady):
+                reply.resolve(event.read_index)
+            else:
+                leader = event.leader_id if event.leader_id != self.id else None
+                reply.fail(NotLeader(self.id, leader, leader_address=self.address_of(leader)))
 
     def _propose(self, commands: list[bytes], replies: list[_Reply], now: float) -> None:
         raft = self._raft
@@ -601,6 +650,8 @@ class Node:
             changed = True
             if isinstance(event, TransferEnded):
                 self._end_transfer(event)
+            elif isinstance(event, ReadIndexReady | ReadIndexFailed):
+                self._end_read(event)
             elif isinstance(event, LeaderChanged):
                 logger.info("node %d: leader is %s (term %d)", self.id, event.leader_id,
                             event.term)
@@ -704,6 +755,10 @@ class Node:
             for _, reply in waiting:
                 reply.fail(error)
         self._waiting.clear()
+        for readers in self._reads.values():
+            for reply in readers:
+                reply.fail(error)
+        self._reads.clear()
         if self._transfer_reply is not None:
             self._transfer_reply[1].fail(error)
             self._transfer_reply = None
