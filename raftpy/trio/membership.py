@@ -217,9 +217,15 @@ class MembershipCalls:
 
     # ------------------------------------------------------------------ public
 
-    def members(self) -> Membership:
+    async def members(self) -> Membership:
         """The latest configuration this node holds (committed or not) with each
-        member's last contact and, if this node leads, match index."""
+        member's last contact and, if this node leads, match index (a coroutine, like
+        the remote :class:`MembershipAdmin` it stands in for)."""
+        await trio.lowlevel.checkpoint()
+        return self.membership_now()
+
+    def membership_now(self) -> Membership:
+        """:meth:`members` without the checkpoint (for synchronous callers)."""
         raft = self._raft
         state = raft.configuration
         now = trio.current_time()

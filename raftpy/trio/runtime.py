@@ -646,6 +646,8 @@ class Node(MembershipCalls):
             except Exception as exc:  # a deterministic rejection: every replica agrees
                 logger.debug("node %d: entry %d raised %r", self.id, entry.index, exc)
                 error = exc
+        elif entry.kind is EntryKind.CONFIGURATION:
+            result = entry.index  # what a membership call returns
         self._applied = entry.index
         for term, reply in self._waiting.pop(entry.index, ()):
             if term != entry.term:
