@@ -129,7 +129,7 @@ async def test_bootstrap_join_add_promote_remove_and_the_transport_follows(
             assert roles(await leader.members()) == {1: VOTER, 2: VOTER, 3: VOTER}
             # The transport learned every member's address from the bootstrap entry.
             assert c.transports[leader.id].peers == {
-                i: PeerAddress("10.0.0.%d" % i, 7000) for i in (1, 2, 3) if i != leader.id}
+                i: PeerAddress(f"10.0.0.{i}", 7000) for i in (1, 2, 3) if i != leader.id}
             assert c.transports[leader.id].admit == frozenset({1, 2, 3})
 
             joiner = await c.start(4, join=True)
@@ -143,7 +143,7 @@ async def test_bootstrap_join_add_promote_remove_and_the_transport_follows(
             assert view.get(4) == MemberStatus(4, SPARE, addr(4), None, None)
             assert c.transports[leader.id].peers[4] == PeerAddress("10.0.0.4", 7000)
             assert 4 in (c.transports[leader.id].admit or ())
-            assert "configuration at index %d" % index in c.transports[leader.id].updates[-1][2]
+            assert f"configuration at index {index}" in c.transports[leader.id].updates[-1][2]
 
             index = await leader.assign_role(4, VOTER)  # catch-up rounds, then the entry
             await joiner.wait_applied(index)
