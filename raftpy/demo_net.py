@@ -47,10 +47,14 @@ class Servers:
     """The server processes of the demo (or of a test), one process group each."""
 
     def __init__(self, root: Path, n: int = 3, *, election_timeout_ms: float = 150,
-                 cluster_id: str = "demo", log_level: str = "info") -> None:
+                 cluster_id: str = "demo", log_level: str = "info",
+                 handover_timeout: float = 3.0) -> None:
         self.root = root
         self.ids = list(range(1, n + 1))
+        self.initial = list(self.ids)
+        """The members the cluster is bootstrapped with."""
         self.ports = dict(zip(self.ids, _free_ports(n), strict=True))
+        self.handover_timeout = handover_timeout
         self.election_timeout_ms = election_timeout_ms
         self.cluster_id = cluster_id
         self.log_level = log_level
@@ -70,16 +74,34 @@ class Servers:
         """Where a member's stderr goes."""
         return self.root / f"node{node_id}.log"
 
-    def start(self, node_id: int) -> None:
-        """Start (or restart) member ``node_id`` from its data directory."""
+    def add(self) -> int:
+        """A new member id with a free port (not started: see :meth:`start`)."""
+        node_id = max(self.ports) + 1
+        self.ids.append(node_id)
+        self.ports[node_id] = _free_ports(1)[0]
+        return node_id
+
+    def start(self, node_id: int, *, join: Sequence[int] | None = None,
+              role: str | None = None, flags: bool = True, extra: Sequence[str] = ()) -> None:
+        """Start (or restart) member ``node_id`` from its data directory: an initial
+        member with ``--bootstrap`` (ignored by a data directory that holds state
+        already), with ``join`` by asking those members to add it, with
+        ``flags=False`` with neither (a restart that follows its log)."""
         argv = [sys.executable, "-m", "raftpy.cli", "--log-level", self.log_level, "serve",
                 "--id", str(node_id), "--listen", self.address(node_id),
                 "--data-dir", str(self.root / f"node{node_id}"),
                 "--cluster-id", self.cluster_id,
-                "--election-timeout-ms", str(self.election_timeout_ms)]
-        for peer in self.ids:
-            if peer != node_id:
-                argv += ["--peer", f"{peer}={self.address(peer)}"]
+                "--election-timeout-ms", str(self.election_timeout_ms),
+                "--handover-timeout", str(self.handover_timeout), *extra]
+        if join is not None:
+            argv += ["--join", ",".join(self.address(i) for i in join)]
+            if role is not None:
+                argv += ["--role", role]
+        elif flags and node_id in self.initial:
+            argv.append("--bootstrap")
+            for peer in self.initial:
+                if peer != node_id:
+                    argv += ["--peer", f"{peer}={self.address(peer)}"]
         log = self._logs.get(node_id)
         if log is None:
             log = self._logs[node_id] = open(self.log_path(node_id), "a")  # noqa: SIM115
@@ -94,7 +116,8 @@ class Servers:
         proc.wait()
 
     def stop(self, node_id: int, timeout: float = 5.0) -> int | None:
-        """SIGTERM member ``node_id``; SIGKILL it if it lingers. Returns its exit code."""
+        """SIGTERM member ``node_id`` (it hands over first, within its handover
+        timeout); SIGKILL it if it lingers. Returns its exit code."""
         proc = self.procs.pop(node_id)
         _signal_group(proc, signal.SIGTERM)
         try:
@@ -107,6 +130,8 @@ class Servers:
     def stop_all(self) -> dict[int, int | None]:
         """Stop every running member; never leaves one behind."""
         codes = {}
+        for running in self.procs.values():  # at once: nobody waits for a handover in vain
+            _signal_group(running, signal.SIGTERM)
         for node_id in list(self.procs):
             try:
                 codes[node_id] = self.stop(node_id)

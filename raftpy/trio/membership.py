@@ -132,7 +132,9 @@ def parse_role(text: str) -> MemberRole:
 # ---------------------------------------------------------------------- start
 
 
-def _holds_state(state: PersistentState) -> bool:
+def holds_state(state: PersistentState) -> bool:
+    """Whether loaded storage holds any cluster state (else a node must bootstrap or
+    join)."""
     return bool(state.entries) or state.snapshot is not None or state.hard_state.term > 0
 
 
@@ -154,10 +156,10 @@ def prepare_storage(storage: Storage, node_id: int, *, bootstrap: Configuration 
         if bootstrap_storage(storage, bootstrap):
             logger.info("node %d: bootstrapped %s", node_id, bootstrap.describe())
     state, _ = storage.load()
-    if not _holds_state(state) and bootstrap is None and not join and not fixed:
+    if not holds_state(state) and bootstrap is None and not join and not fixed:
         raise ConfigError(f"node {node_id} has empty storage: bootstrap a new cluster or join "
                           "an existing one")
-    if join and _holds_state(state):
+    if join and holds_state(state):
         logger.info("node %d: storage holds state already: membership comes from the log",
                     node_id)
     return state
@@ -460,6 +462,7 @@ __all__ = [
     "Membership",
     "MembershipAdmin",
     "handover",
+    "holds_state",
     "parse_role",
     "prepare_storage",
     "replacement_candidates",
