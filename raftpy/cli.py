@@ -300,6 +300,11 @@ async def _join(args: argparse.Namespace, node_id: int, advertise: str,
                 if exc.code == "busy":  # another change is unfinished
                     await trio.sleep(0.1)
                     continue
+                if exc.code == "invalid_change":  # added beforehand (raftpy add)?
+                    members = (await client.membership())["members"]
+                    if any(m["id"] == node_id and m["address"] == advertise for m in members):
+                        logger.warning("node %d: a member already", node_id)
+                        return EXIT_OK
                 print(f"raftpy serve: joining failed: {exc}", file=sys.stderr)
                 return EXIT_FAILED
             except ClusterUnavailable as exc:

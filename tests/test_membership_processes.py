@@ -4,6 +4,7 @@ and (slow) a rolling replacement of every original member."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -175,8 +176,10 @@ class Writer:
                 self.ack_times.append(trio.current_time())
 
     def longest_gap(self, start: float, end: float) -> float:
-        times = [start] + [t for t in self.ack_times if start <= t <= end] + [end]
-        return max(b - a for a, b in zip(times, times[1:], strict=False))
+        """The longest time between two consecutive acknowledgements that overlaps
+        ``[start, end]`` (the writer keeps writing past ``end``)."""
+        return max((b - a for a, b in itertools.pairwise(self.ack_times)
+                    if b >= start and a <= end), default=end - start)
 
     async def check_all(self, addresses: list[str]) -> None:
         async with KVClient(addresses, cluster_id=self.cluster_id, timeout=20) as client:

@@ -298,6 +298,6 @@ def test_replacement_candidates_prefer_live_up_to_date_standbys_then_spares() ->
         MemberStatus(7, SPARE, "g", None, None),
     )
     m = Membership(9, True, 1, members)
-    assert replacement_candidates(m, leaving=1) == [3, 2, 5, 7]
-    assert replacement_candidates(m, leaving=3) == [2, 5, 7]
+    assert replacement_candidates(m, leaving=1) == [3, 2, 6, 5, 7]
+    assert replacement_candidates(m, leaving=3) == [2, 6, 5, 7]
     assert Membership.from_dict(m.to_dict()) == m

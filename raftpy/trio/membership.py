@@ -387,15 +387,19 @@ class MembershipCalls:
 def replacement_candidates(membership: Membership, leaving: int,
                            stale_after: float = 2.0) -> list[int]:
     """Who may replace voter ``leaving``, best first: standbys heard from within
-    ``stale_after`` seconds (most up to date first), then spares by id (a leader
-    hears nothing from spares, so their liveness is unknown: promotion will tell)."""
-    standbys = [m for m in membership.members
-                if m.role is MemberRole.STANDBY and m.id != leaving
-                and m.last_contact is not None and m.last_contact <= stale_after]
-    standbys.sort(key=lambda m: (-(m.match_index or 0), m.last_contact, m.id))
+    ``stale_after`` seconds (the most up to date first), then standbys never heard
+    from (just added), then spares by id (a leader hears nothing from spares, so
+    their liveness is unknown: the promotion's catch-up tells). Standbys silent for
+    longer are left out: they are down."""
+    standbys = [m for m in membership.members if m.role is MemberRole.STANDBY
+                and m.id != leaving]
+    live = sorted((m for m in standbys
+                   if m.last_contact is not None and m.last_contact <= stale_after),
+                  key=lambda m: (-(m.match_index or 0), m.last_contact, m.id))
+    silent = sorted(m.id for m in standbys if m.last_contact is None)
     spares = sorted(m.id for m in membership.members
                     if m.role is MemberRole.SPARE and m.id != leaving)
-    return [m.id for m in standbys] + spares
+    return [m.id for m in live] + silent + spares
 
 
 async def _retrying(call: Any, deadline: float) -> Any:
