@@ -115,11 +115,14 @@ class Servers:
         _signal_group(proc, signal.SIGKILL)
         proc.wait()
 
-    def stop(self, node_id: int, timeout: float = 5.0) -> int | None:
-        """SIGTERM member ``node_id`` (it hands over first, within its handover
-        timeout); SIGKILL it if it lingers. Returns its exit code."""
+    def stop(self, node_id: int, timeout: float = 5.0, *, signalled: bool = False
+             ) -> int | None:
+        """SIGTERM member ``node_id`` (unless ``signalled`` already: a second signal
+        would cut its handover short) and wait; it hands over first, within its
+        handover timeout. SIGKILL it if it lingers. Returns its exit code."""
         proc = self.procs.pop(node_id)
-        _signal_group(proc, signal.SIGTERM)
+        if not signalled:
+            _signal_group(proc, signal.SIGTERM)
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -134,7 +137,8 @@ class Servers:
             _signal_group(running, signal.SIGTERM)
         for node_id in list(self.procs):
             try:
-                codes[node_id] = self.stop(node_id)
+                codes[node_id] = self.stop(node_id, self.handover_timeout + 5,
+                                           signalled=True)
             finally:
                 proc = self.procs.pop(node_id, None)
                 if proc is not None:  # stop() was interrupted: make sure
