@@ -23,6 +23,7 @@ from raftpy.errors import (
     StorageError,
 )
 from raftpy.membership import Configuration, Member, MemberRole
+from raftpy.roles import RoleTargets
 from raftpy.storage.bootstrap import bootstrap
 from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.membership import Membership, MemberStatus, replacement_candidates
@@ -285,6 +286,24 @@ async def test_follower_handover_asks_the_leader_then_a_leader_transfers_without
             new_leader = await c.leader()
             assert new_leader.id != leader.id
             assert roles(await new_leader.members())[leader.id] is VOTER
+
+
+async def test_adjust_roles_replaces_a_dead_voter_and_fills_the_standby_target(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with bootstrapped() as c:
+        with trio.fail_after(60):
+            leader = await c.leader()
+            for new in (4, 5):
+                await c.start(new, join=True)
+                await leader.add_member(new, addr(new))
+            dead = next(i for i in (1, 2, 3) if i != leader.id)
+            c.stop(dead)
+            await trio.sleep(3)  # longer than online_within: the leader notices
+            done = await leader.adjust_roles(RoleTargets(voters=3, standbys=1))
+            assert done == [(dead, SPARE), (4, VOTER), (5, STANDBY)]
+            assert roles(await leader.members()) == {
+                **{i: VOTER for i in (1, 2, 3, 4)}, dead: SPARE, 5: STANDBY}
+            assert await leader.adjust_roles(RoleTargets(voters=3, standbys=1)) == []
 
 
 def test_replacement_candidates_prefer_live_up_to_date_standbys_then_spares() -> None:

@@ -40,6 +40,7 @@ from raftpy.errors import (
 from raftpy.membership import Configuration, MemberRole
 from raftpy.node import PersistentState
 from raftpy.ready import ConfigurationChanged, Event, PromotionEnded, Role
+from raftpy.roles import RoleTargets
 from raftpy.storage.base import Storage
 from raftpy.storage.bootstrap import bootstrap as bootstrap_storage
 
@@ -271,6 +272,54 @@ class MembershipCalls:
         too: it steps down once the change commits) and return the index of the
         configuration entry once it has committed. Raises like :meth:`add_member`."""
         return await self._change("remove", member_id, MemberRole.SPARE, "")
+
+    async def adjust_roles(self, targets: RoleTargets, *, online_within: float = 2.0,
+                           domains: Mapping[int, int] | None = None,
+                           weights: Mapping[int, int] | None = None,
+                           ) -> list[tuple[int, MemberRole]]:
+        """On the leader: change roles one at a time until the cluster meets
+        ``targets`` (:func:`raftpy.roles.plan_role_changes`, Dqlite's automatic
+        roles); returns the changes made.
+
+        A member is online if the leader heard from it within ``online_within``
+        seconds; a spare never heard from counts as online (the leader sends spares
+        nothing, so only a promotion's catch-up can tell). A member whose promotion
+        fails counts as offline from then on, and each member changes at most once
+        per call, so the call always ends. Raises like :meth:`assign_role`.
+        """
+        from raftpy.roles import MemberHealth, plan_role_changes
+
+        done: list[tuple[int, MemberRole]] = []
+        changed: set[int] = set()
+        failed: set[int] = set()
+        domains = domains or {}
+        weights = weights or {}
+        while True:
+            if not self.is_leader:
+                raise self._not_leader()
+            membership = await self.members()
+            health = [MemberHealth(
+                m.id, m.role,
+                online=m.id not in failed and (
+                    (m.last_contact is None and m.role is MemberRole.SPARE)
+                    or (m.last_contact is not None and m.last_contact <= online_within)),
+                domain=domains.get(m.id, 0), weight=weights.get(m.id, 0))
+                for m in membership.members]
+            plan = [(i, r) for i, r in plan_role_changes(health, targets, self.id)
+                    if i not in changed]
+            if not plan:
+                return done
+            member_id, role = plan[0]
+            changed.add(member_id)
+            try:
+                await self.assign_role(member_id, role)
+            except PromotionFailed as exc:
+                logger.warning("node %d: automatic roles: %s", self.id, exc)
+                failed.add(member_id)
+                continue
+            logger.info("node %d: automatic roles: node %d is now a %s", self.id, member_id,
+                        role.name.lower())
+            done.append((member_id, role))
 
     # ------------------------------------------------------------------ driver side
 
