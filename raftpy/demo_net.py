@@ -5,7 +5,9 @@
 It starts the members with temporary data directories, writes keys, shows the
 leader, transfers leadership (printing how long it took), SIGKILLs the leader
 (printing how long the re-election took), writes more, restarts the killed
-member from its data directory, reads every key back and shuts everything down.
+member from its data directory, joins a fourth member as a standby, stops the
+leader with SIGTERM (it hands over: the standby becomes a voter) and removes it,
+reads every key back and shuts everything down.
 Every server runs in its own process group and is killed in a ``finally``
 block, so no process outlives the demo, even on Ctrl-C.
 """
@@ -242,6 +244,8 @@ async def story(servers: Servers, keys: int) -> int:
         _say(f"restarted node {victim} from its data directory: caught up to index {commit} "
              f"in {(time.monotonic() - restarted_at) * 1000:.0f} ms")
 
+        await _membership_story(servers, written)
+
         wrong = {}
         for key, value in written.items():
             got = await client.get(key)
@@ -254,6 +258,40 @@ async def story(servers: Servers, keys: int) -> int:
              f"{(await wait_for_leader(client))['node_id']}: every value matches")
         _print_table(await client.statuses())
     return 0
+
+
+async def _membership_story(servers: Servers, written: dict[str, str]) -> None:
+    """Join a standby, then stop the leader with SIGTERM: it hands over (the standby
+    becomes a voter, leadership moves, the old leader becomes a spare), then remove it."""
+    new = servers.add()
+    servers.start(new, join=list(servers.procs), role="standby")
+    everyone = [servers.address(i) for i in servers.ids]
+    async with KVClient(everyone, cluster_id=servers.cluster_id, timeout=10) as client:
+        began = time.monotonic()
+        with trio.fail_after(30):
+            while True:
+                members = {m["id"]: m for m in (await client.membership())["members"]}
+                if new in members and members[new]["last_contact"] is not None:
+                    break
+                await trio.sleep(0.05)
+        _say(f"node {new} joined as a standby in {(time.monotonic() - began) * 1000:.0f} ms "
+             f"(raftpy serve --join ... --role standby)")
+        leader = (await wait_for_leader(client))["node_id"]
+        began = time.monotonic()
+        code = await trio.to_thread.run_sync(lambda: servers.stop(leader, 15))
+        _say(f"SIGTERM to the leader, node {leader}: it handed over and exited ({code}) in "
+             f"{(time.monotonic() - began) * 1000:.0f} ms")
+        membership = await client.membership()
+        _say("members now: " + ", ".join(f"{m['id']}={m['role']}"
+                                         for m in membership["members"]))
+        await client.remove_member(leader)
+        _say(f"removed node {leader}; the cluster has "
+             f"{sum(1 for m in (await client.membership())['members'] if m['role'] == 'voter')}"
+             " voters again")
+        for k in range(3):
+            key, value = f"member{k}", f"value{k}"
+            await client.put(key, value)
+            written[key] = value
 
 
 def _print_table(statuses: dict[str, Any]) -> None:
