@@ -140,8 +140,9 @@ def holds_state(state: PersistentState) -> bool:
 
 
 def prepare_storage(storage: Storage, node_id: int, *, bootstrap: Configuration | None,
-                    join: bool, fixed: bool) -> PersistentState:
-    """Check how a node starts and bootstrap if asked; returns the loaded state.
+                    join: bool, fixed: bool) -> tuple[PersistentState, bytes | None]:
+    """Check how a node starts and bootstrap if asked; returns what
+    ``storage.load()`` returns afterwards (the state and the snapshot's data).
 
     Blocking (runs storage I/O): call it in a worker thread for file storage.
     Raises :class:`StorageError` when a bootstrap meets other state and
@@ -156,14 +157,14 @@ def prepare_storage(storage: Storage, node_id: int, *, bootstrap: Configuration 
                               f"bootstraps ({bootstrap.describe()})")
         if bootstrap_storage(storage, bootstrap):
             logger.info("node %d: bootstrapped %s", node_id, bootstrap.describe())
-    state, _ = storage.load()
+    state, snapshot_data = storage.load()
     if not holds_state(state) and bootstrap is None and not join and not fixed:
         raise ConfigError(f"node {node_id} has empty storage: bootstrap a new cluster or join "
                           "an existing one")
     if join and holds_state(state):
         logger.info("node %d: storage holds state already: membership comes from the log",
                     node_id)
-    return state
+    return state, snapshot_data
 
 
 # ---------------------------------------------------------------------- calls

@@ -837,9 +837,10 @@ async def open_node(
                          "bootstrap configuration instead")
     addresses = {peer: format_address(addr) for peer, addr in peers.items()}
     if type(storage) is MemoryStorage:
-        prepare_storage(storage, node_id, bootstrap=bootstrap, join=join, fixed=fixed)
+        state, snapshot_data = prepare_storage(storage, node_id, bootstrap=bootstrap,
+                                               join=join, fixed=fixed)
     else:
-        await trio.to_thread.run_sync(lambda: prepare_storage(
+        state, snapshot_data = await trio.to_thread.run_sync(lambda: prepare_storage(
             storage, node_id, bootstrap=bootstrap, join=join, fixed=fixed))
     listeners = await _open_listeners(listen)
     own_addresses = _listener_addresses(listeners)
@@ -852,10 +853,6 @@ async def open_node(
     if transport is None:
         transport = _tcp_transport(node_id, cluster_id, peers, ssl_context, client_ssl_context,
                                    client_handler, lambda: node, wire, advertise)
-    if type(storage) is MemoryStorage:
-        state, snapshot_data = storage.load()
-    else:
-        state, snapshot_data = await trio.to_thread.run_sync(storage.load)
     # The core's default rng is seeded with the node id (reproducible simulations);
     # real processes need independent timers, or every restart of a node draws the
     # same election timeouts and elections lose their spread.
