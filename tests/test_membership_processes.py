@@ -106,9 +106,6 @@ def test_a_restart_with_missing_or_wrong_flags_follows_its_log(servers: Servers)
 
     # Alone, with no flags, node 3 still counts three voters: it never leads.
     servers.start(3, flags=False)
-    # Wrong flags: bootstrapping node 2 as a cluster of one is ignored (its data dir
-    # holds state), so it does not lead alone either.
-    servers.start(2, flags=False, extra=["--bootstrap"])
 
     async def alone() -> dict[str, Any]:
         async with KVClient([servers.address(3), servers.address(2)],
@@ -116,19 +113,24 @@ def test_a_restart_with_missing_or_wrong_flags_follows_its_log(servers: Servers)
             with trio.fail_after(20):
                 while True:
                     try:
-                        status3 = await client.status(servers.address(3))
-                        status2 = await client.status(servers.address(2))
+                        await client.status(servers.address(3))
                         break
                     except (OSError, trio.TooSlowError, trio.BrokenResourceError):
                         await trio.sleep(0.05)
-            # Many election timeouts (300-600 ms) pass; a two-of-three majority exists
-            # (2 and 3), so one of them leads, with both others counted as members.
+            await trio.sleep(2.0)  # several election timeouts (300-600 ms)
+            lonely = await client.status(servers.address(3))
+            # Wrong flags: bootstrapping node 2 as a cluster of one is ignored (its
+            # data dir holds state); with node 3 it makes a majority of the three.
+            servers.start(2, flags=False, extra=["--bootstrap"])
             leader = await wait_for_leader(client, timeout=20)
             await client.put("with", "two")
             status3 = await client.status(servers.address(3))
             status2 = await client.status(servers.address(2))
-            return {"leader": leader, "3": status3, "2": status2}
+            return {"lonely": lonely, "leader": leader, "3": status3, "2": status2}
     seen = trio.run(alone)
+    assert seen["lonely"]["role"] != "leader"
+    assert seen["lonely"]["leader_id"] is None
+    assert [p["node_id"] for p in seen["lonely"]["peers"]] == [1, 2]
     assert [p["node_id"] for p in seen["3"]["peers"]] == [1, 2]
     assert [p["node_id"] for p in seen["2"]["peers"]] == [1, 3]
     log2 = servers.log_path(2).read_text()
