@@ -322,6 +322,24 @@ class MembershipCalls:
                         role.name.lower())
             done.append((member_id, role))
 
+    async def handover(self, leader: MembershipAdmin | None = None, *,
+                       timeout: float = 10.0) -> int | None:
+        """Hand this node's duties over before a clean shutdown (Dqlite's
+        ``dqlite_node_handover``), so that the cluster keeps its number of voters.
+
+        A voter finds a replacement (an up-to-date standby first, then a spare) and
+        has the leader promote it; if this node leads, it then transfers leadership
+        to the most up-to-date other voter and has the new leader demote it to
+        spare. ``leader`` is how a node that does not lead (or no longer does, after
+        the transfer) reaches the leader: e.g. ``raftpy.kv.admin.ClusterAdmin``.
+        Without it a leader demotes itself while still leading (the core then steps
+        down and has a caught-up voter take over at once), and a follower raises
+        :class:`NotLeader`. Returns the promoted member's id (``None``: no
+        replacement was found, or this node is not a voter; a leader still hands
+        leadership over). Raises ``trio.TooSlowError`` after ``timeout`` seconds.
+        """
+        return await handover(self, leader, timeout=timeout)
+
     # ------------------------------------------------------------------ driver side
 
     async def _change(self, op: str, member_id: int, role: MemberRole, address: str) -> int:
