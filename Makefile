@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-sim test lint typecheck unit soak bench clean
+.PHONY: demo demo-sim test lint typecheck unit slow soak bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit
+
+# The tests marked slow (deselected by default): the rolling replacement of a
+# 3-process cluster under a continuous writer.
+slow: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m slow -s
 
 # Long-running seeded fuzzing, not part of `make test`.
 soak: $(VENV)/.installed

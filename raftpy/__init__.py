@@ -21,6 +21,7 @@ from raftpy.errors import (
     LeadershipTransferInProgress,
     NodeClosed,
     NotLeader,
+    PromotionFailed,
     ProtocolError,
     RaftError,
     RepeatedFailure,
@@ -65,6 +66,7 @@ from raftpy.ready import (
     SnapshotMeta,
     TransferEnded,
 )
+from raftpy.roles import MemberHealth, RoleTargets, plan_role_changes
 from raftpy.sessions import (
     SessionInfo,
     SessionStateMachine,
@@ -102,12 +104,14 @@ __all__ = [
     "LeadershipTransferInProgress",
     "LogPosition",
     "Member",
+    "MemberHealth",
     "MemberRole",
     "Message",
     "NodeClosed",
     "NotLeader",
     "PersistentState",
     "PromotionEnded",
+    "PromotionFailed",
     "ProtocolError",
     "RaftError",
     "RaftNode",
@@ -120,6 +124,7 @@ __all__ = [
     "RequestVote",
     "RequestVoteResponse",
     "Role",
+    "RoleTargets",
     "SessionError",
     "SessionExpired",
     "SessionInfo",
@@ -135,6 +140,7 @@ __all__ = [
     "close_session_command",
     "decode",
     "encode",
+    "plan_role_changes",
     "register_command",
     "session_command",
 ]

@@ -1,8 +1,18 @@
 """The ``raftpy`` command: run a key-value server, or talk to a cluster of them.
 
-    raftpy serve --id 1 --listen 127.0.0.1:7001 --peer 2=127.0.0.1:7002 \\
-                 --peer 3=127.0.0.1:7003 --data-dir /var/lib/raftpy/1
+    raftpy serve --id 1 --listen 127.0.0.1:7001 --data-dir /var/lib/raftpy/1 \\
+                 --bootstrap --peer 2=127.0.0.1:7002 --peer 3=127.0.0.1:7003
+    raftpy serve --id 4 --listen 127.0.0.1:7004 --data-dir /var/lib/raftpy/4 \\
+                 --join 127.0.0.1:7001 [--role spare|standby|voter]
     raftpy put KEY VALUE | get KEY | delete KEY | status | transfer [--to ID]
+    raftpy members [--json] | add ID HOST:PORT [--role R] | assign ID ROLE | remove ID
+
+A new member's data directory starts empty: ``--bootstrap`` writes the initial
+configuration (this member and every ``--peer``) into it, ``--join`` asks the
+cluster to add it. Once the directory holds state, membership comes from its log:
+``--bootstrap``, ``--peer`` and ``--join`` are then ignored (with a warning). On
+SIGTERM/SIGINT a voter hands over first (a replacement is promoted, leadership
+moves away) unless ``--no-handover``; a second signal stops at once.
 
 Client commands find the cluster through ``--cluster HOST:PORT,...`` or the
 ``RAFTPY_CLUSTER`` environment variable, and may talk to any member.
@@ -80,6 +90,12 @@ def _members(text: str) -> list[str]:
     return members
 
 
+def _role(text: str) -> str:
+    if text.lower() not in ("voter", "standby", "spare"):
+        raise argparse.ArgumentTypeError(f"a role is voter, standby or spare, not {text!r}")
+    return text.lower()
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -118,7 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", type=_address, required=True, metavar="HOST:PORT",
                        help="address for peers and clients")
     serve.add_argument("--peer", type=_peer, action="append", default=[],
-                       metavar="ID=HOST:PORT", help="another member (repeat for each)")
+                       metavar="ID=HOST:PORT",
+                       help="another initial member, with --bootstrap (repeat for each)")
+    start = serve.add_mutually_exclusive_group()
+    start.add_argument("--bootstrap", action="store_true",
+                       help="start a new cluster: write this member and the --peer members "
+                            "as the first configuration (an empty data dir only)")
+    start.add_argument("--join", type=_members, default=None, metavar="HOST:PORT,...",
+                       help="ask the cluster at these members to add this one (an empty "
+                            "data dir only)")
+    serve.add_argument("--role", type=_role, default=None,
+                       help="with --join: the role to join as (voter, standby; default "
+                            "spare)")
+    serve.add_argument("--advertise", type=_address, default=None, metavar="HOST:PORT",
+                       help="the address other members reach this one at (default: --listen)")
+    serve.add_argument("--no-handover", action="store_true",
+                       help="on SIGTERM/SIGINT stop at once, without handing over")
+    serve.add_argument("--handover-timeout", type=_positive, default=10.0, metavar="SECONDS",
+                       help="give up handing over after this long (default 10)")
     serve.add_argument("--data-dir", required=True, help="where this member keeps its state")
     serve.add_argument("--election-timeout-ms", type=_positive, default=150.0, metavar="MS",
                        help="minimum election timeout (the maximum is twice it; default 150)")
@@ -144,6 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     transfer = sub.add_parser("transfer", parents=[client], help="move leadership")
     transfer.add_argument("--to", type=_node_id, default=None, metavar="ID",
                           help="the new leader (default: the most up-to-date member)")
+    members = sub.add_parser("members", parents=[client],
+                             help="show the configuration as the leader sees it")
+    members.add_argument("--json", action="store_true", help="print JSON")
+    add = sub.add_parser("add", parents=[client], help="add a member")
+    add.add_argument("id", type=_node_id)
+    add.add_argument("address", type=_address, metavar="HOST:PORT")
+    add.add_argument("--role", type=_role, default="spare",
+                     help="voter (caught up first), standby or spare (default)")
+    assign = sub.add_parser("assign", parents=[client], help="change a member's role")
+    assign.add_argument("id", type=_node_id)
+    assign.add_argument("role", type=_role, help="voter, standby or spare")
+    remove = sub.add_parser("remove", parents=[client], help="remove a member")
+    remove.add_argument("id", type=_node_id)
     return parser
 
 
@@ -177,7 +223,9 @@ async def serve(args: argparse.Namespace) -> int:
     """Run one member until SIGINT or SIGTERM; returns the exit code."""
     from raftpy.kv.server import KVServer
     from raftpy.kv.statemachine import KVStore
+    from raftpy.membership import Configuration, Member, MemberRole
     from raftpy.sessions import SessionStateMachine
+    from raftpy.trio.membership import holds_state
     from raftpy.trio.runtime import open_node
 
     peers = dict(args.peer)
@@ -185,30 +233,120 @@ async def serve(args: argparse.Namespace) -> int:
         raise _Usage(f"--peer {args.id}=... names this member itself (--id {args.id})")
     if len(peers) != len(args.peer):
         raise _Usage("a peer id is given twice")
+    if args.role is not None and args.join is None:
+        raise _Usage("--role goes with --join")
+    if peers and not args.bootstrap:
+        raise _Usage("--peer lists the initial members for --bootstrap")
     server_ctx, client_ctx = tls_contexts(args.tls_ca, args.tls_cert, args.tls_key)
     minimum = args.election_timeout_ms / 1000
     config = Config(election_timeout_min=minimum, election_timeout_max=2 * minimum,
                     snapshot_threshold=args.snapshot_every if args.snapshot_every > 0 else None)
     storage = await trio.to_thread.run_sync(_open_storage, args.data_dir, args.id,
                                             args.cluster_id)
+    advertise = args.advertise or args.listen
+    fresh = not await trio.to_thread.run_sync(lambda: holds_state(storage.load()[0]))
+    bootstrap = None
+    if not fresh:
+        if args.bootstrap or args.join:
+            logger.warning("node %d: %s holds cluster state: ignoring --%s, membership comes "
+                           "from its log", args.id, args.data_dir,
+                           "bootstrap" if args.bootstrap else "join")
+    elif args.bootstrap:
+        bootstrap = Configuration.of(
+            [Member(args.id, MemberRole.VOTER, advertise)]
+            + [Member(i, MemberRole.VOTER, a) for i, a in peers.items()])
+    elif args.join is None:
+        storage.close()
+        raise _Usage(f"{args.data_dir} holds no cluster state: start a new cluster with "
+                     "--bootstrap (and --peer for the other initial members) or join one "
+                     "with --join HOST:PORT")
     # Client sessions make retried writes exactly-once (docs/sessions.md).
     machine = SessionStateMachine(KVStore())
     server = KVServer(machine)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
-            args.id, peers, state_machine=machine, storage=storage, config=config,
+            args.id, bootstrap=bootstrap, join=fresh and args.join is not None,
+            advertise=advertise, state_machine=machine, storage=storage, config=config,
             listen=args.listen, cluster_id=args.cluster_id, ssl_context=server_ctx,
             client_ssl_context=client_ctx, client_handler=server.serve_connection,
         ) as node:
-            logger.warning("node %d serving on %s (cluster %r, peers %s)", args.id,
+            logger.warning("node %d serving on %s (cluster %r, members %s)", args.id,
                            ", ".join(f"{h}:{p}" for h, p in node.listen_addresses),
                            args.cluster_id,
-                           ", ".join(f"{i}={a}" for i, a in sorted(peers.items())) or "none")
-            async for signum in signals:
-                logger.warning("node %d: %s, shutting down", args.id,
-                               signal.Signals(signum).name)
-                break
+                           (await node.members()).configuration.describe())
+            if fresh and args.join is not None:
+                code = await _join(args, node.id, advertise, client_ctx)
+                if code != EXIT_OK:
+                    return code
+            signum = await signals.__anext__()
+            logger.warning("node %d: %s, shutting down", args.id, signal.Signals(signum).name)
+            if not args.no_handover:
+                await _handover(args, node, client_ctx, signals)
     return EXIT_OK
+
+
+async def _join(args: argparse.Namespace, node_id: int, advertise: str,
+                client_ctx: ssl.SSLContext | None) -> int:
+    """Ask the cluster to add this member (it runs already, so a leader can reach it)."""
+    from raftpy.kv.client import ClusterUnavailable, KVClient, RequestFailed
+
+    role = args.role or "spare"
+    async with KVClient(args.join, cluster_id=args.cluster_id, ssl_context=client_ctx,
+                        timeout=120.0) as client:
+        while True:
+            try:
+                index = await client.add_member(node_id, advertise, role)
+            except RequestFailed as exc:
+                if exc.code == "busy":  # another change is unfinished
+                    await trio.sleep(0.1)
+                    continue
+                if exc.code == "invalid_change":  # added beforehand (raftpy add)?
+                    members = (await client.membership())["members"]
+                    if any(m["id"] == node_id and m["address"] == advertise for m in members):
+                        logger.warning("node %d: a member already", node_id)
+                        return EXIT_OK
+                print(f"raftpy serve: joining failed: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            except ClusterUnavailable as exc:
+                print(f"raftpy serve: joining failed: cluster unavailable: {exc}",
+                      file=sys.stderr)
+                return EXIT_UNAVAILABLE
+            logger.warning("node %d: joined as %s (configuration at index %d)", node_id, role,
+                           index)
+            return EXIT_OK
+
+
+async def _handover(args: argparse.Namespace, node: Any, client_ctx: ssl.SSLContext | None,
+                    signals: Any) -> None:
+    """Hand over before stopping, within --handover-timeout; another signal stops it."""
+    from raftpy.kv.admin import ClusterAdmin
+    from raftpy.kv.client import KVClient
+
+    addresses = [m.address for m in (await node.members()).members
+                 if m.address and m.id != node.id]
+    if not addresses:
+        return
+    async with (KVClient(addresses, cluster_id=args.cluster_id, ssl_context=client_ctx,
+                         timeout=args.handover_timeout) as client,
+                trio.open_nursery() as nursery):
+        async def second_signal() -> None:
+            async for signum in signals:
+                logger.warning("node %d: %s again, stopping without finishing the handover",
+                               node.id, signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(second_signal)
+        start = trio.current_time()
+        try:
+            promoted = await node.handover(ClusterAdmin(client), timeout=args.handover_timeout)
+        except Exception as exc:  # a failed handover must not keep the process up
+            logger.warning("node %d: handover failed: %s: %s", node.id, type(exc).__name__,
+                           exc)
+        else:
+            logger.warning("node %d: handover done in %.0f ms (replacement: %s)", node.id,
+                           (trio.current_time() - start) * 1000,
+                           promoted if promoted is not None else "none")
+        nursery.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------------- client commands
@@ -238,6 +376,17 @@ async def client_command(args: argparse.Namespace) -> int:
                             timeout=args.timeout) as client:
             if args.command == "status":
                 return _print_status(await client.statuses(), as_json=args.json)
+            if args.command == "members":
+                return _print_members(await client.membership(), as_json=args.json)
+            if args.command in ("add", "assign", "remove"):
+                if args.command == "add":
+                    index = await client.add_member(args.id, args.address, args.role)
+                elif args.command == "assign":
+                    index = await client.assign_role(args.id, args.role)
+                else:
+                    index = await client.remove_member(args.id)
+                print(f"configuration at index {index} committed")
+                return EXIT_OK
             if args.command == "put":
                 await client.put(args.key, args.value)
             elif args.command == "get":
@@ -282,6 +431,21 @@ def _print_status(statuses: dict[str, dict[str, Any] | str], *, as_json: bool) -
             else:
                 print(f"{address:<22} {'?':>3} unreachable ({status})")
     return EXIT_OK if reachable else EXIT_UNAVAILABLE
+
+
+def _print_members(membership: dict[str, Any], *, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(membership, indent=2, sort_keys=True))
+        return EXIT_OK
+    state = "committed" if membership["committed"] else "not committed yet"
+    print(f"configuration at index {membership['index']} ({state}), leader "
+          f"{membership['leader_id']}")
+    print(f"{'ID':>4} {'ADDRESS':<22} {'ROLE':<8} {'LAST CONTACT':>13} {'MATCH':>7}")
+    for m in membership["members"]:
+        contact = "-" if m["last_contact"] is None else f"{m['last_contact'] * 1000:.0f} ms"
+        match = "-" if m["match_index"] is None else str(m["match_index"])
+        print(f"{m['id']:>4} {m['address']:<22} {m['role']:<8} {contact:>13} {match:>7}")
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------- main

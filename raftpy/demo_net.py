@@ -5,7 +5,9 @@
 It starts the members with temporary data directories, writes keys, shows the
 leader, transfers leadership (printing how long it took), SIGKILLs the leader
 (printing how long the re-election took), writes more, restarts the killed
-member from its data directory, reads every key back and shuts everything down.
+member from its data directory, joins a fourth member as a standby, stops the
+leader with SIGTERM (it hands over: the standby becomes a voter) and removes it,
+reads every key back and shuts everything down.
 Every server runs in its own process group and is killed in a ``finally``
 block, so no process outlives the demo, even on Ctrl-C.
 """
@@ -47,10 +49,14 @@ class Servers:
     """The server processes of the demo (or of a test), one process group each."""
 
     def __init__(self, root: Path, n: int = 3, *, election_timeout_ms: float = 150,
-                 cluster_id: str = "demo", log_level: str = "info") -> None:
+                 cluster_id: str = "demo", log_level: str = "info",
+                 handover_timeout: float = 3.0) -> None:
         self.root = root
         self.ids = list(range(1, n + 1))
+        self.initial = list(self.ids)
+        """The members the cluster is bootstrapped with."""
         self.ports = dict(zip(self.ids, _free_ports(n), strict=True))
+        self.handover_timeout = handover_timeout
         self.election_timeout_ms = election_timeout_ms
         self.cluster_id = cluster_id
         self.log_level = log_level
@@ -70,16 +76,34 @@ class Servers:
         """Where a member's stderr goes."""
         return self.root / f"node{node_id}.log"
 
-    def start(self, node_id: int) -> None:
-        """Start (or restart) member ``node_id`` from its data directory."""
+    def add(self) -> int:
+        """A new member id with a free port (not started: see :meth:`start`)."""
+        node_id = max(self.ports) + 1
+        self.ids.append(node_id)
+        self.ports[node_id] = _free_ports(1)[0]
+        return node_id
+
+    def start(self, node_id: int, *, join: Sequence[int] | None = None,
+              role: str | None = None, flags: bool = True, extra: Sequence[str] = ()) -> None:
+        """Start (or restart) member ``node_id`` from its data directory: an initial
+        member with ``--bootstrap`` (ignored by a data directory that holds state
+        already), with ``join`` by asking those members to add it, with
+        ``flags=False`` with neither (a restart that follows its log)."""
         argv = [sys.executable, "-m", "raftpy.cli", "--log-level", self.log_level, "serve",
                 "--id", str(node_id), "--listen", self.address(node_id),
                 "--data-dir", str(self.root / f"node{node_id}"),
                 "--cluster-id", self.cluster_id,
-                "--election-timeout-ms", str(self.election_timeout_ms)]
-        for peer in self.ids:
-            if peer != node_id:
-                argv += ["--peer", f"{peer}={self.address(peer)}"]
+                "--election-timeout-ms", str(self.election_timeout_ms),
+                "--handover-timeout", str(self.handover_timeout), *extra]
+        if join is not None:
+            argv += ["--join", ",".join(self.address(i) for i in join)]
+            if role is not None:
+                argv += ["--role", role]
+        elif flags and node_id in self.initial:
+            argv.append("--bootstrap")
+            for peer in self.initial:
+                if peer != node_id:
+                    argv += ["--peer", f"{peer}={self.address(peer)}"]
         log = self._logs.get(node_id)
         if log is None:
             log = self._logs[node_id] = open(self.log_path(node_id), "a")  # noqa: SIM115
@@ -93,10 +117,14 @@ class Servers:
         _signal_group(proc, signal.SIGKILL)
         proc.wait()
 
-    def stop(self, node_id: int, timeout: float = 5.0) -> int | None:
-        """SIGTERM member ``node_id``; SIGKILL it if it lingers. Returns its exit code."""
+    def stop(self, node_id: int, timeout: float = 5.0, *, signalled: bool = False
+             ) -> int | None:
+        """SIGTERM member ``node_id`` (unless ``signalled`` already: a second signal
+        would cut its handover short) and wait; it hands over first, within its
+        handover timeout. SIGKILL it if it lingers. Returns its exit code."""
         proc = self.procs.pop(node_id)
-        _signal_group(proc, signal.SIGTERM)
+        if not signalled:
+            _signal_group(proc, signal.SIGTERM)
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -107,9 +135,12 @@ class Servers:
     def stop_all(self) -> dict[int, int | None]:
         """Stop every running member; never leaves one behind."""
         codes = {}
+        for running in self.procs.values():  # at once: nobody waits for a handover in vain
+            _signal_group(running, signal.SIGTERM)
         for node_id in list(self.procs):
             try:
-                codes[node_id] = self.stop(node_id)
+                codes[node_id] = self.stop(node_id, self.handover_timeout + 5,
+                                           signalled=True)
             finally:
                 proc = self.procs.pop(node_id, None)
                 if proc is not None:  # stop() was interrupted: make sure
@@ -213,6 +244,8 @@ async def story(servers: Servers, keys: int) -> int:
         _say(f"restarted node {victim} from its data directory: caught up to index {commit} "
              f"in {(time.monotonic() - restarted_at) * 1000:.0f} ms")
 
+        await _membership_story(servers, written)
+
         wrong = {}
         for key, value in written.items():
             got = await client.get(key)
@@ -225,6 +258,40 @@ async def story(servers: Servers, keys: int) -> int:
              f"{(await wait_for_leader(client))['node_id']}: every value matches")
         _print_table(await client.statuses())
     return 0
+
+
+async def _membership_story(servers: Servers, written: dict[str, str]) -> None:
+    """Join a standby, then stop the leader with SIGTERM: it hands over (the standby
+    becomes a voter, leadership moves, the old leader becomes a spare), then remove it."""
+    new = servers.add()
+    servers.start(new, join=list(servers.procs), role="standby")
+    everyone = [servers.address(i) for i in servers.ids]
+    async with KVClient(everyone, cluster_id=servers.cluster_id, timeout=10) as client:
+        began = time.monotonic()
+        with trio.fail_after(30):
+            while True:
+                members = {m["id"]: m for m in (await client.membership())["members"]}
+                if new in members and members[new]["last_contact"] is not None:
+                    break
+                await trio.sleep(0.05)
+        _say(f"node {new} joined as a standby in {(time.monotonic() - began) * 1000:.0f} ms "
+             f"(raftpy serve --join ... --role standby)")
+        leader = (await wait_for_leader(client))["node_id"]
+        began = time.monotonic()
+        code = await trio.to_thread.run_sync(lambda: servers.stop(leader, 15))
+        _say(f"SIGTERM to the leader, node {leader}: it handed over and exited ({code}) in "
+             f"{(time.monotonic() - began) * 1000:.0f} ms")
+        membership = await client.membership()
+        _say("members now: " + ", ".join(f"{m['id']}={m['role']}"
+                                         for m in membership["members"]))
+        await client.remove_member(leader)
+        _say(f"removed node {leader}; the cluster has "
+             f"{sum(1 for m in (await client.membership())['members'] if m['role'] == 'voter')}"
+             " voters again")
+        for k in range(3):
+            key, value = f"member{k}", f"value{k}"
+            await client.put(key, value)
+            written[key] = value
 
 
 def _print_table(statuses: dict[str, Any]) -> None:

@@ -65,6 +65,16 @@ class InvalidMembershipChange(RaftError, ValueError):
         super().__init__(f"invalid membership change for {who}: {reason}")
 
 
+class PromotionFailed(RaftError):
+    """A promotion to voter ended without the member being promoted: it did not catch
+    up in time, or the leader lost leadership (or started a transfer) meanwhile."""
+
+    def __init__(self, member_id: int, reason: str):
+        self.member_id = member_id
+        self.reason = reason
+        super().__init__(f"promotion of node {member_id} to voter failed: {reason}")
+
+
 class TransferFailed(RaftError):
     """A leadership transfer ended without the target becoming leader."""
 

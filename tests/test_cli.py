@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,17 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
      "names this member itself"),
     (["serve", "--id", "1", "--listen", "h:1", "--peer", "2=h:2", "--peer", "2=h:3",
       "--data-dir", "d"], "given twice"),
+    (["serve", "--id", "1", "--listen", "h:1", "--peer", "2=h:2", "--data-dir", "d"],
+     "--peer lists the initial members for --bootstrap"),
+    (["serve", "--id", "1", "--listen", "h:1", "--role", "standby", "--data-dir", "d"],
+     "--role goes with --join"),
+    (["serve", "--id", "1", "--listen", "h:1", "--bootstrap", "--join", "h:2",
+      "--data-dir", "d"], "not allowed with argument"),
+    (["serve", "--id", "1", "--listen", "h:1", "--join", "h:2", "--role", "king",
+      "--data-dir", "d"], "a role is voter, standby or spare"),
+    (["add", "4", "localhost", "--cluster", "h:1"], "HOST:PORT"),
+    (["assign", "4", "king", "--cluster", "h:1"], "a role is voter, standby or spare"),
+    (["remove", "x", "--cluster", "h:1"], "positive integer"),
     (["put", "k"], "required: value"),
     (["get", "k", "--cluster", ""], "HOST:PORT"),
     (["get", "k", "--cluster", "h:1", "--timeout", "0"], "positive number"),
@@ -44,6 +56,14 @@ def test_usage_errors_exit_2_with_a_message(capsys: pytest.CaptureFixture[str],
     assert code == cli.EXIT_USAGE
     assert message in err
     assert out == ""
+
+
+def test_a_new_data_dir_needs_bootstrap_or_join(capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path) -> None:
+    code, _, err = run(capsys, "serve", "--id", "1", "--listen", "127.0.0.1:0",
+                         "--data-dir", str(tmp_path / "n1"))
+    assert code == cli.EXIT_USAGE
+    assert "holds no cluster state: start a new cluster with --bootstrap" in err
 
 
 def test_bad_cluster_env_var_is_a_usage_error(capsys: pytest.CaptureFixture[str],

@@ -636,3 +636,46 @@ async def test_direct_writes_and_their_cut_short_rest_keep_frames_whole_and_in_o
         got = await receive(receiver, 200)
         assert got == big
         await wait_for(lambda: sender.stats()["frames_sent"] == 202)
+
+
+# ---------------------------------------------------------------------- membership
+
+
+async def test_update_peers_dials_new_members_and_refuses_removed_ones() -> None:
+    async with cluster(3, start=False) as c:
+        t1 = await c.start(1, peers={2: c.address(2)})
+        t2 = await c.start(2, peers={1: c.address(1)})
+        t3 = await c.start(3, peers={1: c.address(1)})
+        # Node 3 is not a member yet: node 1 refuses it, with the reason.
+        t1.update_peers({2: c.address(2)}, admit={1, 2},
+                        what="a member of the configuration at index 4")
+        with pytest.raises(HandshakeRefused,
+                           match="node 3 is not a member of the configuration at index 4"):
+            await raw_peer(c.ports[1], 3)
+        # Added: node 1 dials it at once and accepts its connections.
+        t1.update_peers({2: c.address(2), 3: c.address(3)}, admit={1, 2, 3})
+        t1.send(vote(1, 3))
+        assert await receive(t3) == [vote(1, 3)]
+        t3.send(vote(3, 1))
+        assert await receive(t1) == [vote(3, 1)]
+        # Removed: no more dialling, its inbound connection is closed, new ones refused.
+        t1.update_peers({3: c.address(3)}, admit={1, 3}, what="a member")
+        assert 2 not in t1.peers
+        t1.send(vote(1, 2))
+        assert t1.stats()["dropped_unknown_peer"] == 1
+        refused = t1.stats()["refused"]
+        t2.send(vote(2, 1))
+        await wait_for(lambda: t1.stats()["refused"] > refused
+                       and t2.stats()["handshake_failures"] >= 1)
+
+
+async def test_a_node_waiting_to_join_learns_the_leader_address_from_its_hello() -> None:
+    async with cluster(2, start=False) as c:
+        joiner = await c.start(2, peers={})
+        joiner.update_peers({}, admit=None)  # no configuration yet: anyone may lead
+        leader = await c.start(1, peers={2: c.address(2)}, advertise=str(c.address(1)))
+        leader.send(heartbeat(1, 2))
+        assert await receive(joiner) == [heartbeat(1, 2)]
+        assert joiner.peers == {1: c.address(1)}
+        joiner.send(vote(2, 1))  # it can answer now
+        assert await receive(leader) == [vote(2, 1)]

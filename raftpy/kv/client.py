@@ -156,6 +156,30 @@ class KVClient:
         response: ``leader_id``, ``leader_address``, ``elapsed_ms`` (leader-side)."""
         return await self._leader_request({"op": "transfer", "to": to})
 
+    async def membership(self) -> dict[str, Any]:
+        """The leader's view of the membership (``Membership.to_dict()`` form)."""
+        response = await self._leader_request({"op": "members"})
+        members: dict[str, Any] = response["members"]
+        return members
+
+    async def add_member(self, member_id: int, address: str, role: str = "spare") -> int:
+        """Have the leader add ``member_id`` at ``address`` as ``role``; returns the
+        configuration entry's index once committed. Raises :class:`RequestFailed`
+        (codes ``busy``, ``invalid_change``, ``promotion_failed``)."""
+        response = await self._leader_request(
+            {"op": "add_member", "id": member_id, "address": address, "role": role})
+        return int(response["index"])
+
+    async def assign_role(self, member_id: int, role: str) -> int:
+        """Have the leader give ``member_id`` ``role``; like :meth:`add_member`."""
+        response = await self._leader_request({"op": "assign", "id": member_id, "role": role})
+        return int(response["index"])
+
+    async def remove_member(self, member_id: int) -> int:
+        """Have the leader remove ``member_id``; like :meth:`add_member`."""
+        response = await self._leader_request({"op": "remove", "id": member_id})
+        return int(response["index"])
+
     async def status(self, address: str) -> dict[str, Any]:
         """The status of the member at ``address`` (no redirect)."""
         with trio.fail_after(self.timeout):

@@ -7,6 +7,15 @@ A request is ``{"op": OP, ...}`` with OP one of ``put`` (``key``, ``value``),
 ``leader_id`` and ``leader_address`` (nil when unknown) so that the client can
 follow it.
 
+Membership (answered by the leader only; docs/operations.md): ``members`` answers
+``{"ok": true, "members": {...}}`` (``Membership.to_dict()``: ``index``,
+``committed``, ``leader_id``, ``members``: ``id``, ``role``, ``address``,
+``last_contact``, ``match_index``); ``add_member`` (``id``, ``address``, ``role``:
+``voter``/``standby``/``spare``), ``assign`` (``id``, ``role``) and ``remove``
+(``id``) answer ``{"ok": true, "index": N}`` once the configuration entry at N has
+committed. Their errors: ``busy`` (another change is unfinished: retry),
+``invalid_change``, ``promotion_failed``.
+
 Client sessions (:mod:`raftpy.sessions`, ``docs/sessions.md``): ``session`` opens
 one through the log and answers ``{"ok": true, "session": ID, "timeout": SECONDS}``
 (after that long without a command the cluster forgets the session). A ``put`` or
@@ -24,7 +33,9 @@ from typing import Any
 
 import msgpack
 
-OPS = ("put", "get", "delete", "session", "status", "transfer")
+OPS = ("put", "get", "delete", "session", "status", "transfer", "members", "add_member",
+       "assign", "remove")
+ROLES = ("voter", "standby", "spare")
 
 SESSION_FIELDS = ("session", "seq", "ack")
 """The fields that make a put or delete a session write (all three or none)."""
@@ -38,6 +49,9 @@ TRANSFER_FAILED = "transfer_failed"
 INVALID_TARGET = "invalid_target"
 REJECTED = "rejected"
 SESSION_EXPIRED = "session_expired"
+BUSY = "busy"
+INVALID_CHANGE = "invalid_change"
+PROMOTION_FAILED = "promotion_failed"
 
 
 class BadRequest(ValueError):
@@ -85,6 +99,17 @@ def decode_request(data: bytes) -> dict[str, Any]:
                 raise BadRequest(f"{op} '{field}' must be a positive integer")
         if request["ack"] > request["seq"]:
             raise BadRequest(f"{op} 'ack' cannot exceed 'seq' (the request itself is pending)")
+    if op in ("add_member", "assign", "remove"):
+        member = request.get("id")
+        if type(member) is not int or not 1 <= member < 2**63:
+            raise BadRequest(f"{op} needs a positive integer 'id'")
+    if op in ("add_member", "assign") and request.get("role", "spare") not in ROLES:
+        raise BadRequest(f"{op} 'role' must be one of {', '.join(ROLES)}")
+    if op == "assign" and "role" not in request:
+        raise BadRequest("assign needs a 'role'")
+    if op == "add_member" and (not isinstance(request.get("address"), str)
+                               or not request["address"]):
+        raise BadRequest("add_member needs a string 'address' (host:port)")
     if op == "transfer":
         to = request.get("to")
         if to is not None and (type(to) is not int or to < 0):

@@ -22,10 +22,13 @@ from typing import Any, Protocol
 import trio
 
 from raftpy.errors import (
+    ConfigurationChangeInProgress,
+    InvalidMembershipChange,
     InvalidTransferTarget,
     LeadershipTransferInProgress,
     NodeClosed,
     NotLeader,
+    PromotionFailed,
     RepeatedFailure,
     SessionError,
     SessionExpired,
@@ -34,6 +37,7 @@ from raftpy.errors import (
 from raftpy.kv import protocol
 from raftpy.kv.statemachine import KVStore, delete_command, put_command
 from raftpy.sessions import SessionStateMachine, register_command, session_command
+from raftpy.trio.membership import parse_role
 from raftpy.trio.runtime import Node
 
 logger = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ class KVServer:
 
     def __init__(self, state_machine: SessionStateMachine[KVStore], *,
                  request_timeout: float = 5.0,
+                 change_timeout: float = 60.0,
                  clock: Callable[[], float] = time.time) -> None:
         if not (isinstance(state_machine, SessionStateMachine)
                 and isinstance(state_machine.inner, KVStore)):
@@ -66,6 +71,8 @@ class KVServer:
         self.state_machine = state_machine
         self.store = state_machine.inner
         self.request_timeout = request_timeout
+        self.change_timeout = change_timeout
+        """Membership changes wait longer: a promotion catches the member up first."""
         self.clock = clock
 
     async def serve_connection(self, node: Node, stream: FramedStream) -> None:
@@ -87,7 +94,8 @@ class KVServer:
         op = request["op"]
         if op == "status":
             return {"ok": True, "status": node.status().to_dict()}
-        with trio.move_on_after(self.request_timeout):
+        timeout = self.change_timeout if op in _CHANGES else self.request_timeout
+        with trio.move_on_after(timeout):
             try:
                 return await self._handle(node, request)
             except NotLeader as exc:
@@ -104,13 +112,18 @@ class KVServer:
                                       leader_id=exc.new_leader)
             except SessionExpired as exc:
                 return protocol.error(protocol.SESSION_EXPIRED, str(exc))
+            except ConfigurationChangeInProgress as exc:
+                return protocol.error(protocol.BUSY, str(exc))
+            except InvalidMembershipChange as exc:
+                return protocol.error(protocol.INVALID_CHANGE, str(exc))
+            except PromotionFailed as exc:
+                return protocol.error(protocol.PROMOTION_FAILED, str(exc))
             except (ValueError, SessionError, RepeatedFailure) as exc:
                 # The state machine refused the command (or, for a retry, did the
                 # first time).
                 return protocol.error(protocol.REJECTED, str(exc))
         return protocol.error(protocol.UNAVAILABLE,
-                              f"no outcome within {self.request_timeout:g}s (a write may still"
-                              " commit)")
+                              f"no outcome within {timeout:g}s (a write may still commit)")
 
     async def _handle(self, node: Node, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]
@@ -138,6 +151,19 @@ class KVServer:
             if value is None:
                 return protocol.error(protocol.NOT_FOUND, f"no such key: {request['key']!r}")
             return {"ok": True, "value": value}
+        if op == "members":
+            if not node.is_leader:
+                raise node._not_leader()  # the leader's view: match indexes, contacts
+            return {"ok": True, "members": (await node.members()).to_dict()}
+        if op == "add_member":
+            index = await node.add_member(request["id"], request["address"],
+                                          parse_role(request.get("role", "spare")))
+            return {"ok": True, "index": index}
+        if op == "assign":
+            index = await node.assign_role(request["id"], parse_role(request["role"]))
+            return {"ok": True, "index": index}
+        if op == "remove":
+            return {"ok": True, "index": await node.remove_member(request["id"])}
         assert op == "transfer"
         start = trio.current_time()
         leader = await node.transfer_leadership(request.get("to"))
@@ -146,3 +172,6 @@ class KVServer:
                     elapsed * 1000)
         return {"ok": True, "leader_id": leader, "leader_address": node.address_of(leader),
                 "elapsed_ms": elapsed * 1000}
+
+
+_CHANGES = ("add_member", "assign", "remove")

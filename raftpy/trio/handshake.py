@@ -46,6 +46,9 @@ class Hello:
     role: str = ROLE_PEER
     lane: str = LANE_CONTROL
     version: int = PROTOCOL_VERSION
+    address: str | None = None
+    """Where the sender listens for its peers (``host:port``), if it says: a node that
+    joins knows nobody, and learns the leader's address from the leader's hello."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +64,12 @@ class HelloReply:
 
 def encode_hello(hello: Hello) -> bytes:
     """The frame payload of ``hello``."""
-    return msgpack.packb({"raftpy": hello.version, "cluster": hello.cluster_id,
-                          "node": hello.node_id, "role": hello.role, "lane": hello.lane},
-                         use_bin_type=True)
+    fields: dict[str, Any] = {"raftpy": hello.version, "cluster": hello.cluster_id,
+                              "node": hello.node_id, "role": hello.role, "lane": hello.lane}
+    if hello.address is not None:
+        fields["address"] = hello.address
+    out: bytes = msgpack.packb(fields, use_bin_type=True)
+    return out
 
 
 def encode_reply(reply: HelloReply) -> bytes:
@@ -103,8 +109,9 @@ def decode_hello(payload: bytes) -> Hello:
     if lane not in LANES:
         raise ProtocolError(f"hello: unknown lane {lane!r:.40}")
     node_id = _field(fields, "node", int, "hello", optional=(role == ROLE_CLIENT))
+    address = _field(fields, "address", str, "hello", optional=True)
     return Hello(cluster_id=_field(fields, "cluster", str, "hello"), node_id=node_id,
-                 role=role, lane=lane, version=fields["raftpy"])
+                 role=role, lane=lane, version=fields["raftpy"], address=address)
 
 
 def decode_reply(payload: bytes) -> HelloReply:
@@ -117,9 +124,14 @@ def decode_reply(payload: bytes) -> HelloReply:
                       version=fields["raftpy"])
 
 
-def check_hello(hello: Hello, *, cluster_id: str, node_id: int, peer_ids: Collection[int],
-                serves_clients: bool) -> str | None:
-    """Why the accepting node ``node_id`` must refuse ``hello``, or ``None`` to accept."""
+def check_hello(hello: Hello, *, cluster_id: str, node_id: int,
+                peer_ids: Collection[int] | None, serves_clients: bool,
+                what: str = "a configured peer") -> str | None:
+    """Why the accepting node ``node_id`` must refuse ``hello``, or ``None`` to accept.
+
+    ``peer_ids`` are the members admitted (``None``: any node id, for a node that
+    knows no configuration yet and waits to be added); ``what`` names them in the
+    refusal ("a member of the configuration at index 7")."""
     if hello.version != PROTOCOL_VERSION:
         return f"protocol version {hello.version} is not {PROTOCOL_VERSION}"
     if hello.cluster_id != cluster_id:
@@ -128,8 +140,8 @@ def check_hello(hello: Hello, *, cluster_id: str, node_id: int, peer_ids: Collec
         return None if serves_clients else "this node serves no clients"
     if hello.node_id == node_id:
         return f"node {hello.node_id} is this node itself"
-    if hello.node_id not in peer_ids:
-        return f"node {hello.node_id} is not a configured peer"
+    if peer_ids is not None and hello.node_id not in peer_ids:
+        return f"node {hello.node_id} is not {what}"
     return None
 
 

@@ -38,6 +38,7 @@ from raftpy.errors import (
     NotLeader,
     TransferFailed,
 )
+from raftpy.membership import Configuration
 from raftpy.messages import Entry, EntryKind, Message
 from raftpy.node import RaftNode
 from raftpy.ready import (
@@ -52,6 +53,7 @@ from raftpy.ready import (
 from raftpy.statemachine import StateMachine as StateMachine  # re-exported: its old home
 from raftpy.storage.base import Storage
 from raftpy.storage.memory import MemoryStorage
+from raftpy.trio.membership import MembershipCalls, _Change, prepare_storage
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +253,7 @@ class _WireQueue:
         self._closed = True
         self._room.set()
 
-_Input = _Propose | _Barrier | _Transfer | None
+_Input = _Propose | _Barrier | _Transfer | _Change | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,11 +281,13 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class Node:
+class Node(MembershipCalls):
     """A running Raft member; get one from :func:`open_node`.
 
     The coroutine methods may be called from any task; each is handed to the
-    driver task, which feeds the protocol core.
+    driver task, which feeds the protocol core. The membership calls
+    (:meth:`add_member`, :meth:`assign_role`, :meth:`remove_member`,
+    :meth:`members`) live in :mod:`raftpy.trio.membership`.
     """
 
     def __init__(
@@ -328,6 +332,7 @@ class Node:
         self.listen_addresses: list[tuple[str, int]] = []
         """The ``(host, port)`` pairs this node listens on (filled in once running)."""
         raft.set_snapshot_source(lambda: self._snapshot)
+        self._init_membership(addresses)
 
     # ------------------------------------------------------------------ public API
 
@@ -531,6 +536,8 @@ class Node:
                         item.reply)
                 elif isinstance(item, _Transfer):
                     self._start_transfer(item, now)
+                elif isinstance(item, _Change):
+                    self._start_change(item, now)
             if barrier_replies:
                 # One barrier serves every reader of this round: each asked before it
                 # was proposed, which is what makes the read linearizable.
@@ -599,6 +606,8 @@ class Node:
             ready = raft.ready()
             if ready.entries and self._waiting:
                 self._fail_replaced(ready.entries)
+            if ready.events:
+                self._membership_events(ready.events)
             for msg in ready.messages:
                 send(msg)
             if self._disk_pending or (ready.must_persist() and not self._inline_io):
@@ -668,6 +677,8 @@ class Node:
             except Exception as exc:  # a deterministic rejection: every replica agrees
                 logger.debug("node %d: entry %d raised %r", self.id, entry.index, exc)
                 error = exc
+        elif entry.kind is EntryKind.CONFIGURATION:
+            result = entry.index  # what a membership call returns
         self._applied = entry.index
         for term, reply in self._waiting.pop(entry.index, ()):
             if term != entry.term:
@@ -762,6 +773,7 @@ class Node:
         if self._transfer_reply is not None:
             self._transfer_reply[1].fail(error)
             self._transfer_reply = None
+        self._fail_promotion(error)
         # Wakes callers blocked on a full inbox (they get NodeClosed), then fails
         # the requests already queued.
         self._inbox_send.close()
@@ -770,7 +782,7 @@ class Node:
                 item = self._inbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
-            if not isinstance(item, (_Propose, _Barrier, _Transfer)):
+            if not isinstance(item, (_Propose, _Barrier, _Transfer, _Change)):
                 continue
             item.reply.fail(error)
         self._changed.set()
@@ -806,8 +818,11 @@ def _listener_addresses(listeners: Sequence[trio.abc.Listener[Any]] | None
 @asynccontextmanager
 async def open_node(
     node_id: int,
-    peers: Mapping[int, Any],
+    peers: Mapping[int, Any] | None = None,
     *,
+    bootstrap: Configuration | None = None,
+    join: bool = False,
+    advertise: str | None = None,
     state_machine: StateMachine,
     storage: Storage | None = None,
     config: Config | None = None,
@@ -823,9 +838,23 @@ async def open_node(
 ) -> AsyncIterator[Node]:
     """Run node ``node_id`` for the duration of the ``async with`` block.
 
-    ``peers`` maps every *other* member's id to its address (``"host:port"``, a
-    ``(host, port)`` pair or a :class:`~raftpy.trio.transport.PeerAddress`); every
-    member votes unless listed in ``learners``. ``listen`` is ``"host:port"`` or
+    How the node learns its cluster (``docs/runtime.md``):
+
+    * ``bootstrap``: a new cluster's first :class:`~raftpy.membership.Configuration`
+      (every initial member with its address, this node included) is written once
+      to empty storage; the same configuration again is a no-op, another one or
+      storage holding other state raises :class:`~raftpy.errors.StorageError`.
+    * ``join=True``: start with empty storage, listen, and wait for a leader to
+      add this node (``Node.add_member`` on the leader, or ``raftpy serve --join``).
+    * neither: the storage must hold a configuration already (a restart).
+    * ``peers`` (the fixed mode of earlier versions): maps every *other* member's
+      id to its address (``"host:port"``, a ``(host, port)`` pair or a
+      :class:`~raftpy.trio.transport.PeerAddress`); every member votes unless
+      listed in ``learners``. Used only while the storage holds no configuration.
+
+    Whatever the arguments, a configuration in the storage's log or snapshot wins:
+    membership then comes from there only. ``advertise`` is this node's address for
+    its peers (default: the ``listen`` address). ``listen`` is ``"host:port"`` or
     ready-made Trio listeners (pass listeners on port 0 to learn the ports first).
     ``storage`` defaults to memory (nothing survives a restart). ``transport``
     replaces the TCP transport (tests inject an in-memory one). ``rng`` draws the
@@ -836,36 +865,49 @@ async def open_node(
     callers get :class:`NodeClosed` and ``storage.close()`` runs if it exists.
     """
     storage = storage if storage is not None else MemoryStorage()
+    fixed = peers is not None
+    peers = dict(peers) if peers is not None else {}
+    if not fixed and learners:
+        raise ValueError("learners= goes with a fixed peers= list; give roles in the "
+                         "bootstrap configuration instead")
     addresses = {peer: format_address(addr) for peer, addr in peers.items()}
+    if type(storage) is MemoryStorage:
+        state, snapshot_data = prepare_storage(storage, node_id, bootstrap=bootstrap,
+                                               join=join, fixed=fixed)
+    else:
+        state, snapshot_data = await trio.to_thread.run_sync(lambda: prepare_storage(
+            storage, node_id, bootstrap=bootstrap, join=join, fixed=fixed))
     listeners = await _open_listeners(listen)
-    if listeners:
-        own = _listener_addresses(listeners)
-        if own:
-            addresses.setdefault(node_id, format_address(own[0]))
+    own_addresses = _listener_addresses(listeners)
+    if advertise is None and own_addresses:
+        advertise = format_address(own_addresses[0])
+    if advertise is not None and fixed:
+        addresses.setdefault(node_id, advertise)
     wire = _WireQueue(inbox_size)
     injected = transport is not None
     if transport is None:
         transport = _tcp_transport(node_id, cluster_id, peers, ssl_context, client_ssl_context,
-                                   client_handler, lambda: node, wire)
-    if type(storage) is MemoryStorage:
-        state, snapshot_data = storage.load()
-    else:
-        state, snapshot_data = await trio.to_thread.run_sync(storage.load)
-    members = set(peers) | {node_id}
+                                   client_handler, lambda: node, wire, advertise)
     # The core's default rng is seeded with the node id (reproducible simulations);
     # real processes need independent timers, or every restart of a node draws the
     # same election timeouts and elections lose their spread.
     if rng is None:
         rng = random.Random()
-    raft = RaftNode(node_id, members - set(learners), learners=learners, config=config,
-                    state=state, rng=rng, now=trio.current_time())
+    if fixed:
+        members = set(peers) | {node_id}
+        raft = RaftNode(node_id, members - set(learners), learners=learners, config=config,
+                        state=state, rng=rng, now=trio.current_time())
+    else:
+        raft = RaftNode(node_id, configuration=Configuration(), config=config, state=state,
+                        rng=rng, now=trio.current_time())
     snapshot = None
     if state.snapshot is not None and snapshot_data is not None:
         state_machine.restore(snapshot_data)
         snapshot = (state.snapshot, snapshot_data)
     node = Node(raft, transport=transport, storage=storage, state_machine=state_machine,
                 addresses=addresses, snapshot=snapshot, inbox_size=inbox_size, wire=wire)
-    node.listen_addresses = _listener_addresses(listeners)
+    node.listen_addresses = own_addresses
+    node._sync_transport()
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(transport.run, listeners)
@@ -890,7 +932,8 @@ async def open_node(
 
 def _tcp_transport(node_id: int, cluster_id: str, peers: Mapping[int, Any], ssl_context: Any,
                    client_ssl_context: Any, client_handler: ClientHandler | None,
-                   get_node: Callable[[], Node], sink: _WireQueue) -> MessageTransport:
+                   get_node: Callable[[], Node], sink: _WireQueue,
+                   advertise: str | None) -> MessageTransport:
     from raftpy.trio.transport import PeerAddress as peer_address
     from raftpy.trio.transport import Transport as transport_class
 
@@ -908,5 +951,5 @@ def _tcp_transport(node_id: int, cluster_id: str, peers: Mapping[int, Any], ssl_
     transport: MessageTransport = transport_class(
         node_id, cluster_id, {peer: to_peer(addr) for peer, addr in peers.items()},
         ssl_context=ssl_context, client_ssl_context=client_ssl_context,
-        client_handler=handler, sink=sink)
+        client_handler=handler, sink=sink, advertise=advertise)
     return transport

@@ -57,7 +57,7 @@ import os
 import random
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -246,6 +246,7 @@ class Transport:
         check_peer_host: bool = False,
         rng: random.Random | None = None,
         sink: MessageSink | None = None,
+        advertise: str | None = None,
     ) -> None:
         if queue_size < 1 or max_frame < handshake.MAX_HELLO:
             raise ValueError("queue_size must be >= 1 and max_frame >= 4096")
@@ -254,6 +255,13 @@ class Transport:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.peers = {peer: addr for peer, addr in peers.items() if peer != node_id}
+        self.advertise = advertise
+        """This node's own ``host:port``, sent in every hello (see :meth:`update_peers`)."""
+        self._admit: frozenset[int] | None = frozenset(self.peers)
+        self._admit_what = "a configured peer"
+        self._learned: dict[int, PeerAddress] = {}
+        self._dialers: dict[int, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
         self.ssl_context = ssl_context
         self.client_ssl_context = client_ssl_context
         self.max_frame = max_frame
@@ -271,6 +279,8 @@ class Transport:
             # The reading task hands each message straight to its consumer: one task
             # switch less per message than a channel with a task draining it.
             self._incoming_send = sink
+        self._queue_size = queue_size
+        self._queue_bytes = queue_bytes
         self._outboxes = {(peer, lane): _Outbox(queue_size, queue_bytes)
                           for peer in self.peers for lane in handshake.LANES}
         self._connected: set[tuple[int, str]] = set()
@@ -343,6 +353,65 @@ class Transport:
                                       if lane == handshake.LANE_CONTROL})
         return out
 
+    def update_peers(self, peers: dict[int, PeerAddress], *, admit: Collection[int] | None,
+                     what: str = "a member") -> None:
+        """Dial ``peers`` from now on (new ones at once; connections to the peers left
+        out are closed), and accept inbound peer connections only from ``admit``
+        (``None``: from any node id; the refusal names them as ``what``).
+
+        The runtime calls this whenever the configuration in force changes. A node
+        admitted but without a configured address (a joining node does not know the
+        leader yet) is dialled at the address its own hello announced.
+        """
+        self._admit = None if admit is None else frozenset(admit)
+        self._admit_what = what
+        wanted = {p: a for p, a in peers.items() if p != self.node_id}
+        for peer, address in self._learned.items():
+            if peer not in wanted and (admit is None or peer in admit):
+                wanted[peer] = address
+        for peer in [p for p in self.peers if wanted.get(p) != self.peers[p]]:
+            self._drop_peer(peer)
+        for peer, address in wanted.items():
+            if peer not in self.peers:
+                self._add_peer(peer, address)
+        if admit is not None:
+            for (peer, _), scope in list(self._inbound.items()):
+                if peer not in admit:
+                    logger.info("node %d: closing the connection from node %d: it is not %s",
+                                self.node_id, peer, what)
+                    scope.cancel()
+
+    def _add_peer(self, peer: int, address: PeerAddress) -> None:
+        logger.info("node %d: peer %d is at %s", self.node_id, peer, address)
+        self.peers[peer] = address
+        for lane in handshake.LANES:
+            self._outboxes[(peer, lane)] = _Outbox(self._queue_size, self._queue_bytes)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._run_peer, peer, address)
+
+    def _drop_peer(self, peer: int) -> None:
+        logger.info("node %d: no longer dialling node %d", self.node_id, peer)
+        del self.peers[peer]
+        for lane in handshake.LANES:
+            self._outboxes.pop((peer, lane), None)
+        scope = self._dialers.pop(peer, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _run_peer(self, peer: int, address: PeerAddress) -> None:
+        """Both lanes' dialers of one peer, until it is dropped (or the transport stops)."""
+        with trio.CancelScope() as scope:
+            self._dialers[peer] = scope
+            try:
+                async with trio.open_nursery() as nursery:
+                    for lane in handshake.LANES:
+                        outbox = self._outboxes.get((peer, lane))
+                        if outbox is not None:
+                            nursery.start_soon(self._dial_loop, peer, lane, outbox, address)
+            finally:
+                if self._dialers.get(peer) is scope:
+                    del self._dialers[peer]
+
     def connected(self, peer: int) -> bool:
         """Whether the outgoing control connection to ``peer`` is up."""
         return (peer, handshake.LANE_CONTROL) in self._connected
@@ -361,10 +430,12 @@ class Transport:
             async with trio.open_nursery() as nursery:
                 for listener in listeners or ():
                     nursery.start_soon(self._serve, listener, nursery)
-                for (peer, lane), outbox in self._outboxes.items():
-                    nursery.start_soon(self._dial_loop, peer, lane, outbox)
+                for peer, address in self.peers.items():
+                    nursery.start_soon(self._run_peer, peer, address)
+                self._nursery = nursery
                 task_status.started()
         finally:
+            self._nursery = None
             self._incoming_send.close()
 
     async def accept_stream(self, stream: trio.abc.Stream) -> None:
@@ -429,7 +500,11 @@ class Transport:
             hello = handshake.decode_hello(payload)
             reason = handshake.check_hello(
                 hello, cluster_id=self.cluster_id, node_id=self.node_id,
-                peer_ids=self.peers.keys(), serves_clients=self.client_handler is not None)
+                peer_ids=self._admit, serves_clients=self.client_handler is not None,
+                what=self._admit_what)
+            if reason is None and hello.role == handshake.ROLE_PEER \
+                    and hello.node_id not in self.peers and self.check_peer_host:
+                reason = f"node {hello.node_id} has no configured address to check"
             if reason is None and hello.role == handshake.ROLE_PEER and self.check_peer_host:
                 reason = self._check_host(hello, raw)
             if reason is not None:
@@ -446,6 +521,16 @@ class Transport:
             await self.client_handler(framed)
             return
         assert hello.node_id is not None
+        if hello.node_id not in self.peers and hello.address is not None:
+            # Admitted without a known address (this node waits to be added and knows
+            # nobody yet): answer it at the address it announced.
+            try:
+                learned = peer_address(hello.address)
+            except ValueError:
+                learned = None
+            if learned is not None and hello.node_id not in self.peers:
+                self._learned[hello.node_id] = learned
+                self._add_peer(hello.node_id, learned)
         key = (hello.node_id, hello.lane)
         # A peer that restarted may leave its old connection half-open: the new one wins.
         old = self._inbound.pop(key, None)
@@ -502,8 +587,8 @@ class Transport:
         step = min(self.backoff_max, self.backoff_min * float(2 ** min(failures, 32)))
         return step / 2 + self._rng.uniform(0, step / 2)
 
-    async def _dial_loop(self, peer: int, lane: str, outbox: _Outbox) -> None:
-        address = self.peers[peer]
+    async def _dial_loop(self, peer: int, lane: str, outbox: _Outbox,
+                         address: PeerAddress) -> None:
         failures = 0
         ever_connected = False
         while True:
@@ -546,7 +631,7 @@ class Transport:
                     await stream.do_handshake()
                 framed = await handshake.say_hello(stream, handshake.Hello(
                     cluster_id=self.cluster_id, node_id=self.node_id, role=handshake.ROLE_PEER,
-                    lane=lane), expected_node=peer, name=str(address))
+                    lane=lane, address=self.advertise), expected_node=peer, name=str(address))
         except BaseException:
             await close_quietly(stream)
             raise
