@@ -38,6 +38,13 @@ class Config:
     """A member promoted to voter gets this many catch-up rounds (Raft §4.2.1)."""
     catch_up_round_timeout: float = 5.0
     """One catch-up round longer than this fails the promotion."""
+    lease_reads: bool = False
+    """Answer reads from a leader lease (Raft §6.4.1) without a heartbeat round while
+    a majority acknowledged a round sent less than ``lease_duration`` ago. Assumes
+    clocks run at rates within ``clock_drift_bound`` of each other (no jumps):
+    see docs/design.md. Needs ``check_quorum``."""
+    clock_drift_bound: float = 0.1
+    """The largest relative clock-rate difference a lease tolerates (0.1: 10%)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.election_timeout_min <= self.election_timeout_max:
@@ -62,6 +69,12 @@ class Config:
         if self.catch_up_round_timeout <= 0:
             raise ConfigError(
                 f"catch_up_round_timeout must be positive, got {self.catch_up_round_timeout}")
+        if not 0 <= self.clock_drift_bound < 1:
+            raise ConfigError(
+                f"clock_drift_bound must be in [0, 1), got {self.clock_drift_bound}")
+        if self.lease_reads and not self.check_quorum:
+            raise ConfigError("lease_reads needs check_quorum (a leader cut off from the "
+                              "majority must step down)")
         if self.snapshot_trailing < 0:
             raise ConfigError(f"snapshot_trailing must be >= 0, got {self.snapshot_trailing}")
 
@@ -71,6 +84,13 @@ class Config:
         return self.heartbeat_interval if self.heartbeat_interval is not None else (
             self.election_timeout_min / 3
         )
+
+    @property
+    def lease_duration(self) -> float:
+        """How long after a round was sent a majority's acknowledgement of it keeps
+        the lease: voters that acknowledged refuse votes for ``election_timeout_min``
+        after they received it, shortened here by the clock drift bound."""
+        return self.election_timeout_min * (1 - self.clock_drift_bound)
 
     @property
     def transfer_deadline(self) -> float:

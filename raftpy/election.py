@@ -17,6 +17,11 @@ class ElectionMixin(NodeState):
         vote flagged ``disrupt_leader`` passes: the leader itself asked for it."""
         if msg.disrupt_leader and not msg.pre_vote:
             return False
+        if self.config.lease_reads and \
+                self._now - self._started_at < self.config.election_timeout_min:
+            # A restarted node forgot when it last heard from the leader, and a lease
+            # counts on it refusing votes that long after: refuse for that long.
+            return True
         if self.role is Role.LEADER:
             # The leader asked this node to take over; grant it the (pre-)vote.
             return not (self._transfer is not None and self._transfer.target == msg.src)

@@ -172,6 +172,9 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         self._read_round_wanted = False
         self._remote_reads: dict[int, float] = {}
         self._echo_round = 0
+        self._round_sent_at: dict[int, float] = {}
+        self._lease_floor = 0
+        self._started_at = now
         self._use_configuration()
         self._reset_election_timer()
 
@@ -478,6 +481,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         self.progress = {peer: Progress(match_index=0, next_index=last + 1)
                          for peer in sorted(self._configurations.latest.replicated)
                          if peer != self.id}
+        self._round_sent_at = {}
         self._log_trace(f"-> leader, term {self.current_term}")
         self._events.append(LeaderChanged(self.current_term, self.id))
         if self._transfer is not None:

@@ -49,8 +49,26 @@ class ReadsMixin(NodeState):
     _read_round_wanted: bool
     _remote_reads: dict[int, float]
     """A follower's reads sent to the leader: request id -> when it gives up."""
+    _round_sent_at: dict[int, float]
+    """Read round -> when this leader began it (for the lease)."""
+    _lease_floor: int
+    """The first round that may count for the lease."""
 
     # ------------------------------------------------------------------ API
+
+    @property
+    def lease_valid_until(self) -> float:
+        """Until when this leader's lease lets it answer reads at once (``-inf``: no
+        lease: not leader, lease reads off, a transfer pending or just ended, or no
+        round acknowledged by a majority since)."""
+        if (self.role is not Role.LEADER or not self.config.lease_reads
+                or self._transfer is not None):
+            return -float("inf")
+        confirmed = self._read_confirmed_round()
+        if confirmed < self._lease_floor:
+            return -float("inf")
+        sent = self._round_sent_at.get(confirmed)
+        return -float("inf") if sent is None else sent + self.config.lease_duration
 
     def read_index(self, request_id: int, now: float) -> None:
         """Ask for a read index for read ``request_id`` (any int the driver picks,
@@ -63,6 +81,11 @@ class ReadsMixin(NodeState):
         """
         self._now = now
         if self.role is Role.LEADER:
+            if now < self.lease_valid_until and \
+                    self.log.term_at(self.commit_index) == self.current_term:
+                # Raft §6.4.1: within the lease no other leader can have been elected.
+                self._events.append(ReadIndexReady(request_id, self.commit_index))
+                return
             self._add_read(PendingRead(request_id, self._read_round + 1))
             return
         if self.role is not Role.FOLLOWER or self.leader_id is None:
@@ -81,8 +104,24 @@ class ReadsMixin(NodeState):
             self._read_round_wanted = True  # the next round, once this one is in
         self._confirm_reads()
 
-    def _start_read_round(self) -> None:
+    def _next_read_round(self) -> None:
+        """Every AppendEntries from now on carries a new round; remember when it began
+        (the lease runs from there)."""
         self._read_round += 1
+        sent_at = self._round_sent_at
+        sent_at[self._read_round] = self._now
+        if len(sent_at) > 64:  # rounds a majority has passed are of no more use
+            confirmed = self._read_confirmed_round()
+            for old in [r for r in sent_at if r < confirmed]:
+                del sent_at[old]
+
+    def _end_lease(self) -> None:
+        """A transfer started or ended: only rounds that begin after this count for
+        the lease (the target's election bypasses the voters' stickiness)."""
+        self._lease_floor = self._read_round + 1
+
+    def _start_read_round(self) -> None:
+        self._next_read_round()
         self._read_round_wanted = False
         for peer in sorted(self.progress):
             if peer in self.voters:

@@ -105,6 +105,7 @@ class LeaderMixin(NodeState):
                 return
         if now >= self._heartbeat_deadline:
             self._heartbeat_deadline = now + self.config.heartbeat
+            self._next_read_round()  # these heartbeats renew the lease, and confirm reads
             self._resend_timeout_now()
             for peer, pr in self.progress.items():
                 if pr.state is ProgressState.REPLICATE and pr.match_index < self.log.last_index \

@@ -51,6 +51,7 @@ class TransferMixin(NodeState):
         return max(others, key=lambda v: (self.progress[v].match_index, -v))
 
     def _start_transfer(self, target: int) -> None:
+        self._end_lease()
         timeout = self.config.transfer_deadline
         self._transfer = PendingTransfer(
             target, self._now, self._now + timeout,
@@ -161,6 +162,7 @@ class TransferMixin(NodeState):
         transfer = self._transfer
         assert transfer is not None
         self._transfer = None
+        self._end_lease()
         if new_leader is None:
             new_leader = self.leader_id
         self._log_trace(f"transfer to {transfer.target} ended: {reason}")

@@ -139,12 +139,18 @@ class FaultPlan:
                      else 0.0),)
         # ReadIndex reads, at leaders (stale ones too) and followers.
         weights += (("read", rng.choice([0.0, 2.0, 5.0, 10.0])),)
+        # Lease reads (Raft §6.4.1) in some plans with check-quorum. A lease assumes
+        # clocks that do not jump, so those plans jump none.
+        lease = check_quorum and rng.random() < 0.3
+        if lease:
+            weights = tuple((k, 0.0 if k == "clock_jump" else w) for k, w in weights)
         config = Config(
             pre_vote=pre_vote,
             check_quorum=check_quorum,
             max_entries_per_message=max_entries,
             max_inflight_entries=max_inflight,
             snapshot_trailing=trailing,
+            lease_reads=lease,
         )
         return cls(
             nodes=nodes,
