@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("value")
     get = sub.add_parser("get", parents=[client], help="print the value of KEY")
     get.add_argument("key")
+    get.add_argument("--stale", action="store_true",
+                     help="read the member's own state at once (may be behind; not "
+                          "linearizable)")
     delete = sub.add_parser("delete", parents=[client], help="remove KEY")
     delete.add_argument("key")
     status = sub.add_parser("status", parents=[client], help="show every member's state")
@@ -390,7 +393,7 @@ async def client_command(args: argparse.Namespace) -> int:
             if args.command == "put":
                 await client.put(args.key, args.value)
             elif args.command == "get":
-                print(await client.get(args.key))
+                print(await client.get(args.key, stale=args.stale))
             elif args.command == "delete":
                 await client.delete(args.key)
             else:

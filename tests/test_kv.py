@@ -257,6 +257,27 @@ async def test_client_puts_and_gets_through_any_member(autojump_clock: trio.test
             assert store(c, node_id).data == {}
 
 
+async def test_a_follower_serves_linearizable_and_stale_gets(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with kv_cluster() as (c, env):
+        leader = await c.leader()
+        follower = next(i for i in c.ids if i != leader.id)
+        async with KVClient(MEMBERS, connect=env["connect"], timeout=5) as client:
+            await client.put("k", "v1")
+        last = leader.status().last_log_index
+        server = KVServer(c.machines[follower], request_timeout=1.0)  # type: ignore[arg-type]
+        node = c.nodes[follower]
+        # Linearizable: the follower asks the leader for a read index and waits for
+        # it, so it sees the put even if it had not applied it yet.
+        assert await server.handle(node, {"op": "get", "key": "k"}) == {"ok": True,
+                                                                        "value": "v1"}
+        assert await server.handle(node, {"op": "get", "key": "k", "stale": True}) == {
+            "ok": True, "value": "v1"}
+        assert leader.status().last_log_index == last  # the reads wrote nothing
+        with pytest.raises(protocol.BadRequest, match="'stale' is a boolean"):
+            protocol.decode_request(protocol.encode({"op": "get", "key": "k", "stale": 1}))
+
+
 async def test_client_status_and_transfer(autojump_clock: trio.testing.MockClock) -> None:
     async with kv_cluster() as (c, env):
         leader = await c.leader()

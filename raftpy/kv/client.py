@@ -139,9 +139,14 @@ class KVClient:
         expired while retrying."""
         await self._write({"op": "put", "key": key, "value": value})
 
-    async def get(self, key: str) -> str:
-        """The value of ``key``, read linearizably; raises :class:`KeyNotFound`."""
-        response = await self._leader_request({"op": "get", "key": key})
+    async def get(self, key: str, *, stale: bool = False) -> str:
+        """The value of ``key``, read linearizably (ReadIndex) unless ``stale``: then
+        the member answers from its own state at once, which may be behind.
+        Raises :class:`KeyNotFound`."""
+        request: dict[str, Any] = {"op": "get", "key": key}
+        if stale:
+            request["stale"] = True
+        response = await self._leader_request(request)
         value: str = response["value"]
         return value
 

@@ -87,6 +87,8 @@ def decode_request(data: bytes) -> dict[str, Any]:
         raise BadRequest(f"{op} needs a string 'key'")
     if op == "put" and not isinstance(request.get("value"), str):
         raise BadRequest("put needs a string 'value'")
+    if "stale" in request and (op != "get" or not isinstance(request["stale"], bool)):
+        raise BadRequest("'stale' is a boolean of get requests")
     present = [f for f in SESSION_FIELDS if f in request]
     if present:
         if op not in ("put", "delete"):

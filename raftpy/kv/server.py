@@ -146,7 +146,9 @@ class KVServer:
                 return protocol.error(protocol.NOT_FOUND, f"no such key: {key!r}")
             return {"ok": True}
         if op == "get":
-            await node.read_barrier()
+            if not request.get("stale"):
+                # ReadIndex: linearizable on any member (a follower asks its leader).
+                await node.read_barrier()
             value = self.store.data.get(request["key"])
             if value is None:
                 return protocol.error(protocol.NOT_FOUND, f"no such key: {request['key']!r}")
