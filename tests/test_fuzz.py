@@ -65,7 +65,7 @@ def test_hostile_plan_with_five_nodes(seed: int) -> None:
 # ---------------------------------------------------------------- new faults, replay
 
 
-@pytest.mark.parametrize("seed", [6, 163])
+@pytest.mark.parametrize("seed", [6, 306, 11])
 def test_seed_with_new_faults_replays_exactly(seed: int) -> None:
     first, again = run_seed(seed), run_seed(seed)
     assert first.ok, first.failure
@@ -75,10 +75,12 @@ def test_seed_with_new_faults_replays_exactly(seed: int) -> None:
         again.liveness_windows, again.worst_leader_wait)
     if seed == 6:
         assert first.plan.figure8 and first.faults["figure8_done"] == 1
-    else:
+    elif seed == 306:
         for kind in ("pause", "resume", "to_paused", "cut_one_way", "cut_link", "flap",
-                     "clock_jump", "action_read", "read_answered"):
+                     "clock_jump"):
             assert first.faults[kind] > 0, kind
+    else:  # lease reads and ReadIndex reads, at leaders and followers
+        assert first.plan.config.lease_reads and first.faults["read_answered"] > 20
 
 
 # ---------------------------------------------------------------- liveness monitor
