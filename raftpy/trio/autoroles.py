@@ -90,12 +90,18 @@ async def apply_role_changes(node: Node, targets: RoleTargets,
     ends. Raises what ``Node.assign_role`` raises, except :class:`PromotionFailed`.
     """
     done: list[tuple[int, MemberRole]] = []
-    changed: set[int] = set()
+    changed: dict[int, MemberRole] = {}
     while True:
         if not node.is_leader:
             raise node._not_leader()
         membership = node.membership_now()
-        health = [MemberHealth(m.id, m.role, online=m.id not in failed and online(m),
+        # A member promoted in this call had no time to answer in its new role yet:
+        # it counts as online (the liveness checks judge it from now on); one
+        # demoted to spare is left out (it was offline, or not needed).
+        health = [MemberHealth(m.id, m.role,
+                               online=m.id not in failed and (
+                                   changed[m.id] is not MemberRole.SPARE if m.id in changed
+                                   else online(m)),
                                domain=domains.get(m.id, 0), weight=weights.get(m.id, 0))
                   for m in membership.members]
         plan = [(i, r) for i, r in plan_role_changes(health, targets, node.id)
@@ -103,7 +109,7 @@ async def apply_role_changes(node: Node, targets: RoleTargets,
         if not plan:
             return done
         member_id, role = plan[0]
-        changed.add(member_id)
+        changed[member_id] = role
         try:
             await node.assign_role(member_id, role)
         except PromotionFailed as exc:
@@ -147,7 +153,8 @@ class RoleScheduler:
             return False
         if member.role is MemberRole.SPARE:
             return True  # no traffic: unknown; tried, and benched if it fails
-        since = max(self._leader_since or now, self._role_changed.get(member.id, now))
+        leading_since = self._leader_since if self._leader_since is not None else now
+        since = max(leading_since, self._role_changed.get(member.id, leading_since))
         silence = now - since
         if member.last_contact is not None:
             silence = min(silence, member.last_contact)
