@@ -316,7 +316,7 @@ async def serve(args: argparse.Namespace) -> int:
 async def _join(args: argparse.Namespace, node_id: int, advertise: str,
                 client_ctx: ssl.SSLContext | None) -> int:
     """Ask the cluster to add this member (it runs already, so a leader can reach it)."""
-    from raftpy.kv.client import ClusterUnavailable, KVClient, RequestFailed
+    from raftpy.kv.client import ClusterUnavailable, ConnectionRejected, KVClient, RequestFailed
 
     role = args.role or "spare"
     async with KVClient(args.join, cluster_id=args.cluster_id, ssl_context=client_ctx,
@@ -334,6 +334,10 @@ async def _join(args: argparse.Namespace, node_id: int, advertise: str,
                         logger.warning("node %d: a member already", node_id)
                         return EXIT_OK
                 print(f"raftpy serve: joining failed: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            except ConnectionRejected as exc:
+                print(f"raftpy serve: joining failed: connection rejected: {exc}",
+                      file=sys.stderr)
                 return EXIT_FAILED
             except ClusterUnavailable as exc:
                 print(f"raftpy serve: joining failed: cluster unavailable: {exc}",
@@ -383,6 +387,8 @@ async def client_command(args: argparse.Namespace) -> int:
     """Run one client command; returns the exit code."""
     from raftpy.kv.client import (
         ClusterUnavailable,
+        ConnectionRejected,
+        InvalidRequest,
         KeyNotFound,
         KVClient,
         OutcomeUnknown,
@@ -431,6 +437,12 @@ async def client_command(args: argparse.Namespace) -> int:
     except KeyNotFound as exc:
         print(f"raftpy: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except InvalidRequest as exc:
+        print(f"raftpy {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConnectionRejected as exc:
+        print(f"raftpy: connection rejected: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except ClusterUnavailable as exc:
         print(f"raftpy: cluster unavailable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
