@@ -413,7 +413,7 @@ def _default_connect(cluster_id: str, ssl_context: ssl.SSLContext | None) -> Con
             stream: FramedStream = await connect_client(address, cluster_id=cluster_id,
                                                         ssl_context=ssl_context)
         except HandshakeRefused as exc:
-            raise ConnectionRejected(f"{address} refused us: {exc}") from exc
+            raise ConnectionRejected(f"{address} refused us: {exc.reason}") from exc
         except trio.BrokenResourceError as exc:
             if isinstance(exc.__cause__, ssl.SSLError):
                 raise ConnectionRejected(
@@ -421,11 +421,9 @@ def _default_connect(cluster_id: str, ssl_context: ssl.SSLContext | None) -> Con
                 ) from exc
             raise
         except ProtocolError as exc:
-            # A TLS alert or other bytes where a hello reply belongs: the member
-            # speaks TLS and we do not (or it is not a raftpy port).
+            # Bytes where a hello reply belongs: not a raftpy member's port.
             raise ConnectionRejected(
-                f"{address} did not answer the client hello ({exc}): does it require "
-                "TLS (--tls-ca/--tls-cert/--tls-key)?") from exc
+                f"{address} did not answer like a raftpy member: {exc}") from exc
         return stream
 
     return connect
