@@ -106,6 +106,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``raftpy`` command."""
     parser = argparse.ArgumentParser(
@@ -152,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on SIGTERM/SIGINT stop at once, without handing over")
     serve.add_argument("--handover-timeout", type=_positive, default=10.0, metavar="SECONDS",
                        help="give up handing over after this long (default 10)")
+    roles = serve.add_argument_group(
+        "automatic roles (off unless --voters; give every member the same targets)")
+    roles.add_argument("--voters", type=_count, default=None, metavar="N",
+                       help="the leader keeps N online voters: it demotes offline voters "
+                            "and standbys to spare and promotes standbys, then spares")
+    roles.add_argument("--standbys", type=_count, default=None, metavar="M",
+                       help="... and M online standbys (default 0)")
+    roles.add_argument("--spare-retry", type=_positive, default=30.0, metavar="SECONDS",
+                       help="a spare whose promotion failed, or demoted for being offline, "
+                            "is not promoted again for this long (default 30)")
     serve.add_argument("--data-dir", required=True, help="where this member keeps its state")
     serve.add_argument("--election-timeout-ms", type=_positive, default=150.0, metavar="MS",
                        help="minimum election timeout (the maximum is twice it; default 150)")
@@ -228,6 +248,7 @@ async def serve(args: argparse.Namespace) -> int:
     from raftpy.kv.statemachine import KVStore
     from raftpy.membership import Configuration, Member, MemberRole
     from raftpy.sessions import SessionStateMachine
+    from raftpy.trio.autoroles import AutoRoles
     from raftpy.trio.membership import holds_state
     from raftpy.trio.runtime import open_node
 
@@ -240,6 +261,10 @@ async def serve(args: argparse.Namespace) -> int:
         raise _Usage("--role goes with --join")
     if peers and not args.bootstrap:
         raise _Usage("--peer lists the initial members for --bootstrap")
+    if args.voters is None and args.standbys is not None:
+        raise _Usage("--standbys goes with --voters (automatic roles)")
+    if args.voters == 0:
+        raise _Usage("--voters must be at least 1")
     server_ctx, client_ctx = tls_contexts(args.tls_ca, args.tls_cert, args.tls_key)
     minimum = args.election_timeout_ms / 1000
     config = Config(election_timeout_min=minimum, election_timeout_max=2 * minimum,
@@ -272,6 +297,9 @@ async def serve(args: argparse.Namespace) -> int:
             advertise=advertise, state_machine=machine, storage=storage, config=config,
             listen=args.listen, cluster_id=args.cluster_id, ssl_context=server_ctx,
             client_ssl_context=client_ctx, client_handler=server.serve_connection,
+            voters=args.voters, standbys=args.standbys or 0,
+            auto_roles=None if args.voters is None
+            else AutoRoles(retry_spares_after=args.spare_retry),
         ) as node:
             logger.warning("node %d serving on %s (cluster %r, members %s)", args.id,
                            ", ".join(f"{h}:{p}" for h, p in node.listen_addresses),
@@ -291,7 +319,7 @@ async def serve(args: argparse.Namespace) -> int:
 async def _join(args: argparse.Namespace, node_id: int, advertise: str,
                 client_ctx: ssl.SSLContext | None) -> int:
     """Ask the cluster to add this member (it runs already, so a leader can reach it)."""
-    from raftpy.kv.client import ClusterUnavailable, KVClient, RequestFailed
+    from raftpy.kv.client import ClusterUnavailable, ConnectionRejected, KVClient, RequestFailed
 
     role = args.role or "spare"
     async with KVClient(args.join, cluster_id=args.cluster_id, ssl_context=client_ctx,
@@ -309,6 +337,10 @@ async def _join(args: argparse.Namespace, node_id: int, advertise: str,
                         logger.warning("node %d: a member already", node_id)
                         return EXIT_OK
                 print(f"raftpy serve: joining failed: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            except ConnectionRejected as exc:
+                print(f"raftpy serve: joining failed: connection rejected: {exc}",
+                      file=sys.stderr)
                 return EXIT_FAILED
             except ClusterUnavailable as exc:
                 print(f"raftpy serve: joining failed: cluster unavailable: {exc}",
@@ -358,6 +390,8 @@ async def client_command(args: argparse.Namespace) -> int:
     """Run one client command; returns the exit code."""
     from raftpy.kv.client import (
         ClusterUnavailable,
+        ConnectionRejected,
+        InvalidRequest,
         KeyNotFound,
         KVClient,
         OutcomeUnknown,
@@ -406,6 +440,12 @@ async def client_command(args: argparse.Namespace) -> int:
     except KeyNotFound as exc:
         print(f"raftpy: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except InvalidRequest as exc:
+        print(f"raftpy {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConnectionRejected as exc:
+        print(f"raftpy: connection rejected: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except ClusterUnavailable as exc:
         print(f"raftpy: cluster unavailable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -15,6 +15,7 @@ from test_runtime import Cluster
 from raftpy.kv import protocol
 from raftpy.kv.client import (
     ClusterUnavailable,
+    InvalidRequest,
     KeyNotFound,
     KVClient,
     OutcomeUnknown,
@@ -554,3 +555,48 @@ async def test_a_task_writing_while_another_retries_keeps_its_result_for_it(
             (only,) = sessions(c, node_id).sessions()
             # B's ack was 2 (A pending): A's result stayed until A's retry found it.
             assert only.acknowledged == 2
+
+
+async def test_a_put_without_quorum_says_no_leader_not_the_last_connect_error(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with kv_cluster() as (c, env):
+        leader = await c.leader()
+        async with KVClient(MEMBERS, connect=env["connect"], timeout=5) as client:
+            await client.put("a", "1")
+            survivor = next(i for i in c.ids if i != leader.id)
+            for node_id in list(c.nodes):
+                if node_id != survivor:
+                    c.stop(node_id)
+            # The survivor answers "not the leader" (no leader known) while the others
+            # refuse connections: the error says the former.
+            with pytest.raises(ClusterUnavailable,
+                               match=rf"^no leader within 5s \({MEMBERS[survivor - 1]}: "):
+                await client.put("b", "2")
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), [
+    ("k", "x" * (protocol.MAX_VALUE_BYTES + 1), "the value is 1048577 bytes, above the "
+                                                 "limit of 1048576"),
+    ("k" * (protocol.MAX_KEY_BYTES + 1), "v", "the key is 4097 bytes, above the limit of 4096"),
+    ("\udcff", "v", "the key is not valid Unicode text (surrogates not allowed at position 0)"),
+    ("k", "a\ud800", "the value is not valid Unicode text (surrogates not allowed at "
+                     "position 1)"),
+])
+async def test_keys_and_values_the_cluster_cannot_take_fail_at_once(
+        autojump_clock: trio.testing.MockClock, key: str, value: str, problem: str) -> None:
+    async def never(address: str) -> Any:
+        raise AssertionError("nothing is sent")
+
+    async with KVClient(MEMBERS, connect=never, timeout=5) as client:
+        with pytest.raises(InvalidRequest) as info:
+            await client.put(key, value)
+        assert str(info.value) == problem
+        if value == "v":
+            with pytest.raises(InvalidRequest):
+                await client.get(key)
+            with pytest.raises(InvalidRequest):
+                await client.delete(key)
+    # The server checks too (for a client that does not): it answers too_large.
+    if "bytes" in problem:
+        with pytest.raises(protocol.TooLarge, match=problem):
+            protocol.decode_request(msgpack.packb({"op": "put", "key": key, "value": value}))

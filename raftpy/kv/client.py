@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from raftpy.errors import RaftError
+from raftpy.errors import HandshakeRefused, ProtocolError, RaftError
 from raftpy.kv import protocol
 from raftpy.kv.server import FramedStream
 
@@ -53,6 +53,17 @@ class RequestFailed(KVError):
     def __init__(self, code: str, message: str):
         self.code = code
         super().__init__(message)
+
+
+class InvalidRequest(KVError, ValueError):
+    """A key or value the cluster cannot take (not valid Unicode text, or above
+    ``protocol.MAX_KEY_BYTES`` / ``MAX_VALUE_BYTES``): refused before sending."""
+
+
+class ConnectionRejected(KVError):
+    """A member refused the connection for a reason retrying cannot fix: another
+    cluster id, no client service, a TLS handshake that failed (certificates, or
+    TLS on one side only)."""
 
 
 class OutcomeUnknown(KVError):
@@ -136,13 +147,16 @@ class KVClient:
     async def put(self, key: str, value: str) -> None:
         """Set ``key`` to ``value`` (returns once committed; applied once, however
         often it had to be retried). Raises :class:`OutcomeUnknown` if the session
-        expired while retrying."""
+        expired while retrying, :class:`InvalidRequest` at once for a key or value
+        the cluster cannot take."""
+        _check(key, value)
         await self._write({"op": "put", "key": key, "value": value})
 
     async def get(self, key: str, *, stale: bool = False) -> str:
         """The value of ``key``, read linearizably (ReadIndex) unless ``stale``: then
         the member answers from its own state at once, which may be behind.
         Raises :class:`KeyNotFound`."""
+        _check(key)
         request: dict[str, Any] = {"op": "get", "key": key}
         if stale:
             request["stale"] = True
@@ -153,7 +167,8 @@ class KVClient:
     async def delete(self, key: str) -> None:
         """Remove ``key``; raises :class:`KeyNotFound` if it did not exist (before
         this delete: a retry of a delete that was applied reports success), and
-        :class:`OutcomeUnknown` like :meth:`put`."""
+        :class:`OutcomeUnknown` and :class:`InvalidRequest` like :meth:`put`."""
+        _check(key)
         await self._write({"op": "delete", "key": key})
 
     async def transfer(self, to: int | None = None) -> dict[str, Any]:
@@ -270,6 +285,8 @@ class KVClient:
 
     async def _leader_request(self, request: dict[str, Any]) -> dict[str, Any]:
         last_problem = "no member tried"
+        no_leader: str | None = None
+        """A member's answer that it knows no leader (better than a connect error)."""
         tried_without_leader = 0
         with trio.move_on_after(self.timeout):
             order = list(self.members)
@@ -282,6 +299,8 @@ class KVClient:
                     turn += 1
                 try:
                     response = await self._request_once(address, request)
+                except ConnectionRejected:
+                    raise  # retrying cannot fix it
                 except (OSError, trio.BrokenResourceError, trio.TooSlowError,
                         ValueError, RaftError) as exc:
                     last_problem = f"{address}: {_describe(exc)}"
@@ -304,9 +323,10 @@ class KVClient:
                             self.leader_address = leader
                             continue
                         self.leader_address = None
+                        no_leader = last_problem
                         tried_without_leader += 1
                     elif code == protocol.UNAVAILABLE:
-                        last_problem = f"{address}: {message}"
+                        last_problem = no_leader = f"{address}: {message}"
                         self.leader_address = None
                         tried_without_leader += 1
                     else:
@@ -314,6 +334,8 @@ class KVClient:
                 if tried_without_leader and tried_without_leader % len(order) == 0:
                     # Every member tried: give an election time to finish.
                     await trio.sleep(0.05)
+        if no_leader is not None:
+            raise ClusterUnavailable(f"no leader within {self.timeout:g}s ({no_leader})")
         raise ClusterUnavailable(
             f"no answer from the cluster within {self.timeout:g}s ({last_problem})")
 
@@ -357,6 +379,15 @@ async def _close(stream: Any) -> None:
             await aclose()
 
 
+def _check(key: str, value: str | None = None) -> None:
+    try:
+        protocol.check_key(key)
+        if value is not None:
+            protocol.check_value(value)
+    except protocol.BadRequest as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
 def _describe(exc: BaseException) -> str:
     if _refused(exc):
         return "connection refused"
@@ -383,8 +414,21 @@ def _default_connect(cluster_id: str, ssl_context: ssl.SSLContext | None) -> Con
     from raftpy.trio.client import connect_client
 
     async def connect(address: str) -> FramedStream:
-        stream: FramedStream = await connect_client(address, cluster_id=cluster_id,
-                                                    ssl_context=ssl_context)
+        try:
+            stream: FramedStream = await connect_client(address, cluster_id=cluster_id,
+                                                        ssl_context=ssl_context)
+        except HandshakeRefused as exc:
+            raise ConnectionRejected(f"{address} refused us: {exc.reason}") from exc
+        except trio.BrokenResourceError as exc:
+            if isinstance(exc.__cause__, ssl.SSLError):
+                raise ConnectionRejected(
+                    f"TLS handshake with {address} failed: {_describe(exc.__cause__)}"
+                ) from exc
+            raise
+        except ProtocolError as exc:
+            # Bytes where a hello reply belongs: not a raftpy member's port.
+            raise ConnectionRejected(
+                f"{address} did not answer like a raftpy member: {exc}") from exc
         return stream
 
     return connect

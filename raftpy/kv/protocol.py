@@ -16,6 +16,14 @@ Membership (answered by the leader only; docs/operations.md): ``members`` answer
 committed. Their errors: ``busy`` (another change is unfinished: retry),
 ``invalid_change``, ``promotion_failed``.
 
+Sizes: a key is at most :data:`MAX_KEY_BYTES` (4 KiB) and a value at most
+:data:`MAX_VALUE_BYTES` (1 MiB) once encoded as UTF-8, well below the 16 MiB
+frame limit (an entry travels inside an AppendEntries frame between members); a
+larger put or a key or value that is not valid Unicode text (a lone surrogate)
+is answered ``too_large`` or ``bad_request`` and never reaches the log.
+:func:`check_key` and :func:`check_value` are the checks; the client runs them
+before sending.
+
 Client sessions (:mod:`raftpy.sessions`, ``docs/sessions.md``): ``session`` opens
 one through the log and answers ``{"ok": true, "session": ID, "timeout": SECONDS}``
 (after that long without a command the cluster forgets the session). A ``put`` or
@@ -52,10 +60,48 @@ SESSION_EXPIRED = "session_expired"
 BUSY = "busy"
 INVALID_CHANGE = "invalid_change"
 PROMOTION_FAILED = "promotion_failed"
+TOO_LARGE = "too_large"
+
+MAX_KEY_BYTES = 4 * 1024
+"""The largest key, in bytes of UTF-8."""
+MAX_VALUE_BYTES = 1024 * 1024
+"""The largest value, in bytes of UTF-8."""
 
 
 class BadRequest(ValueError):
     """A request frame that is not a valid request."""
+
+
+class TooLarge(BadRequest):
+    """A key or value above :data:`MAX_KEY_BYTES` / :data:`MAX_VALUE_BYTES`."""
+
+
+def _utf8(what: str, text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(f"the {what} is not valid Unicode text ({exc.reason} at position "
+                         f"{exc.start})") from None
+
+
+def check_key(key: str) -> None:
+    """Raise :class:`BadRequest` unless ``key`` is text of at most
+    :data:`MAX_KEY_BYTES` bytes (:class:`TooLarge` when too long)."""
+    if not isinstance(key, str):
+        raise BadRequest(f"a key is a string, not {type(key).__name__}")
+    size = len(_utf8("key", key))
+    if size > MAX_KEY_BYTES:
+        raise TooLarge(f"the key is {size} bytes, above the limit of {MAX_KEY_BYTES}")
+
+
+def check_value(value: str) -> None:
+    """Raise :class:`BadRequest` unless ``value`` is text of at most
+    :data:`MAX_VALUE_BYTES` bytes (:class:`TooLarge` when too long)."""
+    if not isinstance(value, str):
+        raise BadRequest(f"a value is a string, not {type(value).__name__}")
+    size = len(_utf8("value", value))
+    if size > MAX_VALUE_BYTES:
+        raise TooLarge(f"the value is {size} bytes, above the limit of {MAX_VALUE_BYTES}")
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -89,6 +135,10 @@ def decode_request(data: bytes) -> dict[str, Any]:
         raise BadRequest("put needs a string 'value'")
     if "stale" in request and (op != "get" or not isinstance(request["stale"], bool)):
         raise BadRequest("'stale' is a boolean of get requests")
+    if op in ("put", "get", "delete"):
+        check_key(request["key"])
+    if op == "put":
+        check_value(request["value"])
     present = [f for f in SESSION_FIELDS if f in request]
     if present:
         if op not in ("put", "delete"):

@@ -83,6 +83,8 @@ class KVServer:
                 return
             try:
                 request = protocol.decode_request(data)
+            except protocol.TooLarge as exc:
+                response = protocol.error(protocol.TOO_LARGE, str(exc))
             except protocol.BadRequest as exc:
                 response = protocol.error(protocol.BAD_REQUEST, str(exc))
             else:

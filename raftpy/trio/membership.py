@@ -288,39 +288,16 @@ class MembershipCalls:
         fails counts as offline from then on, and each member changes at most once
         per call, so the call always ends. Raises like :meth:`assign_role`.
         """
-        from raftpy.roles import MemberHealth, plan_role_changes
+        from raftpy.trio.autoroles import apply_role_changes
 
-        done: list[tuple[int, MemberRole]] = []
-        changed: set[int] = set()
-        failed: set[int] = set()
-        domains = domains or {}
-        weights = weights or {}
-        while True:
-            if not self.is_leader:
-                raise self._not_leader()
-            membership = await self.members()
-            health = [MemberHealth(
-                m.id, m.role,
-                online=m.id not in failed and (
-                    (m.last_contact is None and m.role is MemberRole.SPARE)
-                    or (m.last_contact is not None and m.last_contact <= online_within)),
-                domain=domains.get(m.id, 0), weight=weights.get(m.id, 0))
-                for m in membership.members]
-            plan = [(i, r) for i, r in plan_role_changes(health, targets, self.id)
-                    if i not in changed]
-            if not plan:
-                return done
-            member_id, role = plan[0]
-            changed.add(member_id)
-            try:
-                await self.assign_role(member_id, role)
-            except PromotionFailed as exc:
-                logger.warning("node %d: automatic roles: %s", self.id, exc)
-                failed.add(member_id)
-                continue
-            logger.info("node %d: automatic roles: node %d is now a %s", self.id, member_id,
-                        role.name.lower())
-            done.append((member_id, role))
+        def online(m: MemberStatus) -> bool:
+            if m.last_contact is None:
+                return m.role is MemberRole.SPARE
+            return m.last_contact <= online_within
+
+        return await apply_role_changes(self, targets, online,  # type: ignore[arg-type]
+                                        domains=domains or {}, weights=weights or {},
+                                        failed=set())
 
     async def handover(self, leader: MembershipAdmin | None = None, *,
                        timeout: float = 10.0) -> int | None:

@@ -50,9 +50,11 @@ from raftpy.ready import (
     SnapshotMeta,
     TransferEnded,
 )
+from raftpy.roles import RoleTargets
 from raftpy.statemachine import StateMachine as StateMachine  # re-exported: its old home
 from raftpy.storage.base import Storage
 from raftpy.storage.memory import MemoryStorage
+from raftpy.trio.autoroles import AutoRoles, run_auto_roles
 from raftpy.trio.membership import MembershipCalls, _Change, prepare_storage
 
 logger = logging.getLogger(__name__)
@@ -835,6 +837,9 @@ async def open_node(
     learners: Sequence[int] = (),
     rng: random.Random | None = None,
     inbox_size: int = 1024,
+    voters: int | None = None,
+    standbys: int = 0,
+    auto_roles: AutoRoles | None = None,
 ) -> AsyncIterator[Node]:
     """Run node ``node_id`` for the duration of the ``async with`` block.
 
@@ -861,9 +866,17 @@ async def open_node(
     election timeouts (default: a ``random.Random()`` seeded from the OS, so that
     nodes and restarts draw independent timeouts).
 
+    ``voters`` (off by default) turns on automatic roles: while this node leads
+    it keeps ``voters`` online voters and ``standbys`` online standbys (Dqlite's
+    roles; :mod:`raftpy.trio.autoroles`, tuned by ``auto_roles``). Give every
+    member the same targets: whichever leads applies them.
+
     On exit every task is cancelled and joined, the listeners are closed, pending
     callers get :class:`NodeClosed` and ``storage.close()`` runs if it exists.
     """
+    targets = None if voters is None else RoleTargets(voters=voters, standbys=standbys)
+    if targets is None and auto_roles is not None:
+        raise ValueError("auto_roles= tunes automatic roles: give voters= too")
     storage = storage if storage is not None else MemoryStorage()
     fixed = peers is not None
     peers = dict(peers) if peers is not None else {}
@@ -915,6 +928,9 @@ async def open_node(
                 nursery.start_soon(node._pump, transport.incoming)
             nursery.start_soon(node._write_to_disk)
             nursery.start_soon(node._drive)
+            if targets is not None:
+                nursery.start_soon(run_auto_roles, node, targets, auto_roles or AutoRoles(),
+                                   raft.config)
             try:
                 yield node
             finally:

@@ -486,7 +486,23 @@ class Transport:
         stream = raw
         with trio.fail_after(self.handshake_timeout):
             if self.ssl_context is not None:
-                stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
+                first = bytes(await raw.receive_some(1))
+                if first and first != _TLS_HANDSHAKE_RECORD:
+                    # Plain TCP on a TLS port (a frame's length prefix starts with 0):
+                    # read its hello and say why in the plain protocol, so that a
+                    # client can tell its operator instead of retrying.
+                    self._count("refused")
+                    self._count("refused_tls")
+                    refusal = "this member requires TLS"
+                    plain = FramedStream(_Replayed(raw, first), max_frame=handshake.MAX_HELLO,
+                                         peer=name)
+                    await plain.receive()
+                    await plain.send(handshake.encode_reply(handshake.HelloReply(
+                        ok=False, cluster_id=self.cluster_id, node_id=self.node_id,
+                        reason=refusal)))
+                    raise HandshakeRefused(refusal)
+                stream = trio.SSLStream(_Replayed(raw, first), self.ssl_context,
+                                        server_side=True)
                 try:
                     await stream.do_handshake()
                 except trio.BrokenResourceError as exc:
@@ -695,6 +711,35 @@ _STAT_NAMES = (
     "connects", "reconnects", "connect_failures", "handshake_failures",
     "accepted", "client_connections", "refused", "refused_tls", "protocol_errors",
 )
+
+
+_TLS_HANDSHAKE_RECORD = b"\x16"
+"""The first byte of a TLS ClientHello record."""
+
+
+class _Replayed(trio.abc.Stream):
+    """``stream`` with ``prefix`` (bytes already read from it) put back in front."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def peer_address(address: str | PeerAddress | tuple[str, int]) -> PeerAddress:
