@@ -129,7 +129,7 @@ def check(history: History | Iterable[Operation], model: Model[Any], *,
         stuck = _decide(key, part, model, read_only, max_steps)
         if stuck is not None:
             recorded = {op.id: op for op in ops}
-            return _failure(key, [recorded[op.id] for op in part], model, stuck)
+            return _failure(key, part, [recorded[op.id] for op in part], model, stuck)
     failed = sum(op.outcome is Outcome.FAIL for op in ops)
     unknown = sum(op.outcome is Outcome.UNKNOWN for op in ops)
     return CheckResult(
@@ -390,10 +390,11 @@ def _twins(ops: Sequence[Operation], order: Sequence[int], position: dict[int, i
     return twins
 
 
-def _failure(key: Hashable, ops: Sequence[Operation], model: Model[Any],
-             stuck_at: _Stuck) -> CheckResult:
+def _failure(key: Hashable, searched: Sequence[Operation], ops: Sequence[Operation],
+             model: Model[Any], stuck_at: _Stuck) -> CheckResult:
     """Describe the configuration with the most ``OK`` operations placed where the
-    search had to undo a choice (``ops`` as recorded, in the part's order).
+    search had to undo a choice (``searched``: the part as searched, ``ops``: the
+    same operations as recorded).
 
     There the model rejects every ``OK`` operation that could come next (those called
     before the stuck one returned): had it accepted one, the search would have placed
@@ -412,8 +413,8 @@ def _failure(key: Hashable, ops: Sequence[Operation], model: Model[Any],
     deadline = position[stuck + n]
     placed = set(prefix)
     candidates = [i for i in range(n) if i not in placed and position[i] < deadline]
-    rejected = [i for i in candidates if ops[i].outcome is Outcome.OK]
-    optional = [i for i in candidates if ops[i].outcome is not Outcome.OK]
+    rejected = [i for i in candidates if searched[i].outcome is Outcome.OK]
+    optional = [i for i in candidates if searched[i].outcome is not Outcome.OK]
     start = min(ops[i].invoke for i in rejected)
     place = {i: k for k, i in enumerate(prefix, 1)}
     overlapping = [i for i in prefix if ops[i].outcome is Outcome.UNKNOWN
@@ -428,8 +429,10 @@ def _failure(key: Hashable, ops: Sequence[Operation], model: Model[Any],
         + f" ({n} operation{'s' if n != 1 else ''})",
         f"A longest linearizable prefix orders {len(prefix)} of them, leaving the state "
         f"at {_short(state)}.",
-        f"One of the operations invoked before #{ops[stuck].id} completed must come next, "
-        "and in that state the model rejects each of them:",
+        f"One of the operations invoked before #{ops[stuck].id} "
+        + ("completed" if ops[stuck].outcome is Outcome.OK
+           else "took effect (a read returned its value)")
+        + " must come next, and in that state the model rejects each of them:",
         *(f"    {ops[i]}" for i in rejected),
     ]
     if optional:

@@ -124,7 +124,7 @@ class RegisterModel:
     def partition(self, operations: Sequence[Operation]) -> Mapping[Hashable, Sequence[Operation]]:
         """One part (key ``None``), simplified (see ``_simplify``)."""
         _check_kinds(operations, self._KINDS, self)
-        return {None: _simplify(operations)}
+        return {None: _simplify(operations, self.initial)}
 
 
 class KVModel(RegisterModel):
@@ -144,7 +144,7 @@ class KVModel(RegisterModel):
         by_key: dict[Hashable, list[Operation]] = {}
         for op in operations:
             by_key.setdefault(op.key, []).append(op)
-        return {key: _simplify(ops) for key, ops in by_key.items()}
+        return {key: _simplify(ops, None) for key, ops in by_key.items()}
 
 
 def _check_kinds(operations: Sequence[Operation], kinds: frozenset[str], model: object) -> None:
@@ -169,7 +169,7 @@ class _Unread:
 _UNREAD = _Unread()
 
 
-def _simplify(operations: Sequence[Operation]) -> list[Operation]:
+def _simplify(operations: Sequence[Operation], initial: Hashable) -> list[Operation]:
     """Rewrite ``operations`` into fewer, more alike ones with the same verdict.
 
     A value no read returns and no ``cas`` expects is *unobserved*: every operation
@@ -183,20 +183,39 @@ def _simplify(operations: Sequence[Operation]) -> list[Operation]:
     only reads and writes: in any linearization holding it, it is followed by another
     write or by nothing (a read in between would have observed its value), so the same
     order without it is a linearization too. With a ``cas`` or ``delete`` around, such
-    a write can matter (``delete`` reports that the key existed), so it stays. An
-    unknown operation never expires: every one left out is a candidate fewer at every
-    later step of the search.
+    a write can matter (``delete`` reports that the key existed), so it stays.
+
+    An unknown write that alone writes a value that a successful read returned (or a
+    successful ``cas`` expected) did take effect, before that read completed: it
+    becomes a successful write due then. An unknown operation never expires: every one
+    left out or given a deadline is a candidate fewer at every later step of the search.
     """
     observed = {op.result for op in operations if op.outcome is Outcome.OK and op.kind in _READS}
     observed.update(op.value[0] for op in operations if op.kind == "cas")
+    first_seen: dict[Hashable, float] = {}
+    writers: dict[Hashable, int] = {}
+    for op in operations:
+        seen = op.result if op.kind in _READS else op.value[0] if op.kind == "cas" and \
+            op.result is True else _UNREAD
+        if op.outcome is Outcome.OK and seen is not _UNREAD and op.complete is not None:
+            first_seen[seen] = min(first_seen.get(seen, op.complete), op.complete)
+        written = op.value if op.kind in _WRITES else op.value[1] if op.kind == "cas" \
+            else _UNREAD
+        writers[written] = writers.get(written, 0) + 1
     only_reads_and_writes = all(op.kind in _READS or op.kind in _WRITES for op in operations)
     simplified = []
     for op in operations:
-        if op.kind in _WRITES and op.value is not None and op.value not in observed:
+        written = op.value if op.kind in _WRITES else op.value[1] if op.kind == "cas" \
+            else _UNREAD
+        if written is _UNREAD or written is None:
+            pass
+        elif written not in observed:
             if only_reads_and_writes and op.outcome is Outcome.UNKNOWN:
                 continue
-            op = replace(op, value=_UNREAD)
-        elif op.kind == "cas" and op.value[1] is not None and op.value[1] not in observed:
-            op = replace(op, value=(op.value[0], _UNREAD))
+            op = replace(op, value=_UNREAD if op.kind in _WRITES else (op.value[0], _UNREAD))
+        elif (op.outcome is Outcome.UNKNOWN and writers[written] == 1 and written != initial
+              and written in first_seen and op.invoke <= first_seen[written]):
+            op = replace(op, outcome=Outcome.OK, complete=first_seen[written],
+                         result=True if op.kind == "cas" else None)
         simplified.append(op)
     return simplified
