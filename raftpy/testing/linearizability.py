@@ -194,21 +194,27 @@ def _search(key: Hashable, ops: Sequence[Operation], model: Model[Any],
     for k, i in enumerate(i for i in range(n) if unknown[i]):
         unknown_bit[i] = 1 << k
     has_unknown = any(unknown)
-    # Node i is operation i's call and node n + i its return; node 2n heads the list.
-    # Calls sort before returns at equal times: operations that touch are concurrent,
-    # since a recorded instant cannot tell which came first. An unknown operation
-    # never returns: it stays a candidate to the end (or is never placed).
+    # The lazy search keeps unknown operations' calls on a list of their own, so that
+    # looking for the next OK candidate does not walk past every unknown operation
+    # still unplaced, however long ago it was invoked.
+    aside = [lazy and u for u in unknown]
+    # Node i is operation i's call and node n + i its return; nodes 2n and 2n + 1 head
+    # the lists. Calls sort before returns at equal times: operations that touch are
+    # concurrent, since a recorded instant cannot tell which came first. An unknown
+    # operation never returns: it stays a candidate to the end (or is never placed).
     events = sorted([(op.invoke, 0, i) for i, op in enumerate(ops)]
                     + [(math.inf if unknown[i] else float(op.complete or 0.0), 1, n + i)
                        for i, op in enumerate(ops)])
-    head = 2 * n
-    order = [head] + [node for _, _, node in events]
-    nxt = [-1] * (2 * n + 1)
-    prv = [-1] * (2 * n + 1)
-    for a, b in itertools.pairwise(order):
-        nxt[a] = b
-        prv[b] = a
+    head, aside_head = 2 * n, 2 * n + 1
+    order = [node for _, _, node in events]
     position = {node: p for p, node in enumerate(order)}
+    nxt = [-1] * (2 * n + 2)
+    prv = [-1] * (2 * n + 2)
+    for nodes in ([head, *(v for v in order if not aside[v % n])],
+                  [aside_head, *(v for v in order if v < n and aside[v])]):
+        for a, b in itertools.pairwise(nodes):
+            nxt[a] = b
+            prv[b] = a
     twins = _twins(ops, order, position, unknown)
 
     step = model.step
@@ -227,8 +233,8 @@ def _search(key: Hashable, ops: Sequence[Operation], model: Model[Any],
     failed: dict[tuple[int, Any], list[int]] = {}
     placed = [False] * n
     # The undo stack is a linked list of (operation, state, OK placed, unknown placed,
-    # frame below), the values before placing the operation: recording the deepest
-    # failure point is then one reference, not a copy of the stack.
+    # frame below, bound), the values before placing the operation: recording the
+    # deepest failure point is then one reference, not a copy of the stack.
     top: tuple[Any, ...] | None = None
     state = model.init()
     placed_ok = 0
@@ -237,20 +243,20 @@ def _search(key: Hashable, ops: Sequence[Operation], model: Model[Any],
     steps = 0
     best_depth = -1
     best: tuple[tuple[Any, ...] | None, int] = (None, 0)
-    # Candidates are the calls before the first return in the list. The quick search
-    # tries them in call order. The lazy one tries the OK ones (phase A), and only on
-    # reaching that return the unknown ones (phase B).
+    # Candidates are the calls before the first return. The quick search tries them in
+    # call order. The lazy one tries the OK ones (phase A), and on reaching that
+    # return (at position `bound`) the unknown ones called before it (phase B).
     phase_b = False
+    bound = 0
     stacked = False  # the last operation placed is an unknown one
 
     node = nxt[head]
     while True:
-        if node == -1:
-            return None
-        if node < n:
-            if lazy and unknown[node] is not phase_b:
-                node = nxt[node]
-                continue
+        if phase_b and (node == -1 or position[node] > bound):
+            pass  # no unknown candidate left: undo the last choice
+        elif node == -1:
+            return None  # every OK operation has its place
+        elif node < n:
             # An identical operation that is due no later is a candidate too: placing
             # this one first can do nothing that placing that one first cannot.
             waiting = False
@@ -284,21 +290,22 @@ def _search(key: Hashable, ops: Sequence[Operation], model: Model[Any],
                         dominated = True
                         break
                 if not dominated:
-                    top = (node, state, placed_ok, placed_unknown, top)
+                    top = (node, state, placed_ok, placed_unknown, top, bound)
                     state, placed_ok, placed_unknown = new_state, new_ok, new_unknown
                     placed[node] = True
                     depth += not unknown[node]
-                    # Lift the call and the return out of the list (dancing links).
+                    stacked = unknown[node]
+                    # Lift the call, and the return, out of their list (dancing links).
                     p, q = prv[node], nxt[node]
                     nxt[p] = q
                     if q != -1:
                         prv[q] = p
-                    ret = node + n
-                    p, q = prv[ret], nxt[ret]
-                    nxt[p] = q
-                    if q != -1:
-                        prv[q] = p
-                    stacked = unknown[node]
+                    if not aside[node]:
+                        ret = node + n
+                        p, q = prv[ret], nxt[ret]
+                        nxt[p] = q
+                        if q != -1:
+                            prv[q] = p
                     phase_b = False
                     node = nxt[head]
                     continue
@@ -310,18 +317,19 @@ def _search(key: Hashable, ops: Sequence[Operation], model: Model[Any],
                 node = nxt[node]
                 continue
         elif unknown[node - n]:
-            # Only unknown operations are left (their returns sort last): every
-            # operation that surely took effect has its place.
+            # The quick search's unknown returns sort last: only unknown operations
+            # are left, and every OK one has its place.
             return None
-        elif not phase_b:
-            # The return of an operation not yet placed: no OK operation can come
-            # next. Try the unknown ones, then undo the last choice.
+        else:
+            # The return of an OK operation not yet placed: no OK operation can come
+            # next. The lazy search tries the unknown ones; then undo the last choice.
             if depth > best_depth:
                 best_depth = depth
                 best = (top, node - n)
             if lazy and has_unknown:
                 phase_b = True
-                node = nxt[head]
+                bound = position[node]
+                node = nxt[aside_head]
                 continue
         while True:
             if top is None:
@@ -338,22 +346,23 @@ def _search(key: Hashable, ops: Sequence[Operation], model: Model[Any],
             else:
                 known[:] = [u for u in known if u & placed_unknown != placed_unknown]
                 known.append(placed_unknown)
-            undone, state, placed_ok, placed_unknown, top = top
+            undone, state, placed_ok, placed_unknown, top, bound = top
             placed[undone] = False
             depth -= not unknown[undone]
             # Put the return back first, then the call: the reverse of lifting.
-            ret = undone + n
-            p, q = prv[ret], nxt[ret]
-            nxt[p] = ret
-            if q != -1:
-                prv[q] = ret
+            if not aside[undone]:
+                ret = undone + n
+                p, q = prv[ret], nxt[ret]
+                nxt[p] = ret
+                if q != -1:
+                    prv[q] = ret
             p, q = prv[undone], nxt[undone]
             nxt[p] = undone
             if q != -1:
                 prv[q] = undone
             if not eager[undone]:
                 break
-        phase_b = lazy and unknown[undone]
+        phase_b = aside[undone]
         stacked = top is not None and unknown[top[0]]
         node = nxt[undone]
 
@@ -372,7 +381,7 @@ def _twins(ops: Sequence[Operation], order: Sequence[int], position: dict[int, i
     twins = [none] * n
     kinds: list[Any] = [None] * n
     running: dict[Any, list[int]] = {}
-    for node in order[1:]:
+    for node in order:
         if node < n:
             op = ops[node]
             kind = (op.kind, op.key, op.value, op.result, unknown[node])
