@@ -172,6 +172,33 @@ def test_unknown_write_cannot_take_effect_before_its_invocation() -> None:
     assert failure(ops).stuck == ops[0]
 
 
+def test_an_unknown_write_somebody_read_took_effect_before_that_read() -> None:
+    ops = history(
+        (1, "put", "x", "a", None, UNKNOWN, 0, 1),
+        (2, "get", "x", None, "a", OK, 2, 3),
+        (2, "get", "x", None, None, OK, 4, 5),
+    )
+    result = failure(ops)
+    assert (ids(result.linearized), result.state, result.stuck) == ([0, 1], "a", ops[2])
+
+
+def test_an_unknown_compare_and_set_somebody_read_had_to_swap() -> None:
+    ops = history(
+        (1, "put", "x", "a", None, OK, 0, 1),
+        (2, "cas", "x", ("b", "c"), None, UNKNOWN, 2, 3),
+        (3, "get", "x", None, "c", OK, 4, 5),
+    )
+    result = failure(ops)
+    # It did swap (nothing else wrote c), by the time the read of c completed; it
+    # could not have, from a.
+    assert (ids(result.linearized), result.state, result.stuck) == ([0], "a", ops[1])
+    assert result.explanation.splitlines()[2] == (
+        "One of the operations invoked before #1 took effect (a read returned its value) "
+        "must come next, and in that state the model rejects each of them:")
+    assert check([*ops[:1], dataclasses.replace(ops[1], value=("a", "c")), ops[2]],
+                 KVModel()).ok
+
+
 def test_stale_read_is_caught() -> None:
     # A read returned b while b's write was still running; a later read returned a.
     ops = history(
@@ -467,17 +494,23 @@ VALUES = ("a", "b", None)
 
 @st.composite
 def small_histories(draw: st.DrawFn) -> list[Operation]:
+    # Either a few values written many times, or every write its own value (which is
+    # what lets the models rewrite unknown writes somebody read into certain ones).
+    unique = draw(st.booleans())
+    seen = st.sampled_from(("w0", "w1", "w2", "w3", "w4", None)) if unique \
+        else st.sampled_from(VALUES)
     ops = []
     for i in range(draw(st.integers(1, 6))):
         invoke = draw(st.integers(0, 8))
         outcome = draw(st.sampled_from([OK, OK, OK, FAIL, UNKNOWN]))
         kind = draw(st.sampled_from(["get", "put", "cas", "delete"]))
         value: Any = None
+        written = st.just(f"w{i}") if unique else st.sampled_from(VALUES[:2])
         if kind == "put":
-            value = draw(st.sampled_from(VALUES[:2]))
+            value = draw(written)
         elif kind == "cas":
-            value = (draw(st.sampled_from(VALUES)), draw(st.sampled_from(VALUES[:2])))
-        result = {"get": st.sampled_from(VALUES), "put": st.none()}.get(kind, st.booleans())
+            value = (draw(seen), draw(written))
+        result = {"get": seen, "put": st.none()}.get(kind, st.booleans())
         ops.append(Operation(
             id=i, client=i, kind=kind, key=draw(st.sampled_from("xy")), value=value,
             result=draw(result) if outcome is OK else None, outcome=outcome, invoke=invoke,
