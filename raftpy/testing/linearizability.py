@@ -112,7 +112,8 @@ def check(history: History | Iterable[Operation], model: Model[Any], *,
 
     Failed operations are left out. If ``model`` is :class:`Partitioned`, each part is
     checked alone and the first part that is not linearizable is reported. Raises
-    :class:`SearchLimitExceeded` if a part needs more than ``max_steps`` model steps.
+    :class:`SearchLimitExceeded` if a search of a part takes more than ``max_steps``
+    model steps.
     """
     ops = list(history.operations if isinstance(history, History) else history)
     if len({op.id for op in ops}) != len(ops):
