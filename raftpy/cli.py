@@ -36,6 +36,7 @@ import os
 import signal
 import ssl
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="raftpy", description="A replicated key-value store on raftpy.",
         epilog="exit codes: 0 ok, 1 key not found, 2 usage error, 3 cluster unavailable "
                "or timed out, 4 request failed")
+    parser.add_argument("--version", action="version", version=f"raftpy {_version()}")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -187,7 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     put = sub.add_parser("put", parents=[client], help="set KEY to VALUE")
     put.add_argument("key")
-    put.add_argument("value")
+    put.add_argument("value", nargs="?", default=None,
+                     help="the value; '-' reads it from standard input")
+    put.add_argument("--value-file", metavar="PATH",
+                     help="read the value from PATH (UTF-8) instead")
     get = sub.add_parser("get", parents=[client], help="print the value of KEY")
     get.add_argument("key")
     get.add_argument("--stale", action="store_true",
@@ -213,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     assign.add_argument("role", type=_role, help="voter, standby or spare")
     remove = sub.add_parser("remove", parents=[client], help="remove a member")
     remove.add_argument("id", type=_node_id)
+    # Global flags work after the subcommand too (`raftpy get k --log-level debug`).
+    for subparser in sub.choices.values():
+        subparser.add_argument("--log-level", dest="sub_log_level", default=None,
+                               choices=["debug", "info", "warning", "error"],
+                               help="as the global --log-level")
     return parser
 
 
@@ -238,6 +248,8 @@ def tls_contexts(ca: str | None, cert: str | None, key: str | None
 # ---------------------------------------------------------------------- serve
 
 def _open_storage(data_dir: str, node_id: int, cluster_id: str) -> FileStorage:
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise _Usage(f"--data-dir {data_dir} exists and is not a directory")
     os.makedirs(data_dir, exist_ok=True)
     return FileStorage(data_dir, node_id=node_id, cluster_id=cluster_id)
 
@@ -256,7 +268,10 @@ async def serve(args: argparse.Namespace) -> int:
     if args.id in peers:
         raise _Usage(f"--peer {args.id}=... names this member itself (--id {args.id})")
     if len(peers) != len(args.peer):
-        raise _Usage("a peer id is given twice")
+        counts = Counter(i for i, _ in args.peer)
+        twice = sorted(i for i, n in counts.items() if n > 1)
+        raise _Usage(f"peer id{'s' if len(twice) > 1 else ''} "
+                     f"{', '.join(map(str, twice))} given twice")
     if args.role is not None and args.join is None:
         raise _Usage("--role goes with --join")
     if peers and not args.bootstrap:
@@ -269,6 +284,14 @@ async def serve(args: argparse.Namespace) -> int:
     minimum = args.election_timeout_ms / 1000
     config = Config(election_timeout_min=minimum, election_timeout_max=2 * minimum,
                     snapshot_threshold=args.snapshot_every if args.snapshot_every > 0 else None)
+    # Listen first: a port in use must not leave a new, empty data directory behind.
+    from raftpy.trio.runtime import parse_address
+
+    host, port = parse_address(args.listen)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise _Failed(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
     storage = await trio.to_thread.run_sync(_open_storage, args.data_dir, args.id,
                                             args.cluster_id)
     advertise = args.advertise or args.listen
@@ -295,7 +318,7 @@ async def serve(args: argparse.Namespace) -> int:
         async with open_node(
             args.id, bootstrap=bootstrap, join=fresh and args.join is not None,
             advertise=advertise, state_machine=machine, storage=storage, config=config,
-            listen=args.listen, cluster_id=args.cluster_id, ssl_context=server_ctx,
+            listen=listeners, cluster_id=args.cluster_id, ssl_context=server_ctx,
             client_ssl_context=client_ctx, client_handler=server.serve_connection,
             voters=args.voters, standbys=args.standbys or 0,
             auto_roles=None if args.voters is None
@@ -425,7 +448,7 @@ async def client_command(args: argparse.Namespace) -> int:
                 print(f"configuration at index {index} committed")
                 return EXIT_OK
             if args.command == "put":
-                await client.put(args.key, args.value)
+                await client.put(args.key, _put_value(args))
             elif args.command == "get":
                 print(await client.get(args.key, stale=args.stale))
             elif args.command == "delete":
@@ -497,10 +520,44 @@ class _Usage(Exception):
     """A usage error found after parsing (exit code 2)."""
 
 
+class _Failed(Exception):
+    """An error that names what failed, reported as is (exit code 4)."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("raftpy")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _put_value(args: argparse.Namespace) -> str:
+    """The value of ``raftpy put``: the argument, standard input (``-``) or a file
+    (for values too long for a command line)."""
+    if args.value_file is not None:
+        if args.value is not None:
+            raise _Usage("give the value or --value-file, not both")
+        try:
+            with open(args.value_file, encoding="utf-8") as file:
+                return file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _Usage(f"cannot read --value-file {args.value_file}: {exc}") from None
+    if args.value is None:
+        raise _Usage("put needs a VALUE ('-' for standard input) or --value-file")
+    if args.value == "-":
+        return sys.stdin.read()
+    value: str = args.value
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raftpy`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "sub_log_level", None) is not None:
+        args.log_level = args.sub_log_level
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     command = serve if args.command == "serve" else client_command
@@ -512,6 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = _leaf(exc)
         if isinstance(error, _Usage):
             parser.error(str(error))  # exits with EXIT_USAGE
+        if isinstance(error, _Failed):
+            print(f"raftpy {args.command}: {error}", file=sys.stderr)
+            return EXIT_FAILED
         if isinstance(error, (ValueError, ConfigError)):
             print(f"raftpy: {error}", file=sys.stderr)
             return EXIT_USAGE

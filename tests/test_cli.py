@@ -41,7 +41,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     (["add", "4", "localhost", "--cluster", "h:1"], "HOST:PORT"),
     (["assign", "4", "king", "--cluster", "h:1"], "a role is voter, standby or spare"),
     (["remove", "x", "--cluster", "h:1"], "positive integer"),
-    (["put", "k"], "required: value"),
+    (["put", "k", "--cluster", "h:1"], "put needs a VALUE"),
+    (["put", "k", "v", "--value-file", "f", "--cluster", "h:1"], "not both"),
+    (["put", "k", "--value-file", "/nonexistent/v", "--cluster", "h:1"],
+     "cannot read --value-file /nonexistent/v"),
+    (["serve", "--id", "1", "--listen", "h:1", "--bootstrap", "--peer", "2=h:2",
+      "--peer", "2=h:3", "--peer", "3=h:4", "--peer", "3=h:5", "--data-dir", "d"],
+     "peer ids 2, 3 given twice"),
     (["get", "k", "--cluster", ""], "HOST:PORT"),
     (["get", "k", "--cluster", "h:1", "--timeout", "0"], "positive number"),
     (["transfer", "--to", "x", "--cluster", "h:1"], "positive integer"),
@@ -98,3 +104,56 @@ def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
     assert "1 key not found, 2 usage error, 3 cluster unavailable" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("raftpy ")
+
+
+def test_global_flags_work_after_the_subcommand(capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(cli.ENV_CLUSTER, raising=False)
+    code, _, err = run(capsys, "get", "k", "--log-level", "debug")
+    # Parsed (not "unrecognized arguments"): the next complaint is the missing cluster.
+    assert code == cli.EXIT_USAGE and "RAFTPY_CLUSTER" in err
+    assert "unrecognized" not in err
+
+
+def test_put_reads_its_value_from_stdin_or_a_file(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+    import io
+
+    big = "x" * 900_000  # too long for a command line
+    path = tmp_path / "value"
+    path.write_text(big, encoding="utf-8")
+    args = argparse.Namespace(value=None, value_file=str(path))
+    assert cli._put_value(args) == big
+    monkeypatch.setattr("sys.stdin", io.StringIO("from stdin"))
+    assert cli._put_value(argparse.Namespace(value="-", value_file=None)) == "from stdin"
+    assert cli._put_value(argparse.Namespace(value="plain", value_file=None)) == "plain"
+
+
+def test_a_port_in_use_is_named_and_leaves_no_data_dir(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        data_dir = tmp_path / "new"
+        code, _, err = run(capsys, "serve", "--id", "1", "--listen", f"127.0.0.1:{port}",
+                           "--bootstrap", "--data-dir", str(data_dir))
+    assert code == cli.EXIT_FAILED
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert not data_dir.exists()
+
+
+def test_a_data_dir_that_is_a_file_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("not a directory")
+    code, _, err = run(capsys, "serve", "--id", "1", "--listen", "127.0.0.1:0",
+                       "--bootstrap", "--data-dir", str(path))
+    assert code == cli.EXIT_USAGE
+    assert f"--data-dir {path} exists and is not a directory" in err
