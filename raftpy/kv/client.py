@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -86,8 +86,19 @@ class _Session:
         """When this session's latest write was sent (this client's clock)."""
 
 
-class _Retry(Exception):
-    """Internal: this member cannot answer now; try another."""
+class _Tried:
+    """What each member tried said, in the order first tried (for error messages)."""
+
+    def __init__(self) -> None:
+        self.problems: dict[str, str] = {}
+
+    def note(self, address: str, problem: str) -> None:
+        self.problems[address] = problem
+
+    def describe(self) -> str:
+        if not self.problems:
+            return "no member tried"
+        return "tried " + "; ".join(f"{a}: {p}" for a, p in self.problems.items())
 
 
 class KVClient:
@@ -96,6 +107,17 @@ class KVClient:
     ``members`` lists ``host:port`` addresses of any members (not necessarily all).
     ``timeout`` bounds each whole operation, retries included (the first write also
     opens the session: one more request, with its own ``timeout``).
+
+    Failing over (``docs/runtime.md``): ``connect_timeout`` bounds connecting and the
+    handshake (a paused member's kernel accepts the connection, but nobody answers
+    the handshake), ``attempt_timeout`` the wait for one answer (a write that timed
+    out is retried elsewhere under the same session number, so it applies once; a
+    transfer waits for its answer up to ``timeout``). A member that failed an
+    attempt is suspected for ``suspect_time``: the client forgets it as leader, does
+    not follow redirects to it, and asks the other members in parallel who leads.
+    ``retry_delay`` is the pause while nobody leads. ``aliases`` maps addresses the
+    members advertise to each other (redirects name those) to the addresses this
+    client should use for them.
     """
 
     def __init__(
@@ -106,12 +128,28 @@ class KVClient:
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 10.0,
         connect: Connect | None = None,
+        connect_timeout: float = 0.3,
+        attempt_timeout: float = 0.5,
+        suspect_time: float = 1.0,
+        retry_delay: float = 0.02,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         if not members:
             raise ValueError("a client needs at least one member address")
-        self.members = list(dict.fromkeys(members))
+        for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
+                            ("attempt_timeout", attempt_timeout)):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        self.aliases = dict(aliases or {})
+        self.members = list(dict.fromkeys(self.aliases.get(m, m) for m in members))
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.attempt_timeout = attempt_timeout
+        self.suspect_time = suspect_time
+        self.retry_delay = retry_delay
         self.leader_address: str | None = None
+        self._suspects: dict[str, float] = {}
+        """Members that failed an attempt lately, and until when they are suspected."""
         self._connect = connect if connect is not None else _default_connect(
             cluster_id, ssl_context)
         self._streams: dict[str, Any] = {}
@@ -154,12 +192,13 @@ class KVClient:
     async def transfer(self, to: int | None = None) -> dict[str, Any]:
         """Ask the leader to hand over (to ``to``, or the best voter). Returns the
         response: ``leader_id``, ``leader_address``, ``elapsed_ms`` (leader-side)."""
-        return await self._leader_request({"op": "transfer", "to": to})
+        # Not retried on a slow answer: a second transfer would move leadership again.
+        return await self._leader_request({"op": "transfer", "to": to},
+                                          attempt_timeout=self.timeout)
 
     async def status(self, address: str) -> dict[str, Any]:
         """The status of the member at ``address`` (no redirect)."""
-        with trio.fail_after(self.timeout):
-            response = await self._request_once(address, {"op": "status"})
+        response = await self._attempt(address, {"op": "status"}, self.attempt_timeout)
         if not response["ok"]:
             raise RequestFailed(response.get("error", "?"), response.get("message", ""))
         status: dict[str, Any] = response["status"]
@@ -171,8 +210,7 @@ class KVClient:
 
         async def one(address: str) -> None:
             try:
-                with trio.fail_after(min(self.timeout, 2.0)):
-                    out[address] = await self.status(address)
+                out[address] = await self.status(address)
             except (OSError, trio.TooSlowError, RaftError, ValueError,
                     trio.BrokenResourceError) as exc:
                 out[address] = _describe(exc)
@@ -239,74 +277,153 @@ class KVClient:
                 session = self._session = _Session(session_id, float(timeout))
             return session
 
-    async def _leader_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        last_problem = "no member tried"
-        tried_without_leader = 0
+    async def _leader_request(self, request: dict[str, Any], *,
+                              attempt_timeout: float | None = None) -> dict[str, Any]:
+        """Send ``request`` to the leader, finding it and failing over as needed.
+
+        Each attempt is bounded: ``connect_timeout`` for connect and handshake,
+        ``attempt_timeout`` for the answer. A member that fails an attempt is
+        suspected for ``suspect_time``: a redirect to it is not followed and it is
+        tried last. Without a leader known, every member is asked in parallel who
+        leads (:meth:`_find_leader`).
+        """
+        attempt_timeout = self.attempt_timeout if attempt_timeout is None else attempt_timeout
+        tried = _Tried()
         with trio.move_on_after(self.timeout):
-            order = list(self.members)
-            turn = 0
             while True:
-                if self.leader_address is not None:
-                    address = self.leader_address
-                else:
-                    address = order[turn % len(order)]
-                    turn += 1
+                address = self.leader_address
+                if address is None or self._suspected(address):
+                    self.leader_address = None
+                    address = await self._find_leader(tried)
+                    if address is None:
+                        # Nobody leads yet (an election is running): ask again soon.
+                        await trio.sleep(self.retry_delay)
+                        continue
+                tried.note(address, "no answer yet")  # should the deadline cut it short
                 try:
-                    response = await self._request_once(address, request)
+                    response = await self._attempt(address, request, attempt_timeout)
                 except (OSError, trio.BrokenResourceError, trio.TooSlowError,
                         ValueError, RaftError) as exc:
-                    last_problem = f"{address}: {_describe(exc)}"
-                    logger.debug("request to %s failed: %s", address, last_problem)
-                    self.leader_address = None
-                    await self._drop(address)
-                    tried_without_leader += 1
-                else:
-                    if response["ok"]:
-                        self.leader_address = address
-                        return response
-                    code = response.get("error")
-                    message = response.get("message", "")
-                    if code == protocol.NOT_FOUND:
-                        raise KeyNotFound(request.get("key", ""))
-                    if code == protocol.NOT_LEADER:
-                        leader = response.get("leader_address")
-                        last_problem = f"{address}: {message}"
-                        if leader and leader != address:
-                            self.leader_address = leader
-                            continue
-                        self.leader_address = None
-                        tried_without_leader += 1
-                    elif code == protocol.UNAVAILABLE:
-                        last_problem = f"{address}: {message}"
-                        self.leader_address = None
-                        tried_without_leader += 1
-                    else:
-                        raise RequestFailed(str(code), message)
-                if tried_without_leader and tried_without_leader % len(order) == 0:
-                    # Every member tried: give an election time to finish.
-                    await trio.sleep(0.05)
+                    problem = _describe(exc)
+                    tried.note(address, problem)
+                    logger.debug("request to %s failed: %s", address, problem)
+                    self._suspect(address)
+                    continue
+                if response["ok"]:
+                    self.leader_address = address
+                    return response
+                code = response.get("error")
+                message = response.get("message", "")
+                if code == protocol.NOT_FOUND:
+                    raise KeyNotFound(request.get("key", ""))
+                if code not in (protocol.NOT_LEADER, protocol.UNAVAILABLE):
+                    raise RequestFailed(str(code), message)
+                tried.note(address, message or str(code))
+                leader = response.get("leader_address") if code == protocol.NOT_LEADER else None
+                leader = self._canonical(leader) if leader else None
+                if leader and leader != address and not self._suspected(leader):
+                    self.leader_address = leader  # follow the redirect
+                    continue
+                # No leader named, or one that just failed us (a dead or paused
+                # leader the followers still believe in): look for the new one.
+                self.leader_address = None
+                if code == protocol.UNAVAILABLE or leader == address:
+                    self._suspect(address, self.retry_delay)
+                await trio.sleep(self.retry_delay)
         raise ClusterUnavailable(
-            f"no answer from the cluster within {self.timeout:g}s ({last_problem})")
+            f"no answer from the cluster within {self.timeout:g}s ({tried.describe()})")
 
-    async def _request_once(self, address: str, request: dict[str, Any]) -> dict[str, Any]:
+    async def _attempt(self, address: str, request: dict[str, Any],
+                       attempt_timeout: float) -> dict[str, Any]:
+        """One request to one member: connect (bounded by ``connect_timeout``), then
+        the answer (bounded by ``attempt_timeout``); ``trio.TooSlowError`` when late."""
+        with trio.fail_after(self.connect_timeout + attempt_timeout):
+            return await self._request_once(address, request, attempt_timeout)
+
+    async def _find_leader(self, tried: _Tried) -> str | None:
+        """Ask every member not suspected (all of them if all are) who leads, in
+        parallel; the address of the member that says it leads in the highest term,
+        else the leader most members name (if not suspected), else ``None``."""
+        candidates = [a for a in self.members if not self._suspected(a)] or self.members
+        leaders: dict[str, int] = {}
+        named: dict[str, int] = {}
+
+        async def ask(address: str, done: trio.CancelScope) -> None:
+            try:
+                response = await self._attempt(address, {"op": "status"},
+                                               self.connect_timeout)
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError,
+                    ValueError, RaftError) as exc:
+                tried.note(address, _describe(exc))
+                self._suspect(address)
+                return
+            status = response.get("status")
+            if not response["ok"] or not isinstance(status, dict):
+                tried.note(address, str(response.get("message", "no status")))
+                return
+            if status.get("role") == "leader":
+                leaders[address] = int(status.get("term", 0))
+                done.cancel()  # (a stale leader would have a lower term; see below)
+                return
+            tried.note(address, f"not the leader (it names {status.get('leader_address')})")
+            leader = status.get("leader_address")
+            if isinstance(leader, str):
+                leader = self._canonical(leader)
+                named[leader] = named.get(leader, 0) + 1
+
+        async with trio.open_nursery() as nursery:
+            for address in candidates:
+                nursery.start_soon(ask, address, nursery.cancel_scope)
+        if leaders:
+            return max(leaders, key=lambda a: leaders[a])
+        for leader, _ in sorted(named.items(), key=lambda item: -item[1]):
+            if not self._suspected(leader):
+                return leader
+        return None
+
+    def _canonical(self, address: str) -> str:
+        return self.aliases.get(address, address)
+
+    def _suspect(self, address: str, duration: float | None = None) -> None:
+        """Do not follow redirects to ``address`` for a while (it just failed)."""
+        until = trio.current_time() + (self.suspect_time if duration is None else duration)
+        self._suspects[address] = max(until, self._suspects.get(address, until))
+        if self.leader_address == address:
+            self.leader_address = None
+
+    def _suspected(self, address: str) -> bool:
+        until = self._suspects.get(address)
+        if until is None:
+            return False
+        if trio.current_time() >= until:
+            del self._suspects[address]
+            return False
+        return True
+
+    async def _request_once(self, address: str, request: dict[str, Any],
+                            attempt_timeout: float | None = None) -> dict[str, Any]:
         # One request at a time per connection: tasks sharing this client would
         # otherwise receive concurrently on one stream (Trio refuses that with
         # BusyResourceError) or take each other's answers.
         async with self._locks.setdefault(address, trio.Lock()):
-            return await self._exchange(address, request)
+            return await self._exchange(address, request, attempt_timeout)
 
-    async def _exchange(self, address: str, request: dict[str, Any]) -> dict[str, Any]:
+    async def _exchange(self, address: str, request: dict[str, Any],
+                        attempt_timeout: float | None = None) -> dict[str, Any]:
         stream = self._streams.get(address)
         if stream is None:
-            with trio.fail_after(min(self.timeout, 2.0)):
+            # Connect and handshake on their own bound: a paused member's kernel
+            # still accepts, and the handshake would then never be answered.
+            with trio.fail_after(self.connect_timeout):
                 stream = await self._connect(address)
             self._streams[address] = stream
         if "seq" in request:
             key = (request["session"], request["seq"])
             self._sends[key] = self._sends.get(key, 0) + 1
         try:
-            await stream.send(protocol.encode(request))
-            data = await stream.receive()
+            with trio.fail_after(self.timeout if attempt_timeout is None else attempt_timeout):
+                await stream.send(protocol.encode(request))
+                data = await stream.receive()
         except BaseException:
             await self._drop(address)
             raise
