@@ -61,6 +61,11 @@ class Servers:
         """``host:port`` of a member."""
         return f"127.0.0.1:{self.ports[node_id]}"
 
+    def peer_address(self, node_id: int, peer: int) -> str:
+        """The address member ``node_id`` is given for ``peer`` (a subclass may put a
+        proxy in between: :mod:`raftpy.chaos`)."""
+        return self.address(peer)
+
     @property
     def addresses(self) -> list[str]:
         """Every member's address, by id."""
@@ -79,13 +84,21 @@ class Servers:
                 "--election-timeout-ms", str(self.election_timeout_ms)]
         for peer in self.ids:
             if peer != node_id:
-                argv += ["--peer", f"{peer}={self.address(peer)}"]
+                argv += ["--peer", f"{peer}={self.peer_address(node_id, peer)}"]
         log = self._logs.get(node_id)
         if log is None:
             log = self._logs[node_id] = open(self.log_path(node_id), "a")  # noqa: SIM115
         self.procs[node_id] = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             preexec_fn=_die_with_parent)
+
+    def pause(self, node_id: int) -> None:
+        """SIGSTOP member ``node_id`` (its kernel still accepts connections)."""
+        _signal_group(self.procs[node_id], signal.SIGSTOP)
+
+    def resume(self, node_id: int) -> None:
+        """SIGCONT member ``node_id``."""
+        _signal_group(self.procs[node_id], signal.SIGCONT)
 
     def kill(self, node_id: int) -> None:
         """SIGKILL member ``node_id`` (its whole process group) and reap it."""
@@ -96,6 +109,7 @@ class Servers:
     def stop(self, node_id: int, timeout: float = 5.0) -> int | None:
         """SIGTERM member ``node_id``; SIGKILL it if it lingers. Returns its exit code."""
         proc = self.procs.pop(node_id)
+        _signal_group(proc, signal.SIGCONT)  # a paused member cannot handle SIGTERM
         _signal_group(proc, signal.SIGTERM)
         try:
             return proc.wait(timeout)

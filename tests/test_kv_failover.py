@@ -181,6 +181,7 @@ async def test_the_error_names_every_member_tried_and_what_it_said(
         assert f"{B}: timed out" in message
         assert f"{C}: not the leader" in message
         assert "no member tried" not in message
+        assert not info.value.in_doubt  # nobody got the request but to refuse it
         nursery.cancel_scope.cancel()
 
 
@@ -192,8 +193,9 @@ async def test_a_deadline_cut_short_still_names_the_member_being_tried(
         net = Scripted(nursery, {A: silent})
         client = KVClient([A], connect=net.connect, timeout=0.2, attempt_timeout=1)
         client.leader_address = A
-        with pytest.raises(ClusterUnavailable, match=rf"\(tried {A}: no answer yet\)"):
+        with pytest.raises(ClusterUnavailable, match=rf"\(tried {A}: no answer yet\)") as info:
             await client.get("k")
+        assert info.value.in_doubt
         nursery.cancel_scope.cancel()
 
 

@@ -44,7 +44,17 @@ class KeyNotFound(KVError, KeyError):
 
 
 class ClusterUnavailable(KVError):
-    """No member answered usefully before the deadline (unreachable, no leader...)."""
+    """No member answered usefully before the deadline (unreachable, no leader...).
+
+    ``in_doubt`` says whether some attempt sent the request and got no definite
+    answer (it timed out, the connection died, or the leader could not tell): a
+    write may then have been applied. When false, every member that got the
+    request refused it (not the leader), so a write certainly was not applied.
+    """
+
+    def __init__(self, message: str, *, in_doubt: bool = True) -> None:
+        self.in_doubt = in_doubt
+        super().__init__(message)
 
 
 class RequestFailed(KVError):
@@ -87,10 +97,14 @@ class _Session:
 
 
 class _Tried:
-    """What each member tried said, in the order first tried (for error messages)."""
+    """What each member tried said, in the order first tried (for error messages),
+    and whether a request went out without a definite answer (``in_doubt``)."""
 
     def __init__(self) -> None:
         self.problems: dict[str, str] = {}
+        self.in_doubt = False
+        self.sent = False
+        """Whether the current attempt got as far as sending the request."""
 
     def note(self, address: str, problem: str) -> None:
         self.problems[address] = problem
@@ -300,10 +314,12 @@ class KVClient:
                         await trio.sleep(self.retry_delay)
                         continue
                 tried.note(address, "no answer yet")  # should the deadline cut it short
+                tried.sent = False
                 try:
-                    response = await self._attempt(address, request, attempt_timeout)
+                    response = await self._attempt(address, request, attempt_timeout, tried)
                 except (OSError, trio.BrokenResourceError, trio.TooSlowError,
                         ValueError, RaftError) as exc:
+                    tried.in_doubt |= tried.sent
                     problem = _describe(exc)
                     tried.note(address, problem)
                     logger.debug("request to %s failed: %s", address, problem)
@@ -319,6 +335,7 @@ class KVClient:
                 if code not in (protocol.NOT_LEADER, protocol.UNAVAILABLE):
                     raise RequestFailed(str(code), message)
                 tried.note(address, message or str(code))
+                tried.in_doubt |= code == protocol.UNAVAILABLE
                 leader = response.get("leader_address") if code == protocol.NOT_LEADER else None
                 leader = self._canonical(leader) if leader else None
                 if leader and leader != address and not self._suspected(leader):
@@ -330,15 +347,17 @@ class KVClient:
                 if code == protocol.UNAVAILABLE or leader == address:
                     self._suspect(address, self.retry_delay)
                 await trio.sleep(self.retry_delay)
+        tried.in_doubt |= tried.sent  # the deadline cut an attempt short after sending
         raise ClusterUnavailable(
-            f"no answer from the cluster within {self.timeout:g}s ({tried.describe()})")
+            f"no answer from the cluster within {self.timeout:g}s ({tried.describe()})",
+            in_doubt=tried.in_doubt)
 
     async def _attempt(self, address: str, request: dict[str, Any],
-                       attempt_timeout: float) -> dict[str, Any]:
+                       attempt_timeout: float, tried: _Tried | None = None) -> dict[str, Any]:
         """One request to one member: connect (bounded by ``connect_timeout``), then
         the answer (bounded by ``attempt_timeout``); ``trio.TooSlowError`` when late."""
         with trio.fail_after(self.connect_timeout + attempt_timeout):
-            return await self._request_once(address, request, attempt_timeout)
+            return await self._request_once(address, request, attempt_timeout, tried)
 
     async def _find_leader(self, tried: _Tried) -> str | None:
         """Ask every member not suspected (all of them if all are) who leads, in
@@ -401,15 +420,17 @@ class KVClient:
         return True
 
     async def _request_once(self, address: str, request: dict[str, Any],
-                            attempt_timeout: float | None = None) -> dict[str, Any]:
+                            attempt_timeout: float | None = None,
+                            tried: _Tried | None = None) -> dict[str, Any]:
         # One request at a time per connection: tasks sharing this client would
         # otherwise receive concurrently on one stream (Trio refuses that with
         # BusyResourceError) or take each other's answers.
         async with self._locks.setdefault(address, trio.Lock()):
-            return await self._exchange(address, request, attempt_timeout)
+            return await self._exchange(address, request, attempt_timeout, tried)
 
     async def _exchange(self, address: str, request: dict[str, Any],
-                        attempt_timeout: float | None = None) -> dict[str, Any]:
+                        attempt_timeout: float | None = None,
+                        tried: _Tried | None = None) -> dict[str, Any]:
         stream = self._streams.get(address)
         if stream is None:
             # Connect and handshake on their own bound: a paused member's kernel
@@ -420,6 +441,8 @@ class KVClient:
         if "seq" in request:
             key = (request["session"], request["seq"])
             self._sends[key] = self._sends.get(key, 0) + 1
+        if tried is not None:
+            tried.sent = True
         try:
             with trio.fail_after(self.timeout if attempt_timeout is None else attempt_timeout):
                 await stream.send(protocol.encode(request))
