@@ -1,0 +1,150 @@
+"""The linearizability verdict on a chaos history.
+
+:func:`linearizability_verdict` is the one place the verdict plugs in. The shared
+checker (``raftpy.testing.linearizability``, built on branch ``lin``) was not
+available when this was written; until it is, the verdict comes from
+:func:`check_key`, a small per-key Wing-Gong search with Lowe's memoisation of
+(linearized set, register value) configurations, on a register model of put,
+get and delete (found / not found).
+
+Unknown outcomes: a write whose outcome is unknown may take effect at any time
+after its invocation, or never. Unknown puts whose value no get returned are
+pooled: their effects are indistinguishable ("some value nobody read"), so one
+transition stands for all of them (this may let one such put explain two
+absences of a key; it never reports a violation that is not there). Failed
+operations and reads without an answer are left out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from raftpy.chaos.history import OK, UNKNOWN, History, Op
+
+UNREAD = object()
+"""The register holds a value written by an unknown put that nobody read."""
+
+DEFAULT_BUDGET = 2_000_000
+"""Configurations explored per key before giving up (verdict ``None``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    call: float
+    ret: float
+    kind: str
+    value: str | None
+    result: object
+    required: bool
+
+
+@dataclass(slots=True)
+class Verdict:
+    """``linearizable`` is ``None`` when the search ran out of budget."""
+
+    linearizable: bool | None
+    checker: str
+    keys: dict[str, bool | None] = field(default_factory=dict)
+    explored: int = 0
+
+    def describe(self) -> str:
+        if self.linearizable:
+            return f"linearizable ({self.checker}, {len(self.keys)} keys)"
+        bad = [k for k, v in self.keys.items() if v is False]
+        if self.linearizable is False:
+            return f"NOT linearizable ({self.checker}): keys {', '.join(bad)}"
+        undecided = [k for k, v in self.keys.items() if v is None]
+        return f"undetermined ({self.checker}): search budget spent on {', '.join(undecided)}"
+
+
+def linearizability_verdict(history: History, *, budget: int = DEFAULT_BUDGET) -> Verdict:
+    """The verdict on ``history`` (the adapter: swap in the shared checker here)."""
+    by_key: dict[str, list[Op]] = {}
+    for op in history.ops:
+        by_key.setdefault(op.key, []).append(op)
+    verdict = Verdict(True, "raftpy.chaos.checker (per-key Wing-Gong/Lowe)")
+    for key, ops in sorted(by_key.items()):
+        result, explored = check_key(ops, budget=budget)
+        verdict.keys[key] = result
+        verdict.explored += explored
+        if result is False:
+            verdict.linearizable = False
+        elif result is None and verdict.linearizable is not False:
+            verdict.linearizable = None
+    return verdict
+
+
+def check_key(ops: Iterable[Op], *, budget: int = DEFAULT_BUDGET) -> tuple[bool | None, int]:
+    """Whether one key's operations are linearizable as a register that starts
+    absent; also how many configurations were explored."""
+    ops = list(ops)
+    read = {op.result for op in ops if op.kind == "get" and op.outcome == OK}
+    steps: list[_Step] = []
+    pool: list[float] = []  # invocation times of unknown puts nobody read
+    for op in ops:
+        if op.outcome == OK:
+            steps.append(_Step(op.invoke, op.complete if op.complete is not None else math.inf,
+                               op.kind, op.value, op.result, True))
+        elif op.outcome == UNKNOWN and op.is_write:
+            if op.kind == "put" and op.value not in read:
+                pool.append(op.invoke)
+            else:
+                steps.append(_Step(op.invoke, math.inf, op.kind, op.value, None, False))
+    steps.sort(key=lambda s: s.call)
+    required = 0
+    for i, s in enumerate(steps):
+        if s.required:
+            required |= 1 << i
+    first_pool = min(pool, default=math.inf)
+    seen: set[tuple[int, object]] = set()
+    stack: list[tuple[int, object]] = [(0, None)]
+    explored = 0
+    while stack:
+        mask, state = stack.pop()
+        if mask & required == required:
+            return True, explored
+        if (mask, state) in seen:
+            continue
+        seen.add((mask, state))
+        explored += 1
+        if explored > budget:
+            return None, explored
+        # The operations that may take effect next: invoked before the earliest
+        # answer still to be explained (Wing & Gong's minimal operations).
+        min_ret = math.inf
+        i = (~mask & (mask + 1)).bit_length() - 1
+        candidates = []
+        while i < len(steps):
+            s = steps[i]
+            if not mask >> i & 1:
+                if s.call > min_ret:
+                    break
+                candidates.append(i)
+                if s.required:
+                    min_ret = min(min_ret, s.ret)
+            i += 1
+        if first_pool <= min_ret and state is not UNREAD:
+            stack.append((mask, UNREAD))
+        for i in reversed(candidates):
+            after = _apply(steps[i], state)
+            if after is not _INVALID:
+                stack.append((mask | 1 << i, after))
+    return False, explored
+
+
+_INVALID = object()
+
+
+def _apply(step: _Step, state: object) -> object:
+    """The register after ``step`` from ``state``, or ``_INVALID``."""
+    if step.kind == "put":
+        return step.value
+    if step.kind == "get":
+        return state if step.result == state and state is not UNREAD else _INVALID
+    # delete: True when it removed the key, False when there was none
+    if not step.required:
+        return None
+    present = state is not None
+    return None if step.result == present else _INVALID
