@@ -121,6 +121,8 @@ async def _apply(planned: Planned, servers: ChaosServers, control: KVClient,
         targets = [leader]
     elif kind == "kill-majority":
         targets = rng.sample(ids, len(ids) // 2 + 1)
+    elif kind == "partition-random":
+        targets = rng.sample(ids, rng.randint(1, len(ids) // 2))  # the minority side
     else:
         targets = [rng.choice(ids)]
     event.nodes = targets
