@@ -46,6 +46,8 @@ def leader(request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "status": {"role": "leader", "term": 2, "leader_address": None}}
     if request["op"] == "session":
         return {"ok": True, "session": 1, "timeout": 3600.0}
+    if request["op"] == "get":
+        return {"ok": True, "value": "v"}
     return {"ok": True}
 
 
@@ -112,7 +114,7 @@ async def test_a_remembered_leader_that_was_paused_is_left_within_the_connect_bo
     async with trio.open_nursery() as nursery:
         net = Scripted(nursery, {A: "hang", B: leader, C: follower_of(B)})
         client = KVClient(MEMBERS, connect=net.connect, timeout=5, connect_timeout=0.3,
-                          attempt_timeout=0.5)
+                          attempt_timeout=0.5, watch_after=None)
         client.leader_address = A
         start = trio.current_time()
         await client.put("k", "v")
@@ -123,13 +125,43 @@ async def test_a_remembered_leader_that_was_paused_is_left_within_the_connect_bo
         nursery.cancel_scope.cancel()
 
 
+async def test_while_an_answer_is_late_the_client_looks_for_a_new_leader(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """With ``watch_after`` (default 0.15 s) the client does not even wait for the
+    connect bound: after 0.15 s it asks the others, and B says it leads."""
+    async with trio.open_nursery() as nursery:
+        net = Scripted(nursery, {A: "hang", B: leader, C: follower_of(B)})
+        client = KVClient(MEMBERS, connect=net.connect, timeout=5, connect_timeout=0.3)
+        client.leader_address = A
+        start = trio.current_time()
+        await client.put("k", "v")
+        assert trio.current_time() - start == pytest.approx(0.15)
+        assert client.leader_address == B
+        assert net.connects[A] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_leader_nobody_replaced_is_waited_for(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Watching finds no other leader: the slow answer is still taken."""
+    async with trio.open_nursery() as nursery:
+        net = Scripted(nursery, {A: leader, B: follower_of(A), C: follower_of(A)})
+        net.delays["get"] = 0.4
+        client = KVClient(MEMBERS, connect=net.connect, timeout=5, attempt_timeout=0.5)
+        client.leader_address = A
+        assert await client.get("k") == "v"
+        assert net.requests[A] == ["get"]
+        assert net.requests[B].count("status") == 2  # at 0.15 s and 0.3 s
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_leader_that_stops_answering_is_left_after_the_attempt_timeout(
         autojump_clock: trio.testing.MockClock) -> None:
     """Connected to A, which then stops (the request goes out, no answer comes)."""
     async with trio.open_nursery() as nursery:
         net = Scripted(nursery, {A: leader, B: follower_of(A), C: follower_of(A)})
         client = KVClient(MEMBERS, connect=net.connect, timeout=5, connect_timeout=0.3,
-                          attempt_timeout=0.5)
+                          attempt_timeout=0.5, watch_after=None)
         await client.put("k", "v1")
         assert client.leader_address == A
         net.members.update({A: silent, B: leader, C: follower_of(B)})

@@ -11,6 +11,7 @@ the cluster applies a retried write once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -96,6 +97,14 @@ class _Session:
         """When this session's latest write was sent (this client's clock)."""
 
 
+class _LeaderMoved(Exception):
+    """Internal: while waiting for one member's answer, another said it leads."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(address)
+
+
 class _Tried:
     """What each member tried said, in the order first tried (for error messages),
     and whether a request went out without a definite answer (``in_doubt``)."""
@@ -129,9 +138,11 @@ class KVClient:
     transfer waits for its answer up to ``timeout``). A member that failed an
     attempt is suspected for ``suspect_time``: the client forgets it as leader, does
     not follow redirects to it, and asks the other members in parallel who leads.
-    ``retry_delay`` is the pause while nobody leads. ``aliases`` maps addresses the
-    members advertise to each other (redirects name those) to the addresses this
-    client should use for them.
+    ``retry_delay`` is the pause while nobody leads. While an answer is late (after
+    ``watch_after``, and as often again; ``None``: never), the client asks the other
+    members whether one of them leads now, and if so leaves the slow one for it.
+    ``aliases`` maps addresses the members advertise to each other (redirects name
+    those) to the addresses this client should use for them.
     """
 
     def __init__(
@@ -144,8 +155,9 @@ class KVClient:
         connect: Connect | None = None,
         connect_timeout: float = 0.3,
         attempt_timeout: float = 0.5,
-        suspect_time: float = 1.0,
+        suspect_time: float = 0.5,
         retry_delay: float = 0.02,
+        watch_after: float | None = 0.15,
         aliases: Mapping[str, str] | None = None,
     ) -> None:
         if not members:
@@ -161,6 +173,7 @@ class KVClient:
         self.attempt_timeout = attempt_timeout
         self.suspect_time = suspect_time
         self.retry_delay = retry_delay
+        self.watch_after = watch_after
         self.leader_address: str | None = None
         self._suspects: dict[str, float] = {}
         """Members that failed an attempt lately, and until when they are suspected."""
@@ -208,7 +221,7 @@ class KVClient:
         response: ``leader_id``, ``leader_address``, ``elapsed_ms`` (leader-side)."""
         # Not retried on a slow answer: a second transfer would move leadership again.
         return await self._leader_request({"op": "transfer", "to": to},
-                                          attempt_timeout=self.timeout)
+                                          attempt_timeout=self.timeout, watch=False)
 
     async def status(self, address: str) -> dict[str, Any]:
         """The status of the member at ``address`` (no redirect)."""
@@ -292,7 +305,8 @@ class KVClient:
             return session
 
     async def _leader_request(self, request: dict[str, Any], *,
-                              attempt_timeout: float | None = None) -> dict[str, Any]:
+                              attempt_timeout: float | None = None,
+                              watch: bool = True) -> dict[str, Any]:
         """Send ``request`` to the leader, finding it and failing over as needed.
 
         Each attempt is bounded: ``connect_timeout`` for connect and handshake,
@@ -316,7 +330,18 @@ class KVClient:
                 tried.note(address, "no answer yet")  # should the deadline cut it short
                 tried.sent = False
                 try:
-                    response = await self._attempt(address, request, attempt_timeout, tried)
+                    if watch and self.watch_after is not None:
+                        response = await self._watched_attempt(address, request,
+                                                               attempt_timeout, tried)
+                    else:
+                        response = await self._attempt(address, request, attempt_timeout,
+                                                       tried)
+                except _LeaderMoved as moved:
+                    tried.in_doubt |= tried.sent
+                    tried.note(address, f"slow to answer, and {moved.address} leads now")
+                    self._suspect(address)
+                    self.leader_address = moved.address
+                    continue
                 except (OSError, trio.BrokenResourceError, trio.TooSlowError,
                         ValueError, RaftError) as exc:
                     tried.in_doubt |= tried.sent
@@ -358,6 +383,66 @@ class KVClient:
         the answer (bounded by ``attempt_timeout``); ``trio.TooSlowError`` when late."""
         with trio.fail_after(self.connect_timeout + attempt_timeout):
             return await self._request_once(address, request, attempt_timeout, tried)
+
+    async def _watched_attempt(self, address: str, request: dict[str, Any],
+                               attempt_timeout: float, tried: _Tried) -> dict[str, Any]:
+        """:meth:`_attempt`, but if no answer came within ``watch_after``, ask the
+        other members who leads (every ``watch_after``) and give up on ``address``
+        (raising :class:`_LeaderMoved`) as soon as another says it leads: a paused
+        or cut-off leader then holds the client for an election, not for
+        ``attempt_timeout``."""
+        outcome: list[dict[str, Any] | BaseException] = []
+        moved: list[str] = []
+        assert self.watch_after is not None
+        watch_after = self.watch_after
+
+        async def attempt(cancel: trio.CancelScope) -> None:
+            try:
+                outcome.append(await self._attempt(address, request, attempt_timeout, tried))
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError, ValueError,
+                    RaftError) as exc:
+                outcome.append(exc)
+            cancel.cancel()
+
+        async def watch(cancel: trio.CancelScope) -> None:
+            while True:
+                await trio.sleep(watch_after)
+                other = await self._other_leader(address)
+                if other is not None:
+                    moved.append(other)
+                    cancel.cancel()
+                    return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(attempt, nursery.cancel_scope)
+            nursery.start_soon(watch, nursery.cancel_scope)
+        if outcome:
+            result = outcome[0]
+            if isinstance(result, BaseException):
+                raise result
+            return result
+        raise _LeaderMoved(moved[0])
+
+    async def _other_leader(self, address: str) -> str | None:
+        """A member other than ``address`` that says it leads (asked in parallel,
+        each within ``connect_timeout`` twice), or ``None``."""
+        found: list[str] = []
+
+        async def ask(other: str, done: trio.CancelScope) -> None:
+            with contextlib.suppress(OSError, trio.BrokenResourceError, trio.TooSlowError,
+                                     ValueError, RaftError):
+                response = await self._attempt(other, {"op": "status"}, self.connect_timeout)
+                status = response.get("status")
+                if response["ok"] and isinstance(status, dict) \
+                        and status.get("role") == "leader":
+                    found.append(other)
+                    done.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for other in self.members:
+                if other != address:
+                    nursery.start_soon(ask, other, nursery.cancel_scope)
+        return found[0] if found else None
 
     async def _find_leader(self, tried: _Tried) -> str | None:
         """Ask every member not suspected (all of them if all are) who leads, in
