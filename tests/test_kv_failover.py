@@ -146,12 +146,12 @@ async def test_a_slow_leader_nobody_replaced_is_waited_for(
     """Watching finds no other leader: the slow answer is still taken."""
     async with trio.open_nursery() as nursery:
         net = Scripted(nursery, {A: leader, B: follower_of(A), C: follower_of(A)})
-        net.delays["get"] = 0.4
+        net.delays["get"] = 0.38
         client = KVClient(MEMBERS, connect=net.connect, timeout=5, attempt_timeout=0.5)
         client.leader_address = A
         assert await client.get("k") == "v"
         assert net.requests[A] == ["get"]
-        assert net.requests[B].count("status") == 2  # at 0.15 s and 0.3 s
+        assert net.requests[B].count("status") == 5  # at 0.15 s, then every 0.05 s
         nursery.cancel_scope.cancel()
 
 

@@ -77,13 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="keep data, logs, history (and a PNG) here")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     parser.add_argument("--no-timeline", action="store_true")
-    parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--log-level", default="warning", help="of the runner")
+    parser.add_argument("--server-log-level", default="warning",
+                        choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     options = Options(seed=args.seed, seconds=args.seconds, nodes=args.nodes,
                       partitions=not args.no_partitions, workers=args.workers,
                       keys=args.keys, election_timeout_ms=args.election_timeout_ms,
-                      root=args.dir, keep=args.keep or args.dir is not None)
+                      root=args.dir, keep=args.keep or args.dir is not None,
+                      server_log_level=args.server_log_level)
     result = run(options)
     print_report(result, show_timeline=not args.no_timeline)
     if options.keep and plot(result.history, result.events, options.seconds,

@@ -36,6 +36,8 @@ class Options:
     root: Path | None = None
     """Where data and logs go (a temporary directory, removed unless ``keep``)."""
     keep: bool = False
+    server_log_level: str = "warning"
+    """``raftpy --log-level`` of the members (their logs go to ``nodeN.log``)."""
 
 
 @dataclass(slots=True)
@@ -64,7 +66,8 @@ def run(options: Options) -> Result:
     """Run once; never leaves a server process behind."""
     root = options.root or Path(tempfile.mkdtemp(prefix=f"raftpy-chaos-{options.seed}-"))
     root.mkdir(parents=True, exist_ok=True)
-    servers = ChaosServers(root, options.nodes, election_timeout_ms=options.election_timeout_ms)
+    servers = ChaosServers(root, options.nodes, election_timeout_ms=options.election_timeout_ms,
+                           log_level=options.server_log_level)
     plan = nemesis.schedule(options.seed, options.seconds, partitions=options.partitions)
     result = Result(options, root, History(), [], plan)
     commit = 0

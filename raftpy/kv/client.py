@@ -139,7 +139,7 @@ class KVClient:
     attempt is suspected for ``suspect_time``: the client forgets it as leader, does
     not follow redirects to it, and asks the other members in parallel who leads.
     ``retry_delay`` is the pause while nobody leads. While an answer is late (after
-    ``watch_after``, and as often again; ``None``: never), the client asks the other
+    ``watch_after``, then every third of it; ``None``: never), the client asks the other
     members whether one of them leads now, and if so leaves the slow one for it.
     ``aliases`` maps addresses the members advertise to each other (redirects name
     those) to the addresses this client should use for them.
@@ -387,7 +387,7 @@ class KVClient:
     async def _watched_attempt(self, address: str, request: dict[str, Any],
                                attempt_timeout: float, tried: _Tried) -> dict[str, Any]:
         """:meth:`_attempt`, but if no answer came within ``watch_after``, ask the
-        other members who leads (every ``watch_after``) and give up on ``address``
+        other members who leads (then every third of that) and give up on ``address``
         (raising :class:`_LeaderMoved`) as soon as another says it leads: a paused
         or cut-off leader then holds the client for an election, not for
         ``attempt_timeout``."""
@@ -405,13 +405,15 @@ class KVClient:
             cancel.cancel()
 
         async def watch(cancel: trio.CancelScope) -> None:
+            await trio.sleep(watch_after)
             while True:
-                await trio.sleep(watch_after)
                 other = await self._other_leader(address)
                 if other is not None:
                     moved.append(other)
                     cancel.cancel()
                     return
+                # An election is likely under way: look again soon.
+                await trio.sleep(watch_after / 3)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(attempt, nursery.cancel_scope)
