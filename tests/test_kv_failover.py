@@ -198,6 +198,19 @@ async def test_a_redirect_to_a_dead_leader_is_not_followed_forever(
         nursery.cancel_scope.cancel()
 
 
+async def test_members_naming_each_other_are_not_ping_ponged_without_pause(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        net = Scripted(nursery, {A: follower_of(B), B: follower_of(A), C: "refuse"})
+        client = KVClient(MEMBERS, connect=net.connect, timeout=1, retry_delay=0.02)
+        client.leader_address = A
+        with pytest.raises(ClusterUnavailable):
+            await client.get("k")
+        # at most 4 redirects per 20 ms pause
+        assert len(net.requests[A]) + len(net.requests[B]) <= 4 * (1 / 0.02) + 4
+        nursery.cancel_scope.cancel()
+
+
 async def test_the_error_names_every_member_tried_and_what_it_said(
         autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:

@@ -317,6 +317,7 @@ class KVClient:
         """
         attempt_timeout = self.attempt_timeout if attempt_timeout is None else attempt_timeout
         tried = _Tried()
+        redirects = 0
         with trio.move_on_after(self.timeout):
             while True:
                 address = self.leader_address
@@ -365,13 +366,17 @@ class KVClient:
                 leader = self._canonical(leader) if leader else None
                 if leader and leader != address and not self._suspected(leader):
                     self.leader_address = leader  # follow the redirect
+                    redirects += 1
+                    if redirects % (len(self.members) + 1) == 0:
+                        await trio.sleep(self.retry_delay)  # members disagree: let them settle
                     continue
                 # No leader named, or one that just failed us (a dead or paused
                 # leader the followers still believe in): look for the new one.
+                # (At once: _find_leader pauses if nobody leads; a member that could
+                # not serve, e.g. handing over, is left out of its next question.)
                 self.leader_address = None
                 if code == protocol.UNAVAILABLE or leader == address:
                     self._suspect(address, self.retry_delay)
-                await trio.sleep(self.retry_delay)
         tried.in_doubt |= tried.sent  # the deadline cut an attempt short after sending
         raise ClusterUnavailable(
             f"no answer from the cluster within {self.timeout:g}s ({tried.describe()})",
