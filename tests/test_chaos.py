@@ -5,6 +5,7 @@ no acknowledged write lost or applied twice."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from pathlib import Path
 
@@ -34,3 +35,46 @@ def test_a_short_chaos_run_is_linearizable_and_loses_nothing(tmp_path: Path) -> 
     assert {e.kind for e in result.events} >= {"kill-leader", "pause-leader", "transfer",
                                                "kill-majority", "partition-leader"}
     assert result.passed, report
+
+
+async def test_a_cut_link_proxy_blackholes_and_heal_closes_what_it_broke() -> None:
+    """Real sockets on loopback, real time (generous bounds)."""
+    import trio
+
+    from raftpy.chaos.proxy import LinkProxy
+    from raftpy.demo_net import _free_ports
+
+    async def echo(stream: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            async for data in stream:
+                await stream.send_all(data)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        nursery.start_soon(trio.serve_listeners, echo, listeners)
+        proxy = LinkProxy(_free_ports(1)[0], ("127.0.0.1", port), "1->2")
+        await nursery.start(proxy.run)
+
+        before = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        await before.send_all(b"ping")
+        with trio.fail_after(5):
+            assert await before.receive_some() == b"ping"
+        proxy.cut()
+        await before.send_all(b"lost")
+        during = await trio.open_tcp_stream("127.0.0.1", proxy.port)  # accepted...
+        await during.send_all(b"lost too")
+        with trio.move_on_after(0.3) as nothing:
+            await before.receive_some()
+            await during.receive_some()
+        assert nothing.cancelled_caught  # ...but nothing comes back
+        proxy.heal()
+        with trio.fail_after(5):
+            assert await before.receive_some() == b""  # closed: its bytes were lost
+        after = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        await after.send_all(b"pong")
+        with trio.fail_after(5):
+            assert await after.receive_some() == b"pong"
+        for stream in (before, during, after):
+            await stream.aclose()
+        nursery.cancel_scope.cancel()

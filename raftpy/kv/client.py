@@ -312,8 +312,8 @@ class KVClient:
         Each attempt is bounded: ``connect_timeout`` for connect and handshake,
         ``attempt_timeout`` for the answer. A member that fails an attempt is
         suspected for ``suspect_time``: a redirect to it is not followed and it is
-        tried last. Without a leader known, every member is asked in parallel who
-        leads (:meth:`_find_leader`).
+        not asked who leads. Without a leader known, the members are asked in
+        parallel who leads (:meth:`_find_leader`).
         """
         attempt_timeout = self.attempt_timeout if attempt_timeout is None else attempt_timeout
         tried = _Tried()
