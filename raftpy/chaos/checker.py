@@ -81,60 +81,73 @@ def check_key(ops: Iterable[Op], *, budget: int = DEFAULT_BUDGET) -> tuple[bool 
     absent; also how many configurations were explored."""
     ops = list(ops)
     read = {op.result for op in ops if op.kind == "get" and op.outcome == OK}
-    steps: list[_Step] = []
+    required: list[_Step] = []
+    optional: list[_Step] = []
     pool: list[float] = []  # invocation times of unknown puts nobody read
     for op in ops:
         if op.outcome == OK:
-            steps.append(_Step(op.invoke, op.complete if op.complete is not None else math.inf,
-                               op.kind, op.value, op.result, True))
+            required.append(_Step(op.invoke, op.complete if op.complete is not None
+                                  else math.inf, op.kind, op.value, op.result, True))
         elif op.outcome == UNKNOWN and op.is_write:
             if op.kind == "put" and op.value not in read:
                 pool.append(op.invoke)
             else:
-                steps.append(_Step(op.invoke, math.inf, op.kind, op.value, None, False))
-    steps.sort(key=lambda s: s.call)
-    required = 0
-    for i, s in enumerate(steps):
-        if s.required:
-            required |= 1 << i
+                optional.append(_Step(op.invoke, math.inf, op.kind, op.value, None, False))
+    required.sort(key=lambda s: s.call)
+    optional.sort(key=lambda s: s.call)
     first_pool = min(pool, default=math.inf)
-    seen: set[tuple[int, object]] = set()
-    stack: list[tuple[int, object]] = [(0, None)]
+    # A configuration: every required operation before ``done`` is linearized, and
+    # of the later ones those whose bit (counted from ``done``) is set in ``window``;
+    # ``used`` has a bit per optional operation linearized; then the register value.
+    # (The window keeps the numbers small: most of a long history lies behind it.)
+    seen: set[_Config] = set()
+    stack: list[_Config] = [(0, 0, 0, None)]
     explored = 0
     while stack:
-        mask, state = stack.pop()
-        if mask & required == required:
+        config = stack.pop()
+        done, window, used, state = config
+        if done == len(required):
             return True, explored
-        if (mask, state) in seen:
+        if config in seen:
             continue
-        seen.add((mask, state))
+        seen.add(config)
         explored += 1
         if explored > budget:
             return None, explored
         # The operations that may take effect next: invoked before the earliest
         # answer still to be explained (Wing & Gong's minimal operations).
         min_ret = math.inf
-        i = (~mask & (mask + 1)).bit_length() - 1
         candidates = []
-        while i < len(steps):
-            s = steps[i]
-            if not mask >> i & 1:
+        i = done
+        while i < len(required):
+            if not window >> (i - done) & 1:
+                s = required[i]
                 if s.call > min_ret:
                     break
                 candidates.append(i)
-                if s.required:
-                    min_ret = min(min_ret, s.ret)
+                min_ret = min(min_ret, s.ret)
             i += 1
         if first_pool <= min_ret and state is not UNREAD:
-            stack.append((mask, UNREAD))
+            stack.append((done, window, used, UNREAD))
+        for j, s in enumerate(optional):
+            if s.call > min_ret:
+                break
+            if not used >> j & 1:
+                after = _apply(s, state)
+                if after is not _INVALID:
+                    stack.append((done, window, used | 1 << j, after))
         for i in reversed(candidates):
-            after = _apply(steps[i], state)
+            after = _apply(required[i], state)
             if after is not _INVALID:
-                stack.append((mask | 1 << i, after))
+                d, w = done, window | 1 << (i - done)
+                while w & 1:
+                    d, w = d + 1, w >> 1
+                stack.append((d, w, used, after))
     return False, explored
 
 
 _INVALID = object()
+_Config = tuple[int, int, int, object]
 
 
 def _apply(step: _Step, state: object) -> object:
