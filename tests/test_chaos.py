@@ -9,6 +9,8 @@ import contextlib
 import itertools
 from pathlib import Path
 
+import pytest
+
 from raftpy.chaos import Options, run
 from raftpy.chaos.nemesis import KINDS, PARTITION_KINDS, schedule
 
@@ -78,3 +80,30 @@ async def test_a_cut_link_proxy_blackholes_and_heal_closes_what_it_broke() -> No
         for stream in (before, during, after):
             await stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+def test_write_gaps_and_election_times_from_the_members_logs(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from raftpy.chaos.history import OK, UNKNOWN, History
+    from raftpy.chaos.nemesis import Event
+    from raftpy.chaos.report import leader_changes, write_gaps
+
+    wall_t0 = datetime(2026, 1, 2, 3, 4, 5).timestamp()
+    (tmp_path / "node2.log").write_text(
+        "2026-01-02 03:04:06,000 INFO raftpy.trio.runtime: node 2: leader is 1 (term 2)\n"
+        "2026-01-02 03:04:15,250 INFO raftpy.trio.runtime: node 2: leader is None (term 2)\n"
+        "2026-01-02 03:04:15,300 INFO raftpy.trio.runtime: node 2: leader is 2 (term 3)\n"
+        "2026-01-02 03:04:15,301 WARNING raftpy.cli: unrelated\n")
+    changes = leader_changes([tmp_path / "node1.log", tmp_path / "node2.log"], wall_t0)
+    assert changes == [(pytest.approx(1.0), 2, 1), (pytest.approx(10.3), 2, 2)]
+    history = History()
+    for invoke, complete, outcome in [(9.9, 9.95, OK), (9.95, 10.6, OK),  # cut by the fault
+                                      (10.0, 10.2, UNKNOWN), (10.61, 10.65, OK),
+                                      (10.65, 10.7, OK)]:
+        op = history.invoke(0, "put", "k", f"v{invoke}", invoke)
+        history.complete(op, complete, outcome)
+    (gap,) = write_gaps(history, [Event("kill-leader", 10.0, 11.0, [1])], changes)
+    assert gap.first_write == pytest.approx(0.65)  # the first write *invoked* after it
+    assert gap.longest == pytest.approx(1.3)  # 10.7 until 1 s after the fault's end
+    assert gap.elected == pytest.approx(0.3)

@@ -48,7 +48,10 @@ def print_report(result: Result, *, show_timeline: bool = True) -> None:
     for kind, gaps in sorted(by_kind(result.gaps).items()):
         firsts = ", ".join(_ms(g.first_write) for g in gaps)
         longest = max(g.longest for g in gaps)
-        _say(f"  {kind:<17} first write {firsts}; longest gap {_ms(longest)}")
+        elected = [g.elected for g in gaps if g.elected is not None]
+        election = (f"; a member knew the new leader after "
+                    f"{', '.join(_ms(e) for e in elected)}" if elected else "")
+        _say(f"  {kind:<17} first write {firsts}; longest gap {_ms(longest)}{election}")
     if show_timeline:
         _say("timeline (acknowledged ops/s per 0.5 s):")
         for line in timeline(result.history, result.events, o.seconds):
@@ -78,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     parser.add_argument("--no-timeline", action="store_true")
     parser.add_argument("--log-level", default="warning", help="of the runner")
-    parser.add_argument("--server-log-level", default="warning",
+    parser.add_argument("--server-log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)

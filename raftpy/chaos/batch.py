@@ -45,6 +45,8 @@ def summary(result: Result) -> dict[str, object]:
                         for kind, gaps in by_kind(result.gaps).items()},
         "longest_gap": {kind: [round(g.longest, 4) for g in gaps]
                         for kind, gaps in by_kind(result.gaps).items()},
+        "elected": {kind: [None if g.elected is None else round(g.elected, 4) for g in gaps]
+                    for kind, gaps in by_kind(result.gaps).items()},
         "problems": result.problems,
     }
 
@@ -91,6 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{_percentile(finite, 0.5) * 1000:6.0f} ms  p99 "
               f"{_percentile(finite, 0.99) * 1000:6.0f} ms  max "
               f"{max(values, default=math.nan) * 1000:6.0f} ms{met}")
+        elected = [v for r in rows for v in r["elected"].get(kind, [])  # type: ignore[attr-defined]
+                   if v is not None]
+        if elected:
+            print(f"{'':<17} {'':>5}  new leader known p50 "
+                  f"{_percentile(elected, 0.5) * 1000:6.0f} ms  p99 "
+                  f"{_percentile(elected, 0.99) * 1000:6.0f} ms  max "
+                  f"{max(elected) * 1000:6.0f} ms")
     print(f"\n{len(rows) - failed}/{len(rows)} runs passed")
     return 1 if failed else 0
 

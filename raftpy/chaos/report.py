@@ -6,7 +6,10 @@ import bisect
 import importlib
 import itertools
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +30,36 @@ class Gap:
     longest: float
     """The longest interval without an acknowledged write, from the fault until
     a second after it ended."""
+    elected: float | None = None
+    """For a fault of the leader: from the fault until a member first logged
+    another leader (``None``: not found in the logs)."""
 
 
-def write_gaps(history: History, events: list[Event]) -> list[Gap]:
-    """One :class:`Gap` per fault (``inf`` when no write succeeded afterwards)."""
+_LEADER_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO raftpy\.trio\.runtime: "
+                          r"node (\d+): leader is (\d+) \(term (\d+)\)")
+
+
+def leader_changes(logs: list[Path], wall_t0: float) -> list[tuple[float, int, int]]:
+    """``(time, member, leader)`` for every "leader is N" line of the members'
+    info logs, in run time (seconds since ``wall_t0``, the wall clock at the
+    run's start), sorted."""
+    out = []
+    for path in logs:
+        if not path.exists():
+            continue
+        with open(path, errors="replace") as f:
+            for line in f:
+                match = _LEADER_LINE.match(line)
+                if match:
+                    stamp = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                    out.append((stamp - wall_t0, int(match[2]), int(match[3])))
+    return sorted(out)
+
+
+def write_gaps(history: History, events: list[Event],
+               changes: Sequence[tuple[float, int, int]] = ()) -> list[Gap]:
+    """One :class:`Gap` per fault (``inf`` when no write succeeded afterwards);
+    ``changes`` (see :func:`leader_changes`) gives the election times."""
     writes = sorted((op.invoke, op.complete) for op in history.ops
                     if op.is_write and op.outcome == OK and op.complete is not None)
     completions = sorted(c for _, c in writes)
@@ -44,7 +73,12 @@ def write_gaps(history: History, events: list[Event]) -> list[Gap]:
         at = bisect.bisect_right(completions, t)
         points = [t, *[c for c in completions[at:] if c <= end], end]
         longest = max(b - a for a, b in itertools.pairwise(points))
-        gaps.append(Gap(event.kind, t, first - t, longest))
+        elected = None
+        if event.kind.endswith("-leader") or event.kind == "transfer":
+            old = event.nodes[0]
+            elected = next((when - t for when, _, leader in changes
+                            if when >= t and leader != old), None)
+        gaps.append(Gap(event.kind, t, first - t, longest, elected))
     return gaps
 
 

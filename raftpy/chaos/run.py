@@ -6,6 +6,7 @@ import logging
 import random
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from raftpy.chaos.checker import Verdict, linearizability_verdict
 from raftpy.chaos.cluster import ChaosServers
 from raftpy.chaos.history import OK, History
 from raftpy.chaos.replicas import ReplicaReport, compare
-from raftpy.chaos.report import Gap, write_gaps
+from raftpy.chaos.report import Gap, leader_changes, write_gaps
 from raftpy.chaos.workload import make_client, run_op, worker
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,9 @@ class Options:
     root: Path | None = None
     """Where data and logs go (a temporary directory, removed unless ``keep``)."""
     keep: bool = False
-    server_log_level: str = "warning"
-    """``raftpy --log-level`` of the members (their logs go to ``nodeN.log``)."""
+    server_log_level: str = "info"
+    """``raftpy --log-level`` of the members (their logs go to ``nodeN.log``; at
+    ``info`` they say when they learn of a new leader: the election times)."""
 
 
 @dataclass(slots=True)
@@ -56,6 +58,8 @@ class Result:
     """Why the run failed (empty: it passed)."""
     final: dict[str, str | None] = field(default_factory=dict)
     """Every key's value read back after healing."""
+    wall_t0: float = 0.0
+    """The wall clock when the run's clock read 0 (to read the members' logs)."""
 
     @property
     def passed(self) -> bool:
@@ -94,6 +98,7 @@ async def _run(options: Options, servers: ChaosServers, result: Result) -> int:
             if await nemesis.find_leader(control, servers, timeout=30) is None:
                 raise RuntimeError("no leader elected within 30 s of starting")
             t0 = trio.current_time()
+            result.wall_t0 = time.time()
 
             def clock() -> float:
                 return trio.current_time() - t0
@@ -140,7 +145,8 @@ async def _converge(control: object, servers: ChaosServers, timeout: float = 20.
 
 def _check(result: Result, servers: ChaosServers, commit: int) -> None:
     history = result.history
-    result.gaps = write_gaps(history, result.events)
+    logs = [servers.log_path(i) for i in servers.ids]
+    result.gaps = write_gaps(history, result.events, leader_changes(logs, result.wall_t0))
     result.verdict = linearizability_verdict(history)
     if result.verdict.linearizable is not True:
         result.problems.append(result.verdict.describe())
