@@ -47,6 +47,8 @@ def summary(result: Result) -> dict[str, object]:
                         for kind, gaps in by_kind(result.gaps).items()},
         "elected": {kind: [None if g.elected is None else round(g.elected, 4) for g in gaps]
                     for kind, gaps in by_kind(result.gaps).items()},
+        "transfer_ms": [round(e.transfer_ms, 2) for e in result.events
+                        if e.transfer_ms is not None],
         "problems": result.problems,
     }
 
@@ -57,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--first-seed", type=int, default=100)
     parser.add_argument("--json", type=Path, default=None, help="append one line per run")
+    parser.add_argument("--election-timeout-ms", type=float, default=150.0)
     args = parser.parse_args(argv)
     rows = []
     failed = 0
@@ -65,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           "kill-leader / pause-leader / transfer (ms)", flush=True)
     for seed in range(args.first_seed, args.first_seed + args.runs):
         options = Options(seed=seed, seconds=args.seconds, nodes=3 if seed % 2 == 0 else 5,
-                          partitions=seed % 4 >= 2)
+                          partitions=seed % 4 >= 2,
+                          election_timeout_ms=args.election_timeout_ms)
         row = summary(run(options))
         rows.append(row)
         failed += bool(row["problems"])
@@ -100,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{_percentile(elected, 0.5) * 1000:6.0f} ms  p99 "
                   f"{_percentile(elected, 0.99) * 1000:6.0f} ms  max "
                   f"{max(elected) * 1000:6.0f} ms")
+    handovers = [v for r in rows for v in r["transfer_ms"]]  # type: ignore[attr-defined]
+    if handovers:
+        print(f"transfers took on the leader: p50 {_percentile(handovers, 0.5):.1f} ms, "
+              f"max {max(handovers):.1f} ms")
     print(f"\n{len(rows) - failed}/{len(rows)} runs passed")
     return 1 if failed else 0
 

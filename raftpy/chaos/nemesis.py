@@ -50,6 +50,8 @@ class Event:
     end: float | None = None
     nodes: list[int] = field(default_factory=list)
     detail: str = ""
+    transfer_ms: float | None = None
+    """For a transfer: how long it took on the leader."""
 
 
 def schedule(seed: int, seconds: float, *, partitions: bool, warmup: float = 2.0,
@@ -146,6 +148,7 @@ async def _apply(planned: Planned, servers: ChaosServers, control: KVClient,
     else:
         try:
             reply: dict[str, Any] = await control.transfer(None)
+            event.transfer_ms = float(reply["elapsed_ms"])
             event.detail = (f"to {reply['leader_id']} in {reply['elapsed_ms']:.1f} ms "
                             "(leader side)")
         except KVError as exc:
