@@ -70,7 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = Options(seed=seed, seconds=args.seconds, nodes=3 if seed % 2 == 0 else 5,
                           partitions=seed % 4 >= 2,
                           election_timeout_ms=args.election_timeout_ms)
-        row = summary(run(options))
+        try:
+            row = summary(run(options))
+        except Exception as exc:  # a broken run must not hide the others
+            row = {"seed": seed, "nodes": options.nodes, "partitions": options.partitions,
+                   "ok": 0, "fail": 0, "unknown": 0, "verdict": None,
+                   "replicas_equal": None, "duplicates": None, "lost": None,
+                   "first_write": {}, "longest_gap": {}, "elected": {}, "transfer_ms": [],
+                   "problems": [f"crashed: {exc!r}"]}
         rows.append(row)
         failed += bool(row["problems"])
         if args.json is not None:

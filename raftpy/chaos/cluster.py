@@ -22,7 +22,11 @@ class ChaosServers(Servers):
         super().__init__(root, n, election_timeout_ms=election_timeout_ms,
                          cluster_id="chaos", log_level=log_level)
         pairs = list(itertools.permutations(self.ids, 2))
-        ports = _free_ports(len(pairs))
+        # All ports from one call: two calls may hand out the same port twice (the
+        # first call's sockets are closed), and a proxy would then take a member's.
+        ports = _free_ports(n + len(pairs))
+        self.ports = dict(zip(self.ids, ports[:n], strict=True))
+        ports = ports[n:]
         self.proxies = {
             (src, dst): LinkProxy(port, ("127.0.0.1", self.ports[dst]), f"{src}->{dst}")
             for (src, dst), port in zip(pairs, ports, strict=True)}

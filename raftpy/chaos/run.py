@@ -74,9 +74,12 @@ def run(options: Options) -> Result:
                            log_level=options.server_log_level)
     plan = nemesis.schedule(options.seed, options.seconds, partitions=options.partitions)
     result = Result(options, root, History(), [], plan)
-    commit = 0
+    commit: int | None = None
     try:
         commit = trio.run(_run, options, servers, result)
+    except Exception as exc:  # the run could not finish: say so, check what it recorded
+        logger.exception("chaos run %d aborted", options.seed)
+        result.problems.append(f"run aborted: {_leaf(exc)!r:.2000}")
     finally:
         servers.stop_all()
     _check(result, servers, commit)
@@ -120,6 +123,10 @@ async def _run(options: Options, servers: ChaosServers, result: Result) -> int:
                         result.final[key] = op.result
                     else:
                         result.problems.append(f"could not read {key} back: {op.error}")
+            exited = {i: p.returncode for i, p in servers.procs.items() if p.poll() is not None}
+            for node, code in sorted(exited.items()):
+                result.problems.append(f"member {node} exited by itself (code {code}): see "
+                                       f"{servers.log_path(node)}")
             commit = await _converge(control, servers)
         nursery.cancel_scope.cancel()
     return commit
@@ -143,13 +150,24 @@ async def _converge(control: object, servers: ChaosServers, timeout: float = 20.
     raise RuntimeError(f"members did not converge within {timeout:g}s: {last}")
 
 
-def _check(result: Result, servers: ChaosServers, commit: int) -> None:
+def _leaf(exc: BaseException) -> BaseException:
+    """The one error inside (possibly nested) exception groups, else ``exc``."""
+    while True:
+        inner = getattr(exc, "exceptions", None)
+        if not (isinstance(inner, tuple) and len(inner) == 1):
+            return exc
+        exc = inner[0]
+
+
+def _check(result: Result, servers: ChaosServers, commit: int | None) -> None:
     history = result.history
     logs = [servers.log_path(i) for i in servers.ids]
     result.gaps = write_gaps(history, result.events, leader_changes(logs, result.wall_t0))
     result.verdict = linearizability_verdict(history)
     if result.verdict.linearizable is not True:
         result.problems.append(result.verdict.describe())
+    if commit is None:
+        return  # the members never agreed on what they applied: nothing to compare
     acknowledged = [(op.key, op.value) for op in history.ops
                     if op.kind == "put" and op.outcome == OK and op.value is not None]
     report = compare(servers.root, servers.ids, servers.cluster_id, commit, acknowledged)
