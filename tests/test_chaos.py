@@ -103,7 +103,8 @@ def test_write_gaps_and_election_times_from_the_members_logs(tmp_path: Path) -> 
                                       (10.65, 10.7, OK)]:
         op = history.invoke(0, "put", "k", f"v{invoke}", invoke)
         history.complete(op, complete, outcome)
-    (gap,) = write_gaps(history, [Event("kill-leader", 10.0, 11.0, [1])], changes)
+    fault = Event("kill-leader", 10.0, 11.0, [1], hit_leader=True)
+    (gap,) = write_gaps(history, [fault], changes)
     assert gap.first_write == pytest.approx(0.65)  # the first write *invoked* after it
     assert gap.longest == pytest.approx(1.3)  # 10.7 until 1 s after the fault's end
     assert gap.elected == pytest.approx(0.3)

@@ -52,6 +52,8 @@ class Event:
     detail: str = ""
     transfer_ms: float | None = None
     """For a transfer: how long it took on the leader."""
+    hit_leader: bool = False
+    """Whether the fault struck the leader (always, for the "-leader" kinds)."""
 
 
 def schedule(seed: int, seconds: float, *, partitions: bool, warmup: float = 2.0,
@@ -121,12 +123,18 @@ async def _apply(planned: Planned, servers: ChaosServers, control: KVClient,
             return
         event.start = clock()  # the fault itself, not the search for the leader
         targets = [leader]
-    elif kind == "kill-majority":
-        targets = rng.sample(ids, len(ids) // 2 + 1)
-    elif kind == "partition-random":
-        targets = rng.sample(ids, rng.randint(1, len(ids) // 2))  # the minority side
     else:
-        targets = [rng.choice(ids)]
+        if kind == "kill-majority":
+            targets = rng.sample(ids, len(ids) // 2 + 1)
+        elif kind == "partition-random":
+            targets = rng.sample(ids, rng.randint(1, len(ids) // 2))  # the minority side
+        else:
+            targets = [rng.choice(ids)]
+        leader = await find_leader(control, servers, timeout=0.5)
+        event.start = clock()
+    event.hit_leader = leader in targets
+    if event.hit_leader and not kind.endswith("-leader") and kind != "transfer":
+        event.detail = "(the leader)"
     event.nodes = targets
     if kind.startswith("kill"):
         for node in targets:
@@ -142,7 +150,7 @@ async def _apply(planned: Planned, servers: ChaosServers, control: KVClient,
             servers.resume(node)
     elif kind.startswith("partition"):
         cut = servers.partition(set(targets))
-        event.detail = f"{len(cut)} links cut"
+        event.detail = f"{len(cut)} links cut {event.detail}".strip()
         await trio.sleep(planned.duration)
         servers.heal()
     else:

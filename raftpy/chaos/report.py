@@ -74,10 +74,9 @@ def write_gaps(history: History, events: list[Event],
         points = [t, *[c for c in completions[at:] if c <= end], end]
         longest = max(b - a for a, b in itertools.pairwise(points))
         elected = None
-        if event.kind.endswith("-leader") or event.kind == "transfer":
-            old = event.nodes[0]
+        if event.hit_leader:
             elected = next((when - t for when, _, leader in changes
-                            if when >= t and leader != old), None)
+                            if when >= t and leader not in event.nodes), None)
         gaps.append(Gap(event.kind, t, first - t, longest, elected))
     return gaps
 
