@@ -96,11 +96,32 @@ async def find_leader(control: KVClient, servers: ChaosServers, timeout: float =
     return None
 
 
+async def wait_healthy(control: KVClient, servers: ChaosServers, timeout: float = 10.0
+                       ) -> bool:
+    """Wait until every member answers and all name the same leader; whether they
+    did within ``timeout``."""
+    with trio.move_on_after(timeout):
+        while True:
+            statuses = (await control.statuses()).values()
+            leaders = {s["leader_id"] if isinstance(s, dict) else None for s in statuses}
+            if len(leaders) == 1 and None not in leaders:
+                return True
+            await trio.sleep(0.05)
+    return False
+
+
 async def run_nemesis(plan: list[Planned], servers: ChaosServers, control: KVClient,
-                      clock: Callable[[], float], events: list[Event]) -> None:
-    """Apply ``plan`` (times on ``clock``), recording each fault in ``events``."""
+                      clock: Callable[[], float], events: list[Event], end: float) -> None:
+    """Apply ``plan`` (times on ``clock``), recording each fault in ``events``;
+    a fault that would not end before ``end`` is left out."""
     for planned in plan:
         await trio.sleep(max(0.0, planned.at - clock()))
+        # Each fault strikes a healthy cluster (every member up, one leader known to
+        # all): a restarted process may take a second to start on a loaded machine,
+        # and the next fault's gap would then really be this one's.
+        await wait_healthy(control, servers)
+        if clock() + planned.duration > end:
+            break  # no time left for it (and for the cluster to settle after it)
         event = Event(planned.kind, clock())
         events.append(event)
         try:

@@ -112,7 +112,7 @@ async def _run(options: Options, servers: ChaosServers, result: Result) -> int:
                     run.start_soon(worker, w, make_client(servers.addresses, servers.aliases),
                                    result.history, clock, rng, keys, options.seconds)
                 run.start_soon(nemesis.run_nemesis, result.plan, servers, control, clock,
-                               result.events)
+                               result.events, options.seconds - 2.0)
             nemesis._recover(servers)
             # Read every key back (recorded: the checker sees these reads too).
             async with make_client(servers.addresses, servers.aliases, timeout=10) as reader:
