@@ -74,7 +74,7 @@ def write_gaps(history: History, events: list[Event],
         points = [t, *[c for c in completions[at:] if c <= end], end]
         longest = max(b - a for a, b in itertools.pairwise(points))
         elected = None
-        if event.hit_leader:
+        if event.hit_leader and event.kind != "kill-majority":  # (no election without a majority)
             elected = next((when - t for when, _, leader in changes
                             if when >= t and leader not in event.nodes), None)
         gaps.append(Gap(event.kind, t, first - t, longest, elected))
