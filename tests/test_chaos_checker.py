@@ -64,6 +64,18 @@ def test_the_verdict_names_the_bad_key() -> None:
     assert verdict.linearizable is False
     assert verdict.keys == {"x": True, "y": False}
     assert "NOT linearizable" in verdict.describe() and "y" in verdict.describe()
+    assert verdict.checker.startswith("raftpy.testing.check")  # both checkers agree
+    assert "key 'y'" in verdict.shared
+
+
+def test_the_shared_checker_confirms_a_good_history() -> None:
+    history = History()
+    history.ops = [op("put", 0, 1, value="a"), op("get", 2, 3, result="a"),
+                   op("put", 4, 5, UNKNOWN, value="b"), op("delete", 6, 7, result=True),
+                   op("get", 8, 9, FAIL), op("get", 10, 11, result=None)]
+    verdict = linearizability_verdict(history)
+    assert verdict.linearizable is True
+    assert verdict.shared.startswith("linearizable: 6 operations (1 failed, 1 of unknown")
 
 
 def test_a_search_over_budget_is_undetermined() -> None:

@@ -1,18 +1,19 @@
 """The linearizability verdict on a chaos history.
 
-:func:`linearizability_verdict` is the one place the verdict plugs in. The shared
-checker (``raftpy.testing.linearizability``, built on branch ``lin``) was not
-available when this was written; until it is, the verdict comes from
-:func:`check_key`, a small per-key Wing-Gong search with Lowe's memoisation of
-(linearized set, register value) configurations, on a register model of put,
-get and delete (found / not found).
+:func:`linearizability_verdict` is the one place the verdict plugs in. It asks the
+shared checker, :func:`raftpy.testing.check` with :class:`raftpy.testing.KVModel`
+(branch ``lin``), and, as a second opinion, :func:`check_key`: a small per-key
+Wing-Gong search with Lowe's memoisation of (linearized set, register value)
+configurations, on a register model of put, get and delete (found / not found),
+written for the chaos test before the shared checker existed. Both must say
+linearizable; a disagreement fails the run (a bug in one of the checkers).
 
-Unknown outcomes: a write whose outcome is unknown may take effect at any time
-after its invocation, or never. Unknown puts whose value no get returned are
-pooled: their effects are indistinguishable ("some value nobody read"), so one
-transition stands for all of them (this may let one such put explain two
-absences of a key; it never reports a violation that is not there). Failed
-operations and reads without an answer are left out.
+Unknown outcomes (both checkers): a write whose outcome is unknown may take effect
+at any time after its invocation, or never. :func:`check_key` pools unknown puts
+whose value no get returned: their effects are indistinguishable ("some value
+nobody read"), so one transition stands for all of them (this may let one such put
+explain two absences of a key; it never reports a violation that is not there).
+Failed operations and reads without an answer are left out.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from raftpy.chaos.history import OK, UNKNOWN, History, Op
+from raftpy import testing
+from raftpy.chaos.history import FAIL, OK, UNKNOWN, History, Op
 
 UNREAD = object()
 """The register holds a value written by an unknown put that nobody read."""
@@ -48,19 +50,62 @@ class Verdict:
     checker: str
     keys: dict[str, bool | None] = field(default_factory=dict)
     explored: int = 0
+    shared: str = ""
+    """What the shared checker (:func:`raftpy.testing.check`) said."""
 
     def describe(self) -> str:
         if self.linearizable:
             return f"linearizable ({self.checker}, {len(self.keys)} keys)"
         bad = [k for k, v in self.keys.items() if v is False]
         if self.linearizable is False:
-            return f"NOT linearizable ({self.checker}): keys {', '.join(bad)}"
+            return (f"NOT linearizable ({self.checker}): keys {', '.join(bad) or '?'}\n"
+                    f"{self.shared}")
         undecided = [k for k, v in self.keys.items() if v is None]
         return f"undetermined ({self.checker}): search budget spent on {', '.join(undecided)}"
 
 
 def linearizability_verdict(history: History, *, budget: int = DEFAULT_BUDGET) -> Verdict:
-    """The verdict on ``history`` (the adapter: swap in the shared checker here)."""
+    """The verdict on ``history``: the shared checker's, confirmed by :func:`check_key`."""
+    own = own_verdict(history, budget=budget)
+    try:
+        shared = testing.check(to_operations(history), testing.KVModel(), max_steps=budget)
+    except testing.SearchLimitExceeded as exc:
+        own.shared = f"undecided: {exc}"
+        own.linearizable = None
+        return own
+    own.shared = shared.explanation
+    own.checker = "raftpy.testing.check (KVModel), confirmed by raftpy.chaos.checker"
+    if shared.ok != (own.linearizable is True):
+        if own.linearizable is None:
+            own.checker = "raftpy.testing.check (KVModel); the second opinion gave up"
+            own.linearizable = shared.ok
+        else:
+            own.checker = (f"the checkers DISAGREE: raftpy.testing.check says "
+                           f"{'linearizable' if shared.ok else 'not'}, "
+                           f"raftpy.chaos.checker {own.linearizable}")
+            own.linearizable = False
+    return own
+
+
+def to_operations(history: History) -> list[testing.Operation]:
+    """The chaos history as the shared checker's operations (``put``/``get``/
+    ``delete`` on a key, as :class:`raftpy.testing.KVModel` reads them)."""
+    outcomes = {OK: testing.Outcome.OK, FAIL: testing.Outcome.FAIL,
+                UNKNOWN: testing.Outcome.UNKNOWN}
+    ops = []
+    for i, op in enumerate(history.ops):
+        outcome = outcomes[op.outcome or UNKNOWN]
+        complete = op.complete if op.complete is not None else (
+            None if outcome is testing.Outcome.UNKNOWN else op.invoke)
+        ops.append(testing.Operation(
+            id=i, client=op.process, kind=op.kind, key=op.key, value=op.value,
+            result=op.result if outcome is testing.Outcome.OK else None, outcome=outcome,
+            invoke=op.invoke, complete=complete))
+    return ops
+
+
+def own_verdict(history: History, *, budget: int = DEFAULT_BUDGET) -> Verdict:
+    """The verdict of :func:`check_key` alone, key by key."""
     by_key: dict[str, list[Op]] = {}
     for op in history.ops:
         by_key.setdefault(op.key, []).append(op)
