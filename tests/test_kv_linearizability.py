@@ -15,6 +15,7 @@ from test_kv import MEMBERS, kv_cluster
 
 from raftpy.kv.client import ClusterUnavailable, Connect, KeyNotFound, KVClient
 from raftpy.kv.statemachine import KVStore
+from raftpy.sessions import SessionStateMachine
 from raftpy.testing import History, KVModel, Outcome, check
 
 
@@ -25,7 +26,8 @@ def autojump_clock() -> trio.testing.MockClock:
 
 async def test_history_of_the_kv_store_under_leader_crashes_is_linearizable(
         autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(test_runtime, "Recorder", KVStore)
+    # The KV server runs the store inside the session layer (docs/sessions.md).
+    monkeypatch.setattr(test_runtime, "Recorder", lambda: SessionStateMachine(KVStore()))
     history = History()
     now = trio.current_time
 
