@@ -41,8 +41,11 @@ def print_report(result: Result, *, show_timeline: bool = True) -> None:
         _say(f"replicas: {'equal' if r.equal else 'DIFFER'} at index {r.index} "
              f"({len(r.replicas[0].data) if r.replicas else 0} keys)")
         scope = "the whole log" if r.counted_from == 0 else f"entries after {r.counted_from}"
+        lost = (f"{len(r.lost)}" if r.counted_from == 0 else
+                "not counted (a snapshot compacted the log: the final reads and the "
+                "linearizability check stand for it)")
         _say(f"duplicates: {len(r.duplicates)} (applications of every put counted over "
-             f"{scope}); acknowledged puts lost: {len(r.lost)}")
+             f"{scope}); acknowledged puts lost: {lost}")
     _say("write availability after each fault (first acknowledged write invoked after "
          "it / longest gap until 1 s after it ended):")
     for kind, gaps in sorted(by_kind(result.gaps).items()):
