@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-sim test lint typecheck unit slow soak bench clean
+.PHONY: demo demo-sim test lint typecheck unit slow soak chaos bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ slow: $(VENV)/.installed-test
 # Long-running seeded fuzzing, not part of `make test`.
 soak: $(VENV)/.installed
 	$(BIN)/python -m raftpy.sim --seeds 1000
+
+# Jepsen-style chaos run on real processes: make chaos SECONDS=300 SEED=7 NODES=5
+SECONDS ?= 60
+SEED    ?= 1
+NODES   ?= 3
+chaos: $(VENV)/.installed
+	$(BIN)/python -m raftpy.chaos --seconds $(SECONDS) --seed $(SEED) --nodes $(NODES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -67,6 +67,12 @@ class Servers:
         """``host:port`` of a member."""
         return f"127.0.0.1:{self.ports[node_id]}"
 
+    def peer_address(self, node_id: int, peer: int) -> str:
+        """The address the cluster's configuration gives ``peer`` (the same for every
+        member ``node_id``: the configuration is replicated). A subclass may put a
+        proxy in front of the member: :mod:`raftpy.chaos`."""
+        return self.address(peer)
+
     @property
     def addresses(self) -> list[str]:
         """Every member's address, by id."""
@@ -100,16 +106,24 @@ class Servers:
             if role is not None:
                 argv += ["--role", role]
         elif flags and node_id in self.initial:
-            argv.append("--bootstrap")
+            argv += ["--bootstrap", "--advertise", self.peer_address(node_id, node_id)]
             for peer in self.initial:
                 if peer != node_id:
-                    argv += ["--peer", f"{peer}={self.address(peer)}"]
+                    argv += ["--peer", f"{peer}={self.peer_address(node_id, peer)}"]
         log = self._logs.get(node_id)
         if log is None:
             log = self._logs[node_id] = open(self.log_path(node_id), "a")  # noqa: SIM115
         self.procs[node_id] = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             preexec_fn=_die_with_parent)
+
+    def pause(self, node_id: int) -> None:
+        """SIGSTOP member ``node_id`` (its kernel still accepts connections)."""
+        _signal_group(self.procs[node_id], signal.SIGSTOP)
+
+    def resume(self, node_id: int) -> None:
+        """SIGCONT member ``node_id``."""
+        _signal_group(self.procs[node_id], signal.SIGCONT)
 
     def kill(self, node_id: int) -> None:
         """SIGKILL member ``node_id`` (its whole process group) and reap it."""
@@ -123,6 +137,7 @@ class Servers:
         would cut its handover short) and wait; it hands over first, within its
         handover timeout. SIGKILL it if it lingers. Returns its exit code."""
         proc = self.procs.pop(node_id)
+        _signal_group(proc, signal.SIGCONT)  # a paused member cannot handle SIGTERM
         if not signalled:
             _signal_group(proc, signal.SIGTERM)
         try:

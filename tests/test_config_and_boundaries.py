@@ -12,7 +12,7 @@ from raftpy import Config, ConfigError, RaftNode
 ROOT = Path(__file__).resolve().parent.parent / "raftpy"
 FORBIDDEN = {"trio", "socket", "time", "threading", "asyncio", "select", "selectors"}
 # Drivers at the edges may do I/O; everything else is the sans-I/O core.
-DRIVERS = {"trio", "cli.py", "demo_net.py", "kv", "__main__.py"}
+DRIVERS = {"trio", "cli.py", "demo_net.py", "kv", "chaos", "__main__.py"}
 
 
 def core_modules() -> list[Path]:

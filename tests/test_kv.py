@@ -313,6 +313,32 @@ async def test_client_survives_leader_loss_and_reports_unavailable(
             assert trio.current_time() - start == pytest.approx(5, abs=0.1)
 
 
+async def test_requests_meeting_a_transfer_wait_for_it_and_are_redirected(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Rather than 'unavailable' (the client would then poll for the new leader), a
+    request that meets a leadership transfer is answered once the transfer ended:
+    with a redirect to the new leader."""
+    async with kv_cluster() as (c, _):
+        leader = await c.leader()
+        target = next(i for i in c.ids if i != leader.id)
+        server = KVServer(c.machines[leader.id])  # type: ignore[arg-type]
+        answers: list[dict[str, Any]] = []
+
+        async def request(body: dict[str, Any]) -> None:
+            answers.append(await server.handle(leader, body))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(leader.transfer_leadership, target)
+            while leader.status().transfer_target is None:
+                await trio.sleep(0)
+            nursery.start_soon(request, {"op": "put", "key": "k", "value": "v"})
+            nursery.start_soon(request, {"op": "get", "key": "k"})
+        assert [(a["error"], a["leader_id"]) for a in answers] == [
+            (protocol.NOT_LEADER, target), (protocol.NOT_LEADER, target)]
+        assert c.nodes[target].is_leader
+        assert store(c, target).data == {}  # the put was not applied
+
+
 # ---------------------------------------------------------------------- sessions
 
 def test_the_server_needs_the_session_layer() -> None:

@@ -26,6 +26,7 @@ def autojump_clock() -> trio.testing.MockClock:
 
 async def test_history_of_the_kv_store_under_leader_crashes_is_linearizable(
         autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The KV server runs the store inside the session layer (docs/sessions.md).
     monkeypatch.setattr(test_runtime, "Recorder", lambda: SessionStateMachine(KVStore()))
     history = History()
     now = trio.current_time

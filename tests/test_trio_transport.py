@@ -483,6 +483,28 @@ async def test_backoff_is_exponential_capped_and_jittered(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_peer_that_dials_us_ends_our_backoff_to_it(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Node 2 was down long enough for node 1's dialler to back off 2 s; when node 2
+    comes back and dials node 1, node 1 dials it at once."""
+    async with trio.open_nursery() as nursery:
+        net = MemoryNet(nursery)
+        net.fail_first = 6
+        t1, t2 = pair(net, backoff_min=0.1, backoff_max=2.0)
+        nursery.start_soon(t1.run)
+        t1.send(vote(1, 2))
+        await wait_for(lambda: len(net.attempts) == 6)
+        await trio.sleep(0.01)  # node 1 now waits 1 to 2 s before its next attempt
+        back = trio.current_time()
+        nursery.start_soon(t2.run)
+        t2.send(vote(2, 1))
+        assert await receive(t1) == [vote(2, 1)]
+        assert await receive(t2) == [vote(1, 2)]
+        assert trio.current_time() - back < 0.01
+        assert t1.stats()["connects"] == 1
+        nursery.cancel_scope.cancel()
+
+
 async def test_full_queue_drops_old_heartbeats_first(
         autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:

@@ -11,9 +11,10 @@ the cluster applies a retried write once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -44,7 +45,17 @@ class KeyNotFound(KVError, KeyError):
 
 
 class ClusterUnavailable(KVError):
-    """No member answered usefully before the deadline (unreachable, no leader...)."""
+    """No member answered usefully before the deadline (unreachable, no leader...).
+
+    ``in_doubt`` says whether some attempt sent the request and got no definite
+    answer (it timed out, the connection died, or the leader could not tell): a
+    write may then have been applied. When false, every member that got the
+    request refused it (not the leader), so a write certainly was not applied.
+    """
+
+    def __init__(self, message: str, *, in_doubt: bool = True) -> None:
+        self.in_doubt = in_doubt
+        super().__init__(message)
 
 
 class RequestFailed(KVError):
@@ -97,8 +108,31 @@ class _Session:
         """When this session's latest write was sent (this client's clock)."""
 
 
-class _Retry(Exception):
-    """Internal: this member cannot answer now; try another."""
+class _LeaderMoved(Exception):
+    """Internal: while waiting for one member's answer, another said it leads."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(address)
+
+
+class _Tried:
+    """What each member tried said, in the order first tried (for error messages),
+    and whether a request went out without a definite answer (``in_doubt``)."""
+
+    def __init__(self) -> None:
+        self.problems: dict[str, str] = {}
+        self.in_doubt = False
+        self.sent = False
+        """Whether the current attempt got as far as sending the request."""
+
+    def note(self, address: str, problem: str) -> None:
+        self.problems[address] = problem
+
+    def describe(self) -> str:
+        if not self.problems:
+            return "no member tried"
+        return "tried " + "; ".join(f"{a}: {p}" for a, p in self.problems.items())
 
 
 class KVClient:
@@ -107,6 +141,19 @@ class KVClient:
     ``members`` lists ``host:port`` addresses of any members (not necessarily all).
     ``timeout`` bounds each whole operation, retries included (the first write also
     opens the session: one more request, with its own ``timeout``).
+
+    Failing over (``docs/runtime.md``): ``connect_timeout`` bounds connecting and the
+    handshake (a paused member's kernel accepts the connection, but nobody answers
+    the handshake), ``attempt_timeout`` the wait for one answer (a write that timed
+    out is retried elsewhere under the same session number, so it applies once; a
+    transfer waits for its answer up to ``timeout``). A member that failed an
+    attempt is suspected for ``suspect_time``: the client forgets it as leader, does
+    not follow redirects to it, and asks the other members in parallel who leads.
+    ``retry_delay`` is the pause while nobody leads. While an answer is late (after
+    ``watch_after``, then every third of it; ``None``: never), the client asks the other
+    members whether one of them leads now, and if so leaves the slow one for it.
+    ``aliases`` maps addresses the members advertise to each other (redirects name
+    those) to the addresses this client should use for them.
     """
 
     def __init__(
@@ -117,12 +164,30 @@ class KVClient:
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 10.0,
         connect: Connect | None = None,
+        connect_timeout: float = 0.3,
+        attempt_timeout: float = 0.5,
+        suspect_time: float = 0.5,
+        retry_delay: float = 0.02,
+        watch_after: float | None = 0.15,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         if not members:
             raise ValueError("a client needs at least one member address")
-        self.members = list(dict.fromkeys(members))
+        for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
+                            ("attempt_timeout", attempt_timeout)):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        self.aliases = dict(aliases or {})
+        self.members = list(dict.fromkeys(self.aliases.get(m, m) for m in members))
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.attempt_timeout = attempt_timeout
+        self.suspect_time = suspect_time
+        self.retry_delay = retry_delay
+        self.watch_after = watch_after
         self.leader_address: str | None = None
+        self._suspects: dict[str, float] = {}
+        """Members that failed an attempt lately, and until when they are suspected."""
         self._connect = connect if connect is not None else _default_connect(
             cluster_id, ssl_context)
         self._streams: dict[str, Any] = {}
@@ -174,7 +239,9 @@ class KVClient:
     async def transfer(self, to: int | None = None) -> dict[str, Any]:
         """Ask the leader to hand over (to ``to``, or the best voter). Returns the
         response: ``leader_id``, ``leader_address``, ``elapsed_ms`` (leader-side)."""
-        return await self._leader_request({"op": "transfer", "to": to})
+        # Not retried on a slow answer: a second transfer would move leadership again.
+        return await self._leader_request({"op": "transfer", "to": to},
+                                          attempt_timeout=self.timeout, watch=False)
 
     async def membership(self) -> dict[str, Any]:
         """The leader's view of the membership (``Membership.to_dict()`` form)."""
@@ -202,8 +269,7 @@ class KVClient:
 
     async def status(self, address: str) -> dict[str, Any]:
         """The status of the member at ``address`` (no redirect)."""
-        with trio.fail_after(self.timeout):
-            response = await self._request_once(address, {"op": "status"})
+        response = await self._attempt(address, {"op": "status"}, self.attempt_timeout)
         if not response["ok"]:
             raise RequestFailed(response.get("error", "?"), response.get("message", ""))
         status: dict[str, Any] = response["status"]
@@ -215,8 +281,7 @@ class KVClient:
 
         async def one(address: str) -> None:
             try:
-                with trio.fail_after(min(self.timeout, 2.0)):
-                    out[address] = await self.status(address)
+                out[address] = await self.status(address)
             except (OSError, trio.TooSlowError, RaftError, ValueError,
                     trio.BrokenResourceError) as exc:
                 out[address] = _describe(exc)
@@ -283,81 +348,243 @@ class KVClient:
                 session = self._session = _Session(session_id, float(timeout))
             return session
 
-    async def _leader_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        last_problem = "no member tried"
-        no_leader: str | None = None
-        """A member's answer that it knows no leader (better than a connect error)."""
-        tried_without_leader = 0
+    async def _leader_request(self, request: dict[str, Any], *,
+                              attempt_timeout: float | None = None,
+                              watch: bool = True) -> dict[str, Any]:
+        """Send ``request`` to the leader, finding it and failing over as needed.
+
+        Each attempt is bounded: ``connect_timeout`` for connect and handshake,
+        ``attempt_timeout`` for the answer. A member that fails an attempt is
+        suspected for ``suspect_time``: a redirect to it is not followed and it is
+        not asked who leads. Without a leader known, the members are asked in
+        parallel who leads (:meth:`_find_leader`).
+        """
+        attempt_timeout = self.attempt_timeout if attempt_timeout is None else attempt_timeout
+        tried = _Tried()
+        redirects = 0
         with trio.move_on_after(self.timeout):
-            order = list(self.members)
-            turn = 0
             while True:
-                if self.leader_address is not None:
-                    address = self.leader_address
-                else:
-                    address = order[turn % len(order)]
-                    turn += 1
+                address = self.leader_address
+                if address is None or self._suspected(address):
+                    self.leader_address = None
+                    address = await self._find_leader(tried)
+                    if address is None:
+                        # Nobody leads yet (an election is running): ask again soon.
+                        await trio.sleep(self.retry_delay)
+                        continue
+                tried.note(address, "no answer yet")  # should the deadline cut it short
+                tried.sent = False
                 try:
-                    response = await self._request_once(address, request)
+                    if watch and self.watch_after is not None:
+                        response = await self._watched_attempt(address, request,
+                                                               attempt_timeout, tried)
+                    else:
+                        response = await self._attempt(address, request, attempt_timeout,
+                                                       tried)
                 except ConnectionRejected:
-                    raise  # retrying cannot fix it
+                    raise  # a refused handshake: retrying cannot fix it
+                except _LeaderMoved as moved:
+                    tried.in_doubt |= tried.sent
+                    tried.note(address, f"slow to answer, and {moved.address} leads now")
+                    self._suspect(address)
+                    self.leader_address = moved.address
+                    continue
                 except (OSError, trio.BrokenResourceError, trio.TooSlowError,
                         ValueError, RaftError) as exc:
-                    last_problem = f"{address}: {_describe(exc)}"
-                    logger.debug("request to %s failed: %s", address, last_problem)
-                    self.leader_address = None
-                    await self._drop(address)
-                    tried_without_leader += 1
-                else:
-                    if response["ok"]:
-                        self.leader_address = address
-                        return response
-                    code = response.get("error")
-                    message = response.get("message", "")
-                    if code == protocol.NOT_FOUND:
-                        raise KeyNotFound(request.get("key", ""))
-                    if code == protocol.NOT_LEADER:
-                        leader = response.get("leader_address")
-                        last_problem = f"{address}: {message}"
-                        if leader and leader != address:
-                            self.leader_address = leader
-                            continue
-                        self.leader_address = None
-                        no_leader = last_problem
-                        tried_without_leader += 1
-                    elif code == protocol.UNAVAILABLE:
-                        last_problem = no_leader = f"{address}: {message}"
-                        self.leader_address = None
-                        tried_without_leader += 1
-                    else:
-                        raise RequestFailed(str(code), message)
-                if tried_without_leader and tried_without_leader % len(order) == 0:
-                    # Every member tried: give an election time to finish.
-                    await trio.sleep(0.05)
-        if no_leader is not None:
-            raise ClusterUnavailable(f"no leader within {self.timeout:g}s ({no_leader})")
+                    tried.in_doubt |= tried.sent
+                    problem = _describe(exc)
+                    tried.note(address, problem)
+                    logger.debug("request to %s failed: %s", address, problem)
+                    self._suspect(address)
+                    continue
+                if response["ok"]:
+                    self.leader_address = address
+                    return response
+                code = response.get("error")
+                message = response.get("message", "")
+                if code == protocol.NOT_FOUND:
+                    raise KeyNotFound(request.get("key", ""))
+                if code not in (protocol.NOT_LEADER, protocol.UNAVAILABLE):
+                    raise RequestFailed(str(code), message)
+                tried.note(address, message or str(code))
+                tried.in_doubt |= code == protocol.UNAVAILABLE
+                leader = response.get("leader_address") if code == protocol.NOT_LEADER else None
+                leader = self._canonical(leader) if leader else None
+                if leader and leader != address and not self._suspected(leader):
+                    self.leader_address = leader  # follow the redirect
+                    redirects += 1
+                    if redirects % (len(self.members) + 1) == 0:
+                        await trio.sleep(self.retry_delay)  # members disagree: let them settle
+                    continue
+                # No leader named, or one that just failed us (a dead or paused
+                # leader the followers still believe in): look for the new one.
+                # (At once: _find_leader pauses if nobody leads; a member that could
+                # not serve, e.g. handing over, is left out of its next question.)
+                self.leader_address = None
+                if code == protocol.UNAVAILABLE or leader == address:
+                    self._suspect(address, self.retry_delay)
+        tried.in_doubt |= tried.sent  # the deadline cut an attempt short after sending
         raise ClusterUnavailable(
-            f"no answer from the cluster within {self.timeout:g}s ({last_problem})")
+            f"no answer from the cluster within {self.timeout:g}s ({tried.describe()})",
+            in_doubt=tried.in_doubt)
 
-    async def _request_once(self, address: str, request: dict[str, Any]) -> dict[str, Any]:
+    async def _attempt(self, address: str, request: dict[str, Any],
+                       attempt_timeout: float, tried: _Tried | None = None) -> dict[str, Any]:
+        """One request to one member: connect (bounded by ``connect_timeout``), then
+        the answer (bounded by ``attempt_timeout``); ``trio.TooSlowError`` when late."""
+        with trio.fail_after(self.connect_timeout + attempt_timeout):
+            return await self._request_once(address, request, attempt_timeout, tried)
+
+    async def _watched_attempt(self, address: str, request: dict[str, Any],
+                               attempt_timeout: float, tried: _Tried) -> dict[str, Any]:
+        """:meth:`_attempt`, but if no answer came within ``watch_after``, ask the
+        other members who leads (then every third of that) and give up on ``address``
+        (raising :class:`_LeaderMoved`) as soon as another says it leads: a paused
+        or cut-off leader then holds the client for an election, not for
+        ``attempt_timeout``."""
+        outcome: list[dict[str, Any] | BaseException] = []
+        moved: list[str] = []
+        assert self.watch_after is not None
+        watch_after = self.watch_after
+
+        async def attempt(cancel: trio.CancelScope) -> None:
+            try:
+                outcome.append(await self._attempt(address, request, attempt_timeout, tried))
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError, ValueError,
+                    RaftError) as exc:
+                outcome.append(exc)
+            cancel.cancel()
+
+        async def watch(cancel: trio.CancelScope) -> None:
+            await trio.sleep(watch_after)
+            while True:
+                other = await self._other_leader(address)
+                if other is not None:
+                    moved.append(other)
+                    cancel.cancel()
+                    return
+                # An election is likely under way: look again soon.
+                await trio.sleep(watch_after / 3)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(attempt, nursery.cancel_scope)
+            nursery.start_soon(watch, nursery.cancel_scope)
+        if outcome:
+            result = outcome[0]
+            if isinstance(result, BaseException):
+                raise result
+            return result
+        raise _LeaderMoved(moved[0])
+
+    async def _other_leader(self, address: str) -> str | None:
+        """A member other than ``address`` that says it leads (asked in parallel,
+        each within ``connect_timeout`` twice), or ``None``."""
+        found: list[str] = []
+
+        async def ask(other: str, done: trio.CancelScope) -> None:
+            with contextlib.suppress(OSError, trio.BrokenResourceError, trio.TooSlowError,
+                                     ValueError, RaftError):
+                response = await self._attempt(other, {"op": "status"}, self.connect_timeout)
+                status = response.get("status")
+                if response["ok"] and isinstance(status, dict) \
+                        and status.get("role") == "leader":
+                    found.append(other)
+                    done.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for other in self.members:
+                if other != address:
+                    nursery.start_soon(ask, other, nursery.cancel_scope)
+        return found[0] if found else None
+
+    async def _find_leader(self, tried: _Tried) -> str | None:
+        """Ask every member not suspected (all of them if all are) who leads, in
+        parallel; the address of the member that says it leads in the highest term,
+        else the leader most members name (if not suspected), else ``None``."""
+        candidates = [a for a in self.members if not self._suspected(a)] or self.members
+        leaders: dict[str, int] = {}
+        named: dict[str, int] = {}
+
+        async def ask(address: str, done: trio.CancelScope) -> None:
+            try:
+                response = await self._attempt(address, {"op": "status"},
+                                               self.connect_timeout)
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError,
+                    ValueError, RaftError) as exc:
+                tried.note(address, _describe(exc))
+                self._suspect(address)
+                return
+            status = response.get("status")
+            if not response["ok"] or not isinstance(status, dict):
+                tried.note(address, str(response.get("message", "no status")))
+                return
+            if status.get("role") == "leader":
+                leaders[address] = int(status.get("term", 0))
+                done.cancel()  # (a stale leader would have a lower term; see below)
+                return
+            tried.note(address, f"not the leader (it names {status.get('leader_address')})")
+            leader = status.get("leader_address")
+            if isinstance(leader, str):
+                leader = self._canonical(leader)
+                named[leader] = named.get(leader, 0) + 1
+
+        async with trio.open_nursery() as nursery:
+            for address in candidates:
+                nursery.start_soon(ask, address, nursery.cancel_scope)
+        if leaders:
+            return max(leaders, key=lambda a: leaders[a])
+        for leader, _ in sorted(named.items(), key=lambda item: -item[1]):
+            if not self._suspected(leader):
+                return leader
+        return None
+
+    def _canonical(self, address: str) -> str:
+        return self.aliases.get(address, address)
+
+    def _suspect(self, address: str, duration: float | None = None) -> None:
+        """Do not follow redirects to ``address`` for a while (it just failed)."""
+        until = trio.current_time() + (self.suspect_time if duration is None else duration)
+        self._suspects[address] = max(until, self._suspects.get(address, until))
+        if self.leader_address == address:
+            self.leader_address = None
+
+    def _suspected(self, address: str) -> bool:
+        until = self._suspects.get(address)
+        if until is None:
+            return False
+        if trio.current_time() >= until:
+            del self._suspects[address]
+            return False
+        return True
+
+    async def _request_once(self, address: str, request: dict[str, Any],
+                            attempt_timeout: float | None = None,
+                            tried: _Tried | None = None) -> dict[str, Any]:
         # One request at a time per connection: tasks sharing this client would
         # otherwise receive concurrently on one stream (Trio refuses that with
         # BusyResourceError) or take each other's answers.
         async with self._locks.setdefault(address, trio.Lock()):
-            return await self._exchange(address, request)
+            return await self._exchange(address, request, attempt_timeout, tried)
 
-    async def _exchange(self, address: str, request: dict[str, Any]) -> dict[str, Any]:
+    async def _exchange(self, address: str, request: dict[str, Any],
+                        attempt_timeout: float | None = None,
+                        tried: _Tried | None = None) -> dict[str, Any]:
         stream = self._streams.get(address)
         if stream is None:
-            with trio.fail_after(min(self.timeout, 2.0)):
+            # Connect and handshake on their own bound: a paused member's kernel
+            # still accepts, and the handshake would then never be answered.
+            with trio.fail_after(self.connect_timeout):
                 stream = await self._connect(address)
             self._streams[address] = stream
         if "seq" in request:
             key = (request["session"], request["seq"])
             self._sends[key] = self._sends.get(key, 0) + 1
+        if tried is not None:
+            tried.sent = True
         try:
-            await stream.send(protocol.encode(request))
-            data = await stream.receive()
+            with trio.fail_after(self.timeout if attempt_timeout is None else attempt_timeout):
+                await stream.send(protocol.encode(request))
+                data = await stream.receive()
         except BaseException:
             await self._drop(address)
             raise

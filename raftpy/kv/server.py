@@ -99,7 +99,7 @@ class KVServer:
         timeout = self.change_timeout if op in _CHANGES else self.request_timeout
         with trio.move_on_after(timeout):
             try:
-                return await self._handle(node, request)
+                return await self._handle_after_transfer(node, request)
             except NotLeader as exc:
                 return protocol.error(protocol.NOT_LEADER, str(exc), leader_id=exc.leader_id,
                                       leader_address=exc.leader_address)
@@ -126,6 +126,22 @@ class KVServer:
                 return protocol.error(protocol.REJECTED, str(exc))
         return protocol.error(protocol.UNAVAILABLE,
                               f"no outcome within {timeout:g}s (a write may still commit)")
+
+    async def _handle_after_transfer(self, node: Node, request: dict[str, Any]
+                                     ) -> dict[str, Any]:
+        """:meth:`_handle`, except that a request meeting a leadership transfer (Raft
+        §3.10: the leader takes no new requests meanwhile; none was proposed) waits for
+        the transfer to end and is handled again: it succeeds if the transfer failed,
+        else is redirected to the new leader, which clients would otherwise have to
+        poll for."""
+        while True:
+            try:
+                return await self._handle(node, request)
+            except LeadershipTransferInProgress:
+                if request["op"] == "transfer":
+                    raise
+                while node.status().transfer_target is not None:
+                    await node.wait_changed()
 
     async def _handle(self, node: Node, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]

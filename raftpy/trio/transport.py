@@ -285,6 +285,8 @@ class Transport:
                           for peer in self.peers for lane in handshake.LANES}
         self._connected: set[tuple[int, str]] = set()
         self._inbound: dict[tuple[int, str], trio.CancelScope] = {}
+        self._peer_back: dict[int, trio.Event] = {}
+        """Set when a peer dials us: our dialers to it stop backing off."""
         self._stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
 
     # ------------------------------------------------------------------ public
@@ -548,6 +550,9 @@ class Transport:
                 self._learned[hello.node_id] = learned
                 self._add_peer(hello.node_id, learned)
         key = (hello.node_id, hello.lane)
+        back = self._peer_back.pop(hello.node_id, None)
+        if back is not None:
+            back.set()
         # A peer that restarted may leave its old connection half-open: the new one wins.
         old = self._inbound.pop(key, None)
         if old is not None:
@@ -633,8 +638,14 @@ class Transport:
                     await close_quietly(framed.stream)
                 logger.info("node %d: connection to node %d (%s) lost: %s", self.node_id,
                             peer, lane, reason)
-            await trio.sleep(self._backoff(failures))
+            # Back off, unless the peer dials us meanwhile: it is evidently up again
+            # (else a member restarted after a long outage would wait up to
+            # backoff_max before anyone sends it a vote, and so hold up elections).
+            back = self._peer_back.setdefault(peer, trio.Event())
             failures += 1
+            with trio.move_on_after(self._backoff(failures - 1)):
+                await back.wait()
+                failures = 0
 
     async def _dial(self, peer: int, address: PeerAddress, lane: str) -> FramedStream:
         with trio.fail_after(self.connect_timeout):
