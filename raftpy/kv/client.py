@@ -126,6 +126,9 @@ class _Tried:
         self.sent = False
         """Whether the current attempt got as far as sending the request."""
 
+        self.no_leader = False
+        """Whether a member answered that it knows no leader."""
+
     def note(self, address: str, problem: str) -> None:
         self.problems[address] = problem
 
@@ -424,8 +427,11 @@ class KVClient:
                 if code == protocol.UNAVAILABLE or leader == address:
                     self._suspect(address, self.retry_delay)
         tried.in_doubt |= tried.sent  # the deadline cut an attempt short after sending
+        # A member that answered it knows no leader says more than a refused
+        # connection: without quorum, "no leader" is the news (issue 10).
+        what = "no leader" if tried.no_leader else "no answer from the cluster"
         raise ClusterUnavailable(
-            f"no answer from the cluster within {self.timeout:g}s ({tried.describe()})",
+            f"{what} within {self.timeout:g}s ({tried.describe()})",
             in_doubt=tried.in_doubt)
 
     async def _attempt(self, address: str, request: dict[str, Any],
@@ -505,10 +511,16 @@ class KVClient:
         leaders: dict[str, int] = {}
         named: dict[str, int] = {}
 
+        rejected: list[ConnectionRejected] = []
+
         async def ask(address: str, done: trio.CancelScope) -> None:
             try:
                 response = await self._attempt(address, {"op": "status"},
                                                self.connect_timeout)
+            except ConnectionRejected as exc:
+                rejected.append(exc)  # retrying cannot fix it
+                tried.note(address, str(exc))
+                return
             except (OSError, trio.BrokenResourceError, trio.TooSlowError,
                     ValueError, RaftError) as exc:
                 tried.note(address, _describe(exc))
@@ -522,7 +534,12 @@ class KVClient:
                 leaders[address] = int(status.get("term", 0))
                 done.cancel()  # (a stale leader would have a lower term; see below)
                 return
-            tried.note(address, f"not the leader (it names {status.get('leader_address')})")
+            named_leader = status.get("leader_address")
+            if named_leader is None:
+                tried.no_leader = True
+                tried.note(address, "knows no leader")
+            else:
+                tried.note(address, f"not the leader (it names {named_leader})")
             leader = status.get("leader_address")
             if isinstance(leader, str):
                 leader = self._canonical(leader)
@@ -531,6 +548,8 @@ class KVClient:
         async with trio.open_nursery() as nursery:
             for address in candidates:
                 nursery.start_soon(ask, address, nursery.cancel_scope)
+        if rejected and len(rejected) == len(candidates):
+            raise rejected[0]  # every member refused our handshake: fail fast
         if leaders:
             return max(leaders, key=lambda a: leaders[a])
         for leader, _ in sorted(named.items(), key=lambda item: -item[1]):
