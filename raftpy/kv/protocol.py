@@ -25,6 +25,11 @@ client still waits on, at most ``seq``): all three or none. With them the write 
 applied at most once however often it is retried; a session that expired is
 answered ``session_expired`` (the write was not applied by that delivery). Without
 them the write is applied once per delivery, as before.
+
+Authorization (``docs/security.md``): with TLS, a connection whose certificate is a
+plain ``client`` one is answered ``forbidden`` for the ops in :data:`ADMIN_OPS`
+(transfer and membership changes); node and admin certificates may ask for them.
+Without TLS every connection may.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ SESSION_EXPIRED = "session_expired"
 BUSY = "busy"
 INVALID_CHANGE = "invalid_change"
 PROMOTION_FAILED = "promotion_failed"
+FORBIDDEN = "forbidden"
+
+ADMIN_OPS = ("transfer", "add_member", "assign", "remove")
+"""With TLS, only a node or admin certificate may ask for these (``docs/security.md``)."""
 
 
 class BadRequest(ValueError):

@@ -66,7 +66,7 @@ import trio
 from raftpy import codec
 from raftpy.errors import HandshakeRefused, ProtocolError
 from raftpy.messages import AppendEntries, InstallSnapshot, Message
-from raftpy.trio import handshake
+from raftpy.trio import handshake, identity
 from raftpy.trio.framing import DEFAULT_MAX_FRAME, FramedStream, encode_frame
 
 logger = logging.getLogger(__name__)
@@ -507,6 +507,17 @@ class Transport:
                 reason = f"node {hello.node_id} has no configured address to check"
             if reason is None and hello.role == handshake.ROLE_PEER and self.check_peer_host:
                 reason = self._check_host(hello, raw)
+            if reason is None and self.ssl_context is not None:
+                # The certificate, not the hello, says who this is (docs/security.md).
+                try:
+                    framed.identity = identity.of_stream(stream)
+                except ValueError as exc:
+                    reason = str(exc)
+                else:
+                    reason = identity.check_hello(framed.identity, cluster_id=self.cluster_id,
+                                                  role=hello.role, node_id=hello.node_id)
+                if reason is not None:
+                    self._count("refused_identity")
             if reason is not None:
                 self._count("refused")
                 await framed.send(handshake.encode_reply(handshake.HelloReply(
@@ -629,6 +640,7 @@ class Transport:
                     stream = trio.SSLStream(stream, self.client_ssl_context,
                                             server_hostname=address.host)
                     await stream.do_handshake()
+                    check_server_identity(stream, self.cluster_id, peer)
                 framed = await handshake.say_hello(stream, handshake.Hello(
                     cluster_id=self.cluster_id, node_id=self.node_id, role=handshake.ROLE_PEER,
                     lane=lane, address=self.advertise), expected_node=peer, name=str(address))
@@ -693,8 +705,23 @@ _STAT_NAMES = (
     "dropped_queue_full", "coalesced_heartbeats", "dropped_unknown_peer", "dropped_too_large",
     "send_failures",
     "connects", "reconnects", "connect_failures", "handshake_failures",
-    "accepted", "client_connections", "refused", "refused_tls", "protocol_errors",
+    "accepted", "client_connections", "refused", "refused_tls", "refused_identity",
+    "protocol_errors",
 )
+
+
+def check_server_identity(stream: trio.SSLStream[Any], cluster_id: str,
+                          expected_node: int | None) -> None:
+    """Raise :class:`HandshakeRefused` unless the TLS server at the other end of
+    ``stream`` holds a node certificate of ``cluster_id`` (of ``expected_node``
+    when given): checked before the hello, so an impostor learns nothing."""
+    try:
+        reason = identity.check_server(identity.of_stream(stream), cluster_id=cluster_id,
+                                       expected_node=expected_node)
+    except ValueError as exc:
+        reason = f"the server's {exc}" if str(exc).startswith("the certificate") else str(exc)
+    if reason is not None:
+        raise HandshakeRefused(reason)
 
 
 def peer_address(address: str | PeerAddress | tuple[str, int]) -> PeerAddress:
