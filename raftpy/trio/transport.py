@@ -247,6 +247,9 @@ class Transport:
         rng: random.Random | None = None,
         sink: MessageSink | None = None,
         advertise: str | None = None,
+        max_pending: int = 128,
+        max_clients: int = 512,
+        max_clients_per_identity: int = 64,
     ) -> None:
         if queue_size < 1 or max_frame < handshake.MAX_HELLO:
             raise ValueError("queue_size must be >= 1 and max_frame >= 4096")
@@ -286,6 +289,17 @@ class Transport:
         self._connected: set[tuple[int, str]] = set()
         self._inbound: dict[tuple[int, str], trio.CancelScope] = {}
         self._stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
+        if min(max_pending, max_clients, max_clients_per_identity) < 1:
+            raise ValueError("connection limits must be >= 1")
+        self.max_pending = max_pending
+        """Connections still in their handshake; one more closes the oldest of them."""
+        self.max_clients = max_clients
+        """Client connections served at once; more are refused in the handshake."""
+        self.max_clients_per_identity = max_clients_per_identity
+        """Of those, per client certificate identity (with TLS)."""
+        self._pending: dict[int, trio.CancelScope] = {}
+        self._next_pending = 0
+        self._clients: dict[str, int] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -444,8 +458,21 @@ class Transport:
         Never raises for a misbehaving peer: every refusal is logged and counted.
         """
         name = _remote_name(stream)
+        key = self._next_pending
+        self._next_pending += 1
         try:
-            await self._accept(stream, name)
+            with trio.CancelScope() as scope:
+                # Bounded: a flood of silent or half-done handshakes evicts its own oldest
+                # members, while a peer's handshake (milliseconds) gets through.
+                self._pending[key] = scope
+                if len(self._pending) > self.max_pending:
+                    oldest = next(iter(self._pending))
+                    self._pending.pop(oldest).cancel()
+                    self._count("evicted_pending")
+                await self._accept(stream, name, key)
+            if scope.cancelled_caught:
+                logger.info("node %d: closed connection from %s: more than %d handshakes "
+                            "pending", self.node_id, name, self.max_pending)
         except HandshakeRefused as exc:
             # Counted where refused, before telling the peer (so a test sees it at once).
             logger.warning("node %d: refused connection from %s: %s", self.node_id, name,
@@ -464,6 +491,7 @@ class Transport:
             # A failing client handler must not take the server down with it.
             logger.exception("node %d: error serving %s", self.node_id, name)
         finally:
+            self._pending.pop(key, None)
             await close_quietly(stream)
 
     # ------------------------------------------------------------------ accepting
@@ -482,7 +510,7 @@ class Transport:
                 continue
             nursery.start_soon(self.accept_stream, stream)
 
-    async def _accept(self, raw: trio.abc.Stream, name: str) -> None:
+    async def _accept(self, raw: trio.abc.Stream, name: str, pending: int) -> None:
         stream = raw
         with trio.fail_after(self.handshake_timeout):
             if self.ssl_context is not None:
@@ -518,6 +546,8 @@ class Transport:
                                                   role=hello.role, node_id=hello.node_id)
                 if reason is not None:
                     self._count("refused_identity")
+            if reason is None and hello.role == handshake.ROLE_CLIENT:
+                reason = self._client_slot_problem(framed.identity)
             if reason is not None:
                 self._count("refused")
                 await framed.send(handshake.encode_reply(handshake.HelloReply(
@@ -525,11 +555,21 @@ class Transport:
                 raise HandshakeRefused(reason)
             await framed.send(handshake.encode_reply(handshake.HelloReply(
                 ok=True, cluster_id=self.cluster_id, node_id=self.node_id)))
+            self._pending.pop(pending, None)
         framed.decoder.max_frame = self.max_frame
         if hello.role == handshake.ROLE_CLIENT:
             assert self.client_handler is not None
             self._count("client_connections")
-            await self.client_handler(framed)
+            who = str(framed.identity)
+            self._clients[who] = self._clients.get(who, 0) + 1
+            self._clients[""] = self._clients.get("", 0) + 1
+            try:
+                await self.client_handler(framed)
+            finally:
+                for slot in (who, ""):
+                    self._clients[slot] -= 1
+                    if not self._clients[slot]:
+                        del self._clients[slot]
             return
         assert hello.node_id is not None
         if hello.node_id not in self.peers and hello.address is not None:
@@ -557,6 +597,16 @@ class Transport:
             finally:
                 if self._inbound.get(key) is scope:
                     del self._inbound[key]
+
+    def _client_slot_problem(self, who: identity.Identity | None) -> str | None:
+        # Clients have their own budget: however many there are, peers still connect.
+        if self._clients.get("", 0) >= self.max_clients:
+            self._count("refused_busy")
+            return f"too many client connections ({self.max_clients})"
+        if who is not None and self._clients.get(str(who), 0) >= self.max_clients_per_identity:
+            self._count("refused_busy")
+            return f"too many client connections for {who} ({self.max_clients_per_identity})"
+        return None
 
     def _check_host(self, hello: handshake.Hello, raw: trio.abc.Stream) -> str | None:
         assert hello.node_id is not None
@@ -706,7 +756,7 @@ _STAT_NAMES = (
     "send_failures",
     "connects", "reconnects", "connect_failures", "handshake_failures",
     "accepted", "client_connections", "refused", "refused_tls", "refused_identity",
-    "protocol_errors",
+    "refused_busy", "evicted_pending", "protocol_errors",
 )
 
 
