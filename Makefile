@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-sim test lint typecheck unit slow soak bench clean
+.PHONY: demo demo-sim test lint typecheck unit slow soak bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,22 @@ slow: $(VENV)/.installed-test
 # Long-running seeded fuzzing, not part of `make test`.
 soak: $(VENV)/.installed
 	$(BIN)/python -m raftpy.sim --seeds 1000
+
+$(VENV)/.installed-fuzz: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[fuzz]'
+	touch $@
+
+# Coverage-guided fuzzing (atheris) of every decoder, SECONDS per target; not part of
+# `make test`. A crash leaves crash-* here and fails the run (fuzz/run.py).
+SECONDS ?= 60
+FUZZ_TARGETS := frames handshake codec kv records
+fuzz: $(VENV)/.installed-fuzz
+	@mkdir -p .fuzz; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t ($(SECONDS) s)"; \
+		$(BIN)/python fuzz/run.py $$t $(SECONDS) > .fuzz/$$t.log 2>&1 \
+			|| { tail -40 .fuzz/$$t.log; exit 1; }; \
+		grep -E "^Done" .fuzz/$$t.log; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
