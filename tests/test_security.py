@@ -432,3 +432,23 @@ async def test_admin_and_node_certificates_may_administer(pki: Pki, stem: str) -
                 protocol.INVALID_CHANGE
             assert (await ask(address, ctx, {"op": "transfer", "to": 5}))["error"] == \
                 protocol.INVALID_TARGET
+
+
+async def test_one_client_identity_cannot_take_every_client_slot(pki: Pki) -> None:
+    async with cluster(1, start=False) as c:
+        t1 = await c.start(1, client_handler=echo_identity, max_clients_per_identity=2,
+                           **node_contexts(pki, "node-1"))
+        address = f"127.0.0.1:{c.ports[1]}"
+        alice = [await connect_client(address, cluster_id=CLUSTER,
+                                      ssl_context=pki.client("client-alice")) for _ in range(2)]
+        with pytest.raises(HandshakeRefused, match="too many client connections for "
+                           f"raftpy://{CLUSTER}/client/alice"):
+            await connect_client(address, cluster_id=CLUSTER,
+                                 ssl_context=pki.client("client-alice"))
+        root = await connect_client(address, cluster_id=CLUSTER,
+                                    ssl_context=pki.client("admin-root"))
+        await root.send(b"?")
+        assert await root.receive() == f"raftpy://{CLUSTER}/admin/root".encode()
+        assert t1.stats()["refused_busy"] == 1
+        for conn in [*alice, root]:
+            await conn.aclose()
