@@ -166,11 +166,13 @@ async def test_a_connection_flood_at_the_leader_changes_no_leader_and_writes_con
     assert stats["evicted_pending"] >= idle_n + half_n - 128 - stats["refused"]
     assert stats["protocol_errors"] >= garbage_n
     assert stats["client_connections"] == 0
+    assert stats["refusals_not_logged"] > 0  # the flood did not become a log flood
     before, during = latencies["before"], latencies["during"]
     print(f"\nflood at the leader from another process: {idle_n} idle + {half_n} "
           f"half-handshaken connections, {garbage_n} garbage-frame loops "
           f"({stats['protocol_errors']} garbage connections closed, "
-          f"{stats['evicted_pending']} pending evicted, {stats['refused']} timed out); "
+          f"{stats['evicted_pending']} pending evicted, {stats['refused']} timed out, "
+          f"{stats['refusals_not_logged']} refusals not logged); "
           f"writes before: {len(before) / 2.0:.0f}/s, median "
           f"{statistics.median(before) * 1000:.2f} ms; during {flood_time:.1f} s: "
           f"{len(during) / flood_time:.0f}/s, median {statistics.median(during) * 1000:.2f} ms,"

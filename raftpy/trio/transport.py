@@ -82,6 +82,8 @@ _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.T
                       ProtocolError, OSError)
 # A write gathers queued messages up to about this many bytes.
 _BATCH_BYTES = 256 * 1024
+# Refused connections logged per second at most (the rest are counted).
+_LOG_BURST = 20
 # accept() errors caused by resource exhaustion: wait and retry rather than stop serving.
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -300,6 +302,9 @@ class Transport:
         self._pending: dict[int, trio.CancelScope] = {}
         self._next_pending = 0
         self._clients: dict[str, int] = {}
+        self._log_window = -1e9
+        self._log_count = 0
+        self._log_suppressed = 0
 
     # ------------------------------------------------------------------ public
 
@@ -475,15 +480,17 @@ class Transport:
                             "pending", self.node_id, name, self.max_pending)
         except HandshakeRefused as exc:
             # Counted where refused, before telling the peer (so a test sees it at once).
-            logger.warning("node %d: refused connection from %s: %s", self.node_id, name,
-                           exc.reason)
+            self._log_refusal(logging.WARNING, "node %d: refused connection from %s: %s",
+                              self.node_id, name, exc.reason)
         except ProtocolError as exc:
             self._count("protocol_errors")
-            logger.error("node %d: closing connection from %s: %s", self.node_id, name, exc)
+            self._log_refusal(logging.ERROR, "node %d: closing connection from %s: %s",
+                              self.node_id, name, exc)
         except trio.TooSlowError:
             self._count("refused")
-            logger.warning("node %d: refused connection from %s: no hello within %.1fs",
-                           self.node_id, name, self.handshake_timeout)
+            self._log_refusal(logging.WARNING,
+                              "node %d: refused connection from %s: no hello within %.1fs",
+                              self.node_id, name, self.handshake_timeout)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             logger.info("node %d: connection from %s ended: %s", self.node_id, name,
                         _why(exc))
@@ -597,6 +604,23 @@ class Transport:
             finally:
                 if self._inbound.get(key) is scope:
                     del self._inbound[key]
+
+    def _log_refusal(self, level: int, message: str, *args: Any) -> None:
+        # At most _LOG_BURST refusals a second reach the log: a flood of garbage
+        # connections must not become a flood of log lines. The rest are counted.
+        now = trio.current_time()
+        if now - self._log_window >= 1.0:
+            if self._log_suppressed:
+                logger.warning("node %d: %d more refused connections not logged in the "
+                               "last %.0f s", self.node_id, self._log_suppressed,
+                               now - self._log_window)
+            self._log_window, self._log_count, self._log_suppressed = now, 0, 0
+        if self._log_count < _LOG_BURST:
+            self._log_count += 1
+            logger.log(level, message, *args)
+        else:
+            self._log_suppressed += 1
+            self._count("refusals_not_logged")
 
     def _client_slot_problem(self, who: identity.Identity | None) -> str | None:
         # Clients have their own budget: however many there are, peers still connect.
@@ -756,7 +780,7 @@ _STAT_NAMES = (
     "send_failures",
     "connects", "reconnects", "connect_failures", "handshake_failures",
     "accepted", "client_connections", "refused", "refused_tls", "refused_identity",
-    "refused_busy", "evicted_pending", "protocol_errors",
+    "refused_busy", "evicted_pending", "refusals_not_logged", "protocol_errors",
 )
 
 
