@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-sim test lint typecheck unit slow soak chaos bench clean
+.PHONY: demo demo-sim test lint typecheck unit slow soak chaos bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,21 @@ SEED    ?= 1
 NODES   ?= 3
 chaos: $(VENV)/.installed
 	$(BIN)/python -m raftpy.chaos --seconds $(SECONDS) --seed $(SEED) --nodes $(NODES)
+
+$(VENV)/.installed-fuzz: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[fuzz]'
+	touch $@
+
+# Coverage-guided fuzzing (atheris) of every decoder, SECONDS per target; not part of
+# `make test`. A crash leaves crash-* here and fails the run (fuzz/run.py).
+FUZZ_TARGETS := frames handshake codec kv records
+fuzz: $(VENV)/.installed-fuzz
+	@mkdir -p .fuzz; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t ($(SECONDS) s)"; \
+		$(BIN)/python fuzz/run.py $$t $(SECONDS) > .fuzz/$$t.log 2>&1 \
+			|| { tail -40 .fuzz/$$t.log; exit 1; }; \
+		grep -E "^Done" .fuzz/$$t.log; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -6,6 +6,7 @@
                  --join 127.0.0.1:7001 [--role spare|standby|voter]
     raftpy put KEY VALUE | get KEY | delete KEY | status | transfer [--to ID]
     raftpy members [--json] | add ID HOST:PORT [--role R] | assign ID ROLE | remove ID
+    raftpy tls init-ca DIR --cluster-id ID | node ID [--host H] | client NAME [--admin]
 
 A new member's data directory starts empty: ``--bootstrap`` writes the initial
 configuration (this member and every ``--peer``) into it, ``--join`` asks the
@@ -223,7 +224,36 @@ def build_parser() -> argparse.ArgumentParser:
         subparser.add_argument("--log-level", dest="sub_log_level", default=None,
                                choices=["debug", "info", "warning", "error"],
                                help="as the global --log-level")
+    _add_tls_commands(sub)
     return parser
+
+
+def _add_tls_commands(sub: Any) -> None:
+    tls = sub.add_parser("tls", help="issue the cluster's certificates (docs/security.md)",
+                         description="Issue the CA and the node, client and admin "
+                                     "certificates the --tls-* flags take (needs "
+                                     "cryptography: pip install 'raftpy[tls]').")
+    cmd = tls.add_subparsers(dest="tls_command", required=True, metavar="TLS_COMMAND")
+    directory = argparse.ArgumentParser(add_help=False)
+    directory.add_argument("--dir", default=".", metavar="DIR",
+                           help="the directory holding ca.pem and ca-key.pem (default .)")
+    directory.add_argument("--days", type=_positive, default=365,
+                           help="validity in days (default 365)")
+    init = cmd.add_parser("init-ca", help="create a CA for one cluster in DIR")
+    init.add_argument("ca_dir", metavar="DIR")
+    init.add_argument("--cluster-id", required=True, help="the cluster the CA issues for")
+    init.add_argument("--days", type=_positive, default=3650,
+                      help="validity in days (default 3650)")
+    node = cmd.add_parser("node", parents=[directory], help="a member's certificate")
+    node.add_argument("id", type=_node_id)
+    node.add_argument("--host", action="append", default=None, metavar="HOST",
+                      help="an IP address or DNS name peers dial it at (repeat; default "
+                           "127.0.0.1 and localhost)")
+    client = cmd.add_parser("client", parents=[directory],
+                            help="a client's certificate (reads and writes)")
+    client.add_argument("name")
+    client.add_argument("--admin", action="store_true",
+                        help="an administrator: also transfers and membership changes")
 
 
 # ---------------------------------------------------------------------- TLS
@@ -514,6 +544,31 @@ def _print_members(membership: dict[str, Any], *, as_json: bool) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- tls
+
+def tls_command(args: argparse.Namespace) -> int:
+    """``raftpy tls init-ca|node|client``: write PEM files; returns the exit code."""
+    try:
+        from raftpy.trio import certs
+    except ImportError:
+        print("raftpy tls: needs the cryptography package: pip install 'raftpy[tls]'",
+              file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        if args.tls_command == "init-ca":
+            issued = certs.init_ca(args.ca_dir, args.cluster_id, days=args.days)
+        elif args.tls_command == "node":
+            issued = certs.issue_node(args.dir, args.id, days=args.days,
+                                      hosts=args.host or certs.DEFAULT_HOSTS)
+        else:
+            issued = certs.issue_client(args.dir, args.name, admin=args.admin, days=args.days)
+    except (OSError, ValueError) as exc:
+        print(f"raftpy tls {args.tls_command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{issued.cert}\n{issued.key}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- main
 
 class _Usage(Exception):
@@ -560,6 +615,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.log_level = args.sub_log_level
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "tls":
+        return tls_command(args)
     command = serve if args.command == "serve" else client_command
     try:
         return trio.run(command, args)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import trio
-import trustme
 
 from raftpy import cli
 from raftpy.demo_net import Servers
@@ -24,16 +23,13 @@ FAST = 5.0
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Member 1's certificate, made by ``raftpy tls`` (a member's certificate may
+    also speak the client protocol: docs/security.md)."""
     root = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    files = {"ca": root / "ca.pem", "cert": root / "cert.pem", "key": root / "key.pem"}
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
-    for pem in cert.cert_chain_pems[1:]:
-        pem.write_to_path(str(files["cert"]), append=True)
-    cert.private_key_pem.write_to_path(str(files["key"]))
-    return {k: str(v) for k, v in files.items()}
+    assert cli.main(["tls", "init-ca", str(root), "--cluster-id", "failfast"]) == 0
+    assert cli.main(["tls", "node", "1", "--dir", str(root)]) == 0
+    return {"ca": str(root / "ca.pem"), "cert": str(root / "node-1.pem"),
+            "key": str(root / "node-1-key.pem")}
 
 
 def _tls_flags(files: dict[str, str]) -> list[str]:
@@ -159,12 +155,10 @@ def test_tls_on_one_side_only_exits_4_at_once(
 
 def test_a_certificate_from_another_ca_exits_4_at_once(
         capsys: pytest.CaptureFixture[str], tls: Servers, tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    paths = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key")}
-    ca.cert_pem.write_to_path(str(paths["ca"]))
-    cert.cert_chain_pems[0].write_to_path(str(paths["cert"]))
-    cert.private_key_pem.write_to_path(str(paths["key"]))
+    assert cli.main(["tls", "init-ca", str(tmp_path), "--cluster-id", "failfast"]) == 0
+    assert cli.main(["tls", "node", "1", "--dir", str(tmp_path)]) == 0
+    paths = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "node-1.pem",
+             "key": tmp_path / "node-1-key.pem"}
     code, err, elapsed = run(capsys, tls, "get", "ready",
                              *_tls_flags({k: str(v) for k, v in paths.items()}))
     assert code == cli.EXIT_FAILED

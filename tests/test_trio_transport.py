@@ -4,7 +4,6 @@ timing, memory streams under trio's MockClock."""
 from __future__ import annotations
 
 import random
-import ssl
 import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,12 +13,11 @@ import msgpack
 import pytest
 import trio
 import trio.testing
-import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftpy import codec
-from raftpy.errors import HandshakeRefused, ProtocolError
+from raftpy.errors import HandshakeRefused
 from raftpy.messages import (
     AppendEntries,
     Entry,
@@ -359,77 +357,7 @@ async def test_failing_client_handler_does_not_stop_the_server() -> None:
         assert await receive(c.transports[1]) == [vote(2, 1)]
 
 
-# ---------------------------------------------------------------------- TLS
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-def tls_contexts(ca: trustme.CA, *, client_cert: bool = True
-                 ) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server)
-    ca.configure_trust(server)
-    server.verify_mode = ssl.CERT_REQUIRED  # mutual authentication
-    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca.configure_trust(client)
-    if client_cert:
-        cert.configure_cert(client)
-    return server, client
-
-
-async def test_tls_mutual_authentication_delivers(ca: trustme.CA) -> None:
-    server, client = tls_contexts(ca)
-    async with cluster(2, ssl_context=server, client_ssl_context=client) as c:
-        c.transports[1].send(vote(1, 2))
-        c.transports[2].send(vote(2, 1))
-        assert await receive(c.transports[2]) == [vote(1, 2)]
-        assert await receive(c.transports[1]) == [vote(2, 1)]
-
-
-@pytest.mark.parametrize("who", ["no client certificate", "certificate of another CA"])
-async def test_tls_peer_without_a_valid_client_certificate_is_refused(
-        ca: trustme.CA, who: str) -> None:
-    server, client = tls_contexts(ca)
-    if who == "no client certificate":
-        _, bad_client = tls_contexts(ca, client_cert=False)
-    else:
-        other = trustme.CA()
-        bad_client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        ca.configure_trust(bad_client)
-        other.issue_cert("127.0.0.1").configure_cert(bad_client)
-    async with cluster(3, start=False, ssl_context=server, client_ssl_context=client) as c:
-        t1 = await c.start(1)
-        t2 = await c.start(2, client_ssl_context=bad_client)
-        t2.send(vote(2, 1))
-        await wait_for(lambda: t1.stats()["refused_tls"] >= 1
-                       and t2.stats()["connect_failures"] >= 1)
-        assert not t2.connected(1)
-        assert t1.stats()["frames_received"] == 0
-        t3 = await c.start(3)
-        t3.send(vote(3, 1))
-        assert await receive(t1) == [vote(3, 1)]
-
-
-async def test_plain_tcp_client_on_a_tls_port_is_refused(ca: trustme.CA) -> None:
-    async def echo(stream: FramedStream) -> None:
-        while (data := await stream.receive()) is not None:
-            await stream.send(data)
-
-    server, client = tls_contexts(ca)
-    async with cluster(1, ssl_context=server, client_ssl_context=client,
-                       client_handler=echo) as c:
-        address = f"127.0.0.1:{c.ports[1]}"
-        with pytest.raises((trio.BrokenResourceError, ProtocolError)):
-            await connect_client(address, cluster_id=CLUSTER, timeout=BOUND)
-        await wait_for(lambda: c.transports[1].stats()["refused_tls"] == 1)
-        tls_client = await connect_client(address, cluster_id=CLUSTER, ssl_context=client)
-        await tls_client.send(b"still serving")
-        assert await tls_client.receive() == b"still serving"
-        await tls_client.aclose()
+# TLS (certificates, identities, refusals): tests/test_security.py
 
 
 # ---------------------------------------------------------------------- queues and timing

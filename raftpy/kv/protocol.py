@@ -33,6 +33,11 @@ client still waits on, at most ``seq``): all three or none. With them the write 
 applied at most once however often it is retried; a session that expired is
 answered ``session_expired`` (the write was not applied by that delivery). Without
 them the write is applied once per delivery, as before.
+
+Authorization (``docs/security.md``): with TLS, a connection whose certificate is a
+plain ``client`` one is answered ``forbidden`` for the ops in :data:`ADMIN_OPS`
+(transfer and membership changes); node and admin certificates may ask for them.
+Without TLS every connection may.
 """
 
 from __future__ import annotations
@@ -66,6 +71,10 @@ MAX_KEY_BYTES = 4 * 1024
 """The largest key, in bytes of UTF-8."""
 MAX_VALUE_BYTES = 1024 * 1024
 """The largest value, in bytes of UTF-8."""
+FORBIDDEN = "forbidden"
+
+ADMIN_OPS = ("transfer", "add_member", "assign", "remove")
+"""With TLS, only a node or admin certificate may ask for these (``docs/security.md``)."""
 
 
 class BadRequest(ValueError):

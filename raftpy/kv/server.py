@@ -37,6 +37,7 @@ from raftpy.errors import (
 from raftpy.kv import protocol
 from raftpy.kv.statemachine import KVStore, delete_command, put_command
 from raftpy.sessions import SessionStateMachine, register_command, session_command
+from raftpy.trio.identity import may_administer
 from raftpy.trio.membership import parse_role
 from raftpy.trio.runtime import Node
 
@@ -88,7 +89,15 @@ class KVServer:
             except protocol.BadRequest as exc:
                 response = protocol.error(protocol.BAD_REQUEST, str(exc))
             else:
-                response = await self.handle(node, request)
+                who = getattr(stream, "identity", None)  # set by the transport with TLS
+                if request["op"] in protocol.ADMIN_OPS and not may_administer(who):
+                    logger.warning("node %d: refused %s to %s: not an admin", node.id,
+                                   request["op"], who)
+                    response = protocol.error(
+                        protocol.FORBIDDEN, f"{request['op']} needs an admin or node "
+                        f"certificate; {who} is a {who.kind if who else '?'} certificate")
+                else:
+                    response = await self.handle(node, request)
             await stream.send(protocol.encode(response))
 
     async def handle(self, node: Node, request: dict[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def decode_entry(payload: bytes) -> Entry:
     index, term, kind, data = raw
     if not (type(index) is int and type(term) is int and index >= 1 and term >= 0):
         raise ValueError("entry index or term is not a valid integer")
-    if kind not in _KINDS or not isinstance(data, bytes):
+    if type(kind) is not int or kind not in _KINDS or not isinstance(data, bytes):
         raise ValueError("entry kind or data is invalid")
     return Entry(index, term, data, _KINDS[kind])
 

@@ -13,7 +13,13 @@ import trio
 
 from raftpy.trio import handshake
 from raftpy.trio.framing import DEFAULT_MAX_FRAME, FramedStream
-from raftpy.trio.transport import PeerAddress, close_quietly, open_tcp, peer_address
+from raftpy.trio.transport import (
+    PeerAddress,
+    check_server_identity,
+    close_quietly,
+    open_tcp,
+    peer_address,
+)
 
 
 async def connect_client(
@@ -27,8 +33,10 @@ async def connect_client(
     """Open a client connection to the member at ``address`` (``"host:port"``).
 
     Raises :class:`~raftpy.errors.HandshakeRefused` if the member refuses (another
-    cluster, no client service), ``OSError`` or ``trio.TooSlowError`` if it cannot
-    be reached within ``timeout``, ``trio.BrokenResourceError`` if TLS fails.
+    cluster, no client service) or, with TLS, if its certificate is not a node
+    certificate of ``cluster_id`` (``docs/security.md``); ``OSError`` or
+    ``trio.TooSlowError`` if it cannot be reached within ``timeout``,
+    ``trio.BrokenResourceError`` if TLS fails.
     """
     addr = peer_address(address)
     with trio.fail_after(timeout):
@@ -37,6 +45,7 @@ async def connect_client(
             if ssl_context is not None:
                 stream = trio.SSLStream(stream, ssl_context, server_hostname=addr.host)
                 await stream.do_handshake()
+                check_server_identity(stream, cluster_id, None)
             framed = await handshake.say_hello(
                 stream, handshake.Hello(cluster_id=cluster_id, node_id=None,
                                         role=handshake.ROLE_CLIENT),

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import trio
 
 from raftpy.errors import ProtocolError
+from raftpy.trio.identity import Identity
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ class FramedStream:
         self.decoder = decoder if decoder is not None else FrameDecoder(max_frame)
         self.peer = peer
         """A description of the other side, for log messages."""
+        self.identity: Identity | None = None
+        """Who the other side's TLS certificate says it is (``None`` without TLS)."""
         self._pending: deque[bytes] = deque()
         self._send_lock = trio.Lock()
         self._eof = False

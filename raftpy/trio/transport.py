@@ -66,7 +66,7 @@ import trio
 from raftpy import codec
 from raftpy.errors import HandshakeRefused, ProtocolError
 from raftpy.messages import AppendEntries, InstallSnapshot, Message
-from raftpy.trio import handshake
+from raftpy.trio import handshake, identity
 from raftpy.trio.framing import DEFAULT_MAX_FRAME, FramedStream, encode_frame
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.T
                       ProtocolError, OSError)
 # A write gathers queued messages up to about this many bytes.
 _BATCH_BYTES = 256 * 1024
+# Refused connections logged per second at most (the rest are counted).
+_LOG_BURST = 20
 # accept() errors caused by resource exhaustion: wait and retry rather than stop serving.
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -247,6 +249,9 @@ class Transport:
         rng: random.Random | None = None,
         sink: MessageSink | None = None,
         advertise: str | None = None,
+        max_pending: int = 128,
+        max_clients: int = 512,
+        max_clients_per_identity: int = 64,
     ) -> None:
         if queue_size < 1 or max_frame < handshake.MAX_HELLO:
             raise ValueError("queue_size must be >= 1 and max_frame >= 4096")
@@ -288,6 +293,20 @@ class Transport:
         self._peer_back: dict[int, trio.Event] = {}
         """Set when a peer dials us: our dialers to it stop backing off."""
         self._stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
+        if min(max_pending, max_clients, max_clients_per_identity) < 1:
+            raise ValueError("connection limits must be >= 1")
+        self.max_pending = max_pending
+        """Connections still in their handshake; one more closes the oldest of them."""
+        self.max_clients = max_clients
+        """Client connections served at once; more are refused in the handshake."""
+        self.max_clients_per_identity = max_clients_per_identity
+        """Of those, per client certificate identity (with TLS)."""
+        self._pending: dict[int, trio.CancelScope] = {}
+        self._next_pending = 0
+        self._clients: dict[str, int] = {}
+        self._log_window = -1e9
+        self._log_count = 0
+        self._log_suppressed = 0
 
     # ------------------------------------------------------------------ public
 
@@ -446,19 +465,34 @@ class Transport:
         Never raises for a misbehaving peer: every refusal is logged and counted.
         """
         name = _remote_name(stream)
+        key = self._next_pending
+        self._next_pending += 1
         try:
-            await self._accept(stream, name)
+            with trio.CancelScope() as scope:
+                # Bounded: a flood of silent or half-done handshakes evicts its own oldest
+                # members, while a peer's handshake (milliseconds) gets through.
+                self._pending[key] = scope
+                if len(self._pending) > self.max_pending:
+                    oldest = next(iter(self._pending))
+                    self._pending.pop(oldest).cancel()
+                    self._count("evicted_pending")
+                await self._accept(stream, name, key)
+            if scope.cancelled_caught:
+                logger.info("node %d: closed connection from %s: more than %d handshakes "
+                            "pending", self.node_id, name, self.max_pending)
         except HandshakeRefused as exc:
             # Counted where refused, before telling the peer (so a test sees it at once).
-            logger.warning("node %d: refused connection from %s: %s", self.node_id, name,
-                           exc.reason)
+            self._log_refusal(logging.WARNING, "node %d: refused connection from %s: %s",
+                              self.node_id, name, exc.reason)
         except ProtocolError as exc:
             self._count("protocol_errors")
-            logger.error("node %d: closing connection from %s: %s", self.node_id, name, exc)
+            self._log_refusal(logging.ERROR, "node %d: closing connection from %s: %s",
+                              self.node_id, name, exc)
         except trio.TooSlowError:
             self._count("refused")
-            logger.warning("node %d: refused connection from %s: no hello within %.1fs",
-                           self.node_id, name, self.handshake_timeout)
+            self._log_refusal(logging.WARNING,
+                              "node %d: refused connection from %s: no hello within %.1fs",
+                              self.node_id, name, self.handshake_timeout)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             logger.info("node %d: connection from %s ended: %s", self.node_id, name,
                         _why(exc))
@@ -466,6 +500,7 @@ class Transport:
             # A failing client handler must not take the server down with it.
             logger.exception("node %d: error serving %s", self.node_id, name)
         finally:
+            self._pending.pop(key, None)
             await close_quietly(stream)
 
     # ------------------------------------------------------------------ accepting
@@ -484,7 +519,7 @@ class Transport:
                 continue
             nursery.start_soon(self.accept_stream, stream)
 
-    async def _accept(self, raw: trio.abc.Stream, name: str) -> None:
+    async def _accept(self, raw: trio.abc.Stream, name: str, pending: int) -> None:
         stream = raw
         with trio.fail_after(self.handshake_timeout):
             if self.ssl_context is not None:
@@ -525,6 +560,19 @@ class Transport:
                 reason = f"node {hello.node_id} has no configured address to check"
             if reason is None and hello.role == handshake.ROLE_PEER and self.check_peer_host:
                 reason = self._check_host(hello, raw)
+            if reason is None and self.ssl_context is not None:
+                # The certificate, not the hello, says who this is (docs/security.md).
+                try:
+                    framed.identity = identity.of_stream(stream)
+                except ValueError as exc:
+                    reason = str(exc)
+                else:
+                    reason = identity.check_hello(framed.identity, cluster_id=self.cluster_id,
+                                                  role=hello.role, node_id=hello.node_id)
+                if reason is not None:
+                    self._count("refused_identity")
+            if reason is None and hello.role == handshake.ROLE_CLIENT:
+                reason = self._client_slot_problem(framed.identity)
             if reason is not None:
                 self._count("refused")
                 await framed.send(handshake.encode_reply(handshake.HelloReply(
@@ -532,11 +580,21 @@ class Transport:
                 raise HandshakeRefused(reason)
             await framed.send(handshake.encode_reply(handshake.HelloReply(
                 ok=True, cluster_id=self.cluster_id, node_id=self.node_id)))
+            self._pending.pop(pending, None)
         framed.decoder.max_frame = self.max_frame
         if hello.role == handshake.ROLE_CLIENT:
             assert self.client_handler is not None
             self._count("client_connections")
-            await self.client_handler(framed)
+            who = str(framed.identity)
+            self._clients[who] = self._clients.get(who, 0) + 1
+            self._clients[""] = self._clients.get("", 0) + 1
+            try:
+                await self.client_handler(framed)
+            finally:
+                for slot in (who, ""):
+                    self._clients[slot] -= 1
+                    if not self._clients[slot]:
+                        del self._clients[slot]
             return
         assert hello.node_id is not None
         if hello.node_id not in self.peers and hello.address is not None:
@@ -567,6 +625,33 @@ class Transport:
             finally:
                 if self._inbound.get(key) is scope:
                     del self._inbound[key]
+
+    def _log_refusal(self, level: int, message: str, *args: Any) -> None:
+        # At most _LOG_BURST refusals a second reach the log: a flood of garbage
+        # connections must not become a flood of log lines. The rest are counted.
+        now = trio.current_time()
+        if now - self._log_window >= 1.0:
+            if self._log_suppressed:
+                logger.warning("node %d: %d more refused connections not logged in the "
+                               "last %.0f s", self.node_id, self._log_suppressed,
+                               now - self._log_window)
+            self._log_window, self._log_count, self._log_suppressed = now, 0, 0
+        if self._log_count < _LOG_BURST:
+            self._log_count += 1
+            logger.log(level, message, *args)
+        else:
+            self._log_suppressed += 1
+            self._count("refusals_not_logged")
+
+    def _client_slot_problem(self, who: identity.Identity | None) -> str | None:
+        # Clients have their own budget: however many there are, peers still connect.
+        if self._clients.get("", 0) >= self.max_clients:
+            self._count("refused_busy")
+            return f"too many client connections ({self.max_clients})"
+        if who is not None and self._clients.get(str(who), 0) >= self.max_clients_per_identity:
+            self._count("refused_busy")
+            return f"too many client connections for {who} ({self.max_clients_per_identity})"
+        return None
 
     def _check_host(self, hello: handshake.Hello, raw: trio.abc.Stream) -> str | None:
         assert hello.node_id is not None
@@ -656,6 +741,7 @@ class Transport:
                     stream = trio.SSLStream(stream, self.client_ssl_context,
                                             server_hostname=address.host)
                     await stream.do_handshake()
+                    check_server_identity(stream, self.cluster_id, peer)
                 framed = await handshake.say_hello(stream, handshake.Hello(
                     cluster_id=self.cluster_id, node_id=self.node_id, role=handshake.ROLE_PEER,
                     lane=lane, address=self.advertise), expected_node=peer, name=str(address))
@@ -720,7 +806,8 @@ _STAT_NAMES = (
     "dropped_queue_full", "coalesced_heartbeats", "dropped_unknown_peer", "dropped_too_large",
     "send_failures",
     "connects", "reconnects", "connect_failures", "handshake_failures",
-    "accepted", "client_connections", "refused", "refused_tls", "protocol_errors",
+    "accepted", "client_connections", "refused", "refused_tls", "refused_identity",
+    "refused_busy", "evicted_pending", "refusals_not_logged", "protocol_errors",
 )
 
 
@@ -751,6 +838,20 @@ class _Replayed(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+def check_server_identity(stream: trio.SSLStream[Any], cluster_id: str,
+                          expected_node: int | None) -> None:
+    """Raise :class:`HandshakeRefused` unless the TLS server at the other end of
+    ``stream`` holds a node certificate of ``cluster_id`` (of ``expected_node``
+    when given): checked before the hello, so an impostor learns nothing."""
+    try:
+        reason = identity.check_server(identity.of_stream(stream), cluster_id=cluster_id,
+                                       expected_node=expected_node)
+    except ValueError as exc:
+        reason = f"the server's {exc}" if str(exc).startswith("the certificate") else str(exc)
+    if reason is not None:
+        raise HandshakeRefused(reason)
 
 
 def peer_address(address: str | PeerAddress | tuple[str, int]) -> PeerAddress:
