@@ -59,8 +59,9 @@ def test_a_tls_cluster_from_raftpy_tls_serves_clients_and_admins_apart(tmp_path:
         moved = raftpy(servers, pki, "admin-ops", "transfer")
         assert moved.returncode == cli.EXIT_OK, moved.stderr
 
-        plain = raftpy(servers, pki, None, "get", "k")  # no certificate at all
-        assert plain.returncode == cli.EXIT_UNAVAILABLE
+        plain = raftpy(servers, pki, None, "get", "k")  # no certificate, no TLS at all
+        assert plain.returncode == cli.EXIT_FAILED  # refused at once (retrying cannot help)
+        assert "this member requires TLS" in plain.stderr, plain.stderr
 
         # A new member joins with its own node certificate (an admin's rights).
         new = servers.add()
