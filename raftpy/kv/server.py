@@ -143,6 +143,7 @@ class KVServer:
         the transfer to end and is handled again: it succeeds if the transfer failed,
         else is redirected to the new leader, which clients would otherwise have to
         poll for."""
+        waited = False
         while True:
             try:
                 return await self._handle(node, request)
@@ -151,6 +152,20 @@ class KVServer:
                     raise
                 while node.status().transfer_target is not None:
                     await node.wait_changed()
+                waited = True
+            except NotLeader as exc:
+                if not waited or exc.leader_id is not None:
+                    raise
+                # The transfer ended on a message of the new term that named nobody
+                # (a vote request); the new leader's first heartbeat is on its way:
+                # wait for it briefly so that the redirect names it.
+                with trio.move_on_after(self.request_timeout / 10):
+                    leader = await node.wait_leader()
+                    if leader == node.id:
+                        continue  # it leads again: handle the request here
+                    raise NotLeader(node.id, leader,
+                                    leader_address=node.address_of(leader)) from None
+                raise
 
     async def _handle(self, node: Node, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]
