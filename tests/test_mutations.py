@@ -515,16 +515,25 @@ def test_safety_mutant_is_caught_by_the_fuzzer_alone(
     score.rows[mutant.name] = ("safety", "fuzzer alone", str(seed + 1), what[:64])
 
 
+def caught_by_scenarios(name: str, plant: Plant, detectors: list[Callable[[], None]],
+                        monkeypatch: pytest.MonkeyPatch, score: _Score,
+                        kind_and_detector: tuple[str, str]) -> None:
+    """Every detector must fail under the planted mutant; score it."""
+    plant(monkeypatch)
+    for detector in detectors:
+        expect_failure(detector)
+    names = sorted({getattr(d, "func", d).__name__ for d in detectors})
+    kind, caught_by = kind_and_detector
+    score.rows[name] = (kind, caught_by, "-", ", ".join(names)[:64])
+
+
 @pytest.mark.parametrize("name, plant, detectors", SCENARIO_SAFETY,
                          ids=[plant.__name__ for _, plant, _ in SCENARIO_SAFETY])
 def test_scenario_safety_mutant_is_caught(
         name: str, plant: Plant, detectors: list[Callable[[], None]],
         monkeypatch: pytest.MonkeyPatch, score: _Score) -> None:
-    plant(monkeypatch)
-    for detector in detectors:
-        expect_failure(detector)
-    names = sorted({getattr(d, "func", d).__name__ for d in detectors})
-    score.rows[name] = ("safety", "scenario test", "-", ", ".join(names)[:64])
+    caught_by_scenarios(name, plant, detectors, monkeypatch, score,
+                        ("safety", "scenario test"))
 
 
 @pytest.mark.parametrize("name, plant, detectors", LIVENESS,
@@ -532,8 +541,4 @@ def test_scenario_safety_mutant_is_caught(
 def test_liveness_mutant_is_caught_by_a_scenario_test(
         name: str, plant: Plant, detectors: list[Callable[[], None]],
         monkeypatch: pytest.MonkeyPatch, score: _Score) -> None:
-    plant(monkeypatch)
-    for detector in detectors:
-        expect_failure(detector)
-    names = sorted({getattr(d, "func", d).__name__ for d in detectors})
-    score.rows[name] = ("liveness", "unit test", "-", ", ".join(names)[:64])
+    caught_by_scenarios(name, plant, detectors, monkeypatch, score, ("liveness", "unit test"))

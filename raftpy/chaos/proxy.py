@@ -13,6 +13,7 @@ reconnects, and forwards again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -44,10 +45,7 @@ class LinkProxy:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Serve until cancelled."""
-        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+        await _serve(self.port, self._handle, task_status)
 
     async def _handle(self, downstream: trio.SocketStream) -> None:
         self.connections += 1
@@ -62,7 +60,7 @@ class LinkProxy:
                     return  # the member is down: the dialer sees the connection close
                 async with trio.open_nursery() as nursery:
                     if upstream is None:
-                        nursery.start_soon(self._discard, downstream)
+                        nursery.start_soon(_discard, downstream)
                     else:
                         nursery.start_soon(self._pump, downstream, upstream, nursery)
                         nursery.start_soon(self._pump, upstream, downstream, nursery)
@@ -83,12 +81,6 @@ class LinkProxy:
             pass
         nursery.cancel_scope.cancel()  # one side closed: close both
 
-    async def _discard(self, source: trio.SocketStream) -> None:
-        try:
-            while await source.receive_some(65536):
-                pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
 
 class MemberProxy:
@@ -128,10 +120,7 @@ class MemberProxy:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Serve until cancelled."""
-        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+        await _serve(self.port, self._handle, task_status)
 
     async def _hello(self, stream: trio.SocketStream) -> tuple[bytes, int | None]:
         """The first frame's bytes and the node id its hello names (None: not a
@@ -173,7 +162,7 @@ class MemberProxy:
                         return  # the member is down: the dialer sees the close
                 async with trio.open_nursery() as nursery:
                     if upstream is None:
-                        nursery.start_soon(self._discard, downstream)
+                        nursery.start_soon(_discard, downstream)
                     else:
                         nursery.start_soon(self._pump, downstream, upstream, src, nursery)
                         nursery.start_soon(self._pump, upstream, downstream, src, nursery)
@@ -196,9 +185,20 @@ class MemberProxy:
             pass
         nursery.cancel_scope.cancel()
 
-    async def _discard(self, source: trio.SocketStream) -> None:
-        try:
-            while await source.receive_some(65536):
-                pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+
+async def _serve(port: int, handler: Callable[[trio.SocketStream], Awaitable[None]],
+                 task_status: trio.TaskStatus[None]) -> None:
+    """Accept on ``127.0.0.1:port`` and run ``handler`` per connection until cancelled."""
+    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        await trio.serve_listeners(handler, listeners, handler_nursery=nursery)
+
+
+async def _discard(source: trio.SocketStream) -> None:
+    """Read and drop everything (a blackholed link)."""
+    try:
+        while await source.receive_some(65536):
             pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
