@@ -46,7 +46,7 @@ from raftpy.storage.bootstrap import bootstrap as bootstrap_storage
 
 if TYPE_CHECKING:
     from raftpy.node import RaftNode
-    from raftpy.trio.runtime import _Reply
+    from raftpy.trio.runtime import _Reply, _Waiter
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class MembershipCalls:
         _transport: Any
         _addresses: dict[int, str]
         _last_contact: dict[int, float]
-        _waiting: dict[int, list[tuple[int, _Reply]]]
+        _waiting: dict[int, list[tuple[int, _Waiter]]]
 
         async def _submit(self, item: Any) -> None: ...
         def _not_leader(self) -> NotLeader: ...

@@ -42,6 +42,7 @@ from raftpy.membership import Configuration
 from raftpy.messages import Entry, EntryKind, Message
 from raftpy.node import RaftNode
 from raftpy.ready import (
+    HardState,
     LeaderChanged,
     ReadIndexFailed,
     ReadIndexReady,
@@ -186,10 +187,59 @@ class _Reply:
         return self.value
 
 
+class _BatchReply(_Reply):
+    """The outcome of one :meth:`Node.apply_many`: one result per command, the caller
+    woken once, when the last of them is settled."""
+
+    __slots__ = ("remaining", "results")
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.results: list[Any] = [None] * count
+        self.remaining = count
+
+    def settle(self, position: int, value: Any) -> None:
+        if self.done:
+            return
+        if isinstance(value, NodeClosed):
+            self.fail(value)
+            return
+        self.results[position] = value
+        self.remaining -= 1
+        if not self.remaining:
+            self.resolve(self.results)
+
+
+class _Slot:
+    """One command of an :meth:`Node.apply_many` batch, waiting at its log index."""
+
+    __slots__ = ("batch", "position")
+
+    def __init__(self, batch: _BatchReply, position: int) -> None:
+        self.batch = batch
+        self.position = position
+
+    def resolve(self, value: Any) -> None:
+        self.batch.settle(self.position, value)
+
+    def fail(self, error: BaseException) -> None:
+        self.batch.settle(self.position, error)
+
+
+_Waiter = _Reply | _Slot
+"""Who waits for one proposed entry."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Propose:
     command: bytes
     reply: _Reply
+
+
+@dataclass(frozen=True, slots=True)
+class _ProposeMany:
+    commands: Sequence[bytes]
+    reply: _BatchReply
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +277,9 @@ class _WireQueue:
     def __init__(self, limit: int) -> None:
         self.messages: deque[Message] = deque()
         self.wake: Callable[[], None] = lambda: None
+        self.deliver: Callable[[Message], None] | None = None
+        """Run to completion: set by the running node, steps the core at once in
+        the task that received the message (``None``: queue for the driver)."""
         self._limit = limit
         self._room = trio.Event()
         self._closed = False
@@ -234,6 +287,10 @@ class _WireQueue:
     def send_nowait(self, msg: Message) -> None:
         if self._closed:
             raise trio.ClosedResourceError
+        deliver = self.deliver
+        if deliver is not None and not self.messages:
+            deliver(msg)
+            return
         if len(self.messages) >= self._limit:
             raise trio.WouldBlock
         self.messages.append(msg)
@@ -255,7 +312,7 @@ class _WireQueue:
         self._closed = True
         self._room.set()
 
-_Input = _Propose | _Barrier | _Transfer | _Change | None
+_Input = _Propose | _ProposeMany | _Barrier | _Transfer | _Change | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +321,29 @@ class _Compaction:
 
     meta: SnapshotMeta
     data: bytes
+
+
+_MAX_GROUP = 1024
+"""Most batches the disk task writes with one ``save`` (group commit)."""
+
+
+def _merge_batches(group: Sequence[Ready]) -> tuple[HardState | None, Sequence[Entry]]:
+    """The state that persisting ``group`` in order leaves: the last hard state, and
+    the entries, a later batch's replacing an earlier one's from its first index on
+    (as :meth:`~raftpy.storage.base.Storage.save` does)."""
+    if len(group) == 1:
+        return group[0].hard_state, group[0].entries
+    hard_state: HardState | None = None
+    entries: list[Entry] = []
+    for ready in group:
+        if ready.hard_state is not None:
+            hard_state = ready.hard_state
+        if ready.entries:
+            first = ready.entries[0].index
+            if entries and first <= entries[-1].index:
+                del entries[max(0, first - entries[0].index):]
+            entries.extend(ready.entries)
+    return hard_state, entries
 
 
 def format_address(address: Any) -> str:
@@ -316,7 +396,10 @@ class Node(MembershipCalls):
         self._wire = wire if wire is not None else _WireQueue(inbox_size)
         self._wire.wake = self._wake
         self._wake_pending = False
-        self._waiting: dict[int, list[tuple[int, _Reply]]] = {}
+        self._sleep_until = float("inf")
+        """When the driver's current wait ends (a message stepped in a reading task
+        that moves the core's deadline earlier wakes it)."""
+        self._waiting: dict[int, list[tuple[int, _Waiter]]] = {}
         self._reads: dict[int, list[_Reply]] = {}
         """ReadIndex requests of the core -> the readers waiting for their answer."""
         self._read_ids = itertools.count(1)
@@ -366,6 +449,31 @@ class Node(MembershipCalls):
         reply = _Reply()
         await self._submit(_Propose(command, reply))
         return await reply.wait()
+
+    async def apply_many(self, commands: Sequence[bytes]) -> list[Any]:
+        """Replicate several commands with one call (one request to the driver, one
+        wake-up of the caller): a pipelined client needs no task per write.
+
+        Returns, in order, for each command what :meth:`apply` would have returned,
+        or the exception it would have raised (the state machine's error, or
+        :class:`NotLeader` for a command that was proposed but overwritten by
+        another leader's entry: it did not commit). Raises :class:`NotLeader` or
+        :class:`LeadershipTransferInProgress` if none was proposed, and
+        :class:`NodeClosed` at shutdown. The commands are appended to the log in
+        order, contiguously; if the caller is cancelled, they may still commit.
+        """
+        commands = list(commands)
+        for command in commands:
+            if not isinstance(command, bytes) or not command:
+                raise ValueError("a command must be non-empty bytes "
+                                 "(empty ones mark read barriers)")
+        if not commands:
+            await trio.lowlevel.checkpoint()
+            return []
+        reply = _BatchReply(len(commands))
+        await self._submit(_ProposeMany(commands, reply))
+        results: list[Any] = await reply.wait()
+        return results
 
     async def read_barrier(self, mode: ReadMode = "index") -> None:
         """Return once the local state machine reflects every write that committed
@@ -500,16 +608,28 @@ class Node(MembershipCalls):
         inbox = self._inbox
         # A restarted node may hold committed-looking state to hand out at once.
         self._drain_ready()
+        # Run to completion from here on: the task that receives a message steps
+        # the core with it (``_deliver``) instead of handing it to this task.
+        self._wire.deliver = self._deliver
+        try:
+            await self._drive_rounds(raft, inbox)
+        finally:
+            self._wire.deliver = None
+
+    async def _drive_rounds(self, raft: RaftNode,
+                            inbox: trio.MemoryReceiveChannel[_Input]) -> None:
         while True:
             batch: list[_Input] = []
             if self._disk_pending > _MAX_DISK_BACKLOG:
                 # Back-pressure: local requests wait in the inbox until the disk
                 # catches up; wire messages and timers go on (see below).
-                with trio.move_on_at(min(raft.next_deadline(), trio.current_time() + 0.005)):
+                self._sleep_until = min(raft.next_deadline(), trio.current_time() + 0.005)
+                with trio.move_on_at(self._sleep_until):
                     await self._disk_progress.wait()
             else:
                 if not self._wire.messages:
-                    with trio.move_on_at(raft.next_deadline()):
+                    self._sleep_until = raft.next_deadline()
+                    with trio.move_on_at(self._sleep_until):
                         batch.append(await inbox.receive())
                 while len(batch) < _MAX_BATCH:
                     try:
@@ -526,13 +646,17 @@ class Node(MembershipCalls):
                     last_contact[msg.src] = now
                     raft.step(msg, now)
             commands: list[bytes] = []
-            replies: list[_Reply] = []
+            replies: list[_Waiter] = []
             barrier_replies: list[_Reply] = []
             index_readers: list[_Reply] = []
             for item in batch:
                 if isinstance(item, _Propose):
                     commands.append(item.command)
                     replies.append(item.reply)
+                elif isinstance(item, _ProposeMany):
+                    batch_reply = item.reply
+                    commands.extend(item.commands)
+                    replies.extend(_Slot(batch_reply, k) for k in range(len(item.commands)))
                 elif isinstance(item, _Barrier):
                     (index_readers if item.mode == "index" else barrier_replies).append(
                         item.reply)
@@ -552,6 +676,18 @@ class Node(MembershipCalls):
             if now >= raft.next_deadline():
                 raft.tick(now)
             self._drain_ready()
+
+    def _deliver(self, msg: Message) -> None:
+        """Run to completion: step the core with a message in the task that received
+        it and hand out what it produced (no hand-over to the driver task). The
+        disk task still persists and finishes batches in their order."""
+        raft = self._raft
+        now = trio.current_time()
+        self._last_contact[msg.src] = now
+        raft.step(msg, now)
+        self._drain_ready()
+        if raft.next_deadline() < self._sleep_until:
+            self._wake()  # e.g. a candidate that won: its heartbeats are due sooner
 
     def _read_index(self, readers: list[_Reply], now: float) -> None:
         """One ReadIndex request for every reader of this round."""
@@ -573,7 +709,7 @@ class Node(MembershipCalls):
                 leader = event.leader_id if event.leader_id != self.id else None
                 reply.fail(NotLeader(self.id, leader, leader_address=self.address_of(leader)))
 
-    def _propose(self, commands: list[bytes], replies: list[_Reply], now: float) -> None:
+    def _propose(self, commands: list[bytes], replies: list[_Waiter], now: float) -> None:
         raft = self._raft
         try:
             positions = raft.propose_many(commands, now)
@@ -586,7 +722,8 @@ class Node(MembershipCalls):
                 self._waiting.setdefault(pos.index, []).append((pos.term, reply))
             return
         for reply in replies:
-            reply.fail(error)
+            # A batch none of whose commands was proposed fails as a whole.
+            (reply.batch if isinstance(reply, _Slot) else reply).fail(error)
 
     def _start_transfer(self, item: _Transfer, now: float) -> None:
         try:
@@ -622,19 +759,47 @@ class Node(MembershipCalls):
         self._maybe_snapshot()
 
     async def _write_to_disk(self) -> None:
-        """The disk task: persists queued batches in order, then finishes them."""
-        async for job in self._disk_jobs:
+        """The disk task: persists queued batches in order, then finishes them.
+
+        Group commit: the batches that queued up while the previous write ran go
+        out together, in one ``save`` (one write, one fsync), and are then finished
+        one by one in their order, so nothing a batch holds back (votes,
+        acknowledgements) leaves before its own state is durable."""
+        jobs = self._disk_jobs
+        carried: Ready | _Compaction | None = None
+        while True:
+            if carried is not None:
+                job, carried = carried, None
+            else:
+                try:
+                    job = await jobs.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+            group: list[Ready] = []
             if isinstance(job, _Compaction):
                 if self._snapshot is None or self._snapshot[0].index < job.meta.index:
                     # (a snapshot installed by an earlier batch may have overtaken it)
                     await self._io(self._storage.compact, job.meta, job.data)
-            elif job.must_persist():
-                await self._io(self._storage.save, job.hard_state, job.entries, job.snapshot)
-            self._disk_pending -= 1
-            if isinstance(job, _Compaction):
-                self._compacted(job)
             else:
-                self._finish(job)
+                group.append(job)
+                while job.snapshot is None and len(group) < _MAX_GROUP:
+                    try:
+                        more = jobs.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                        break
+                    if isinstance(more, _Compaction) or more.snapshot is not None:
+                        carried = more  # written on its own, after this group
+                        break
+                    group.append(more)
+                hard_state, entries = _merge_batches(group)
+                if hard_state is not None or entries or job.snapshot is not None:
+                    await self._io(self._storage.save, hard_state, entries, job.snapshot)
+            if isinstance(job, _Compaction):
+                self._disk_pending -= 1
+                self._compacted(job)
+            for ready in group:
+                self._disk_pending -= 1
+                self._finish(ready)
             self._disk_progress.set()
             self._disk_progress = trio.Event()
             # Finishing may have given the core more to say (a leader commits once its
@@ -784,7 +949,7 @@ class Node(MembershipCalls):
                 item = self._inbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
-            if not isinstance(item, (_Propose, _Barrier, _Transfer, _Change)):
+            if not isinstance(item, (_Propose, _ProposeMany, _Barrier, _Transfer, _Change)):
                 continue
             item.reply.fail(error)
         self._changed.set()

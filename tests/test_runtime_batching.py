@@ -1,0 +1,187 @@
+"""The runtime's fast paths: ``Node.apply_many``, run-to-completion message handling
+and group commit in the disk task (docs/runtime.md)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from test_runtime import CONFIG, Cluster, cluster
+
+from raftpy import NotLeader
+from raftpy.messages import AppendEntriesResponse
+from raftpy.storage.memory import MemoryStorage
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def test_apply_many_returns_every_result_in_order(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as c:
+        leader = await c.leader()
+        first = leader.status().last_log_index + 1
+        results = await leader.apply_many([b"a", b"boom", b"c"])
+        assert results[0] == 1 and results[2] == 2
+        assert isinstance(results[1], ValueError)  # the state machine's own refusal
+        assert await leader.apply_many([]) == []
+        # Appended contiguously, in order, behind one another.
+        assert leader.status().last_log_index == first + 2
+        assert await leader.apply_many([b"x%d" % k for k in range(500)]) == list(range(3, 503))
+        assert c.machines[leader.id].commands[-1] == b"x499"
+        with pytest.raises(ValueError, match="non-empty"):
+            await leader.apply_many([b"ok", b""])
+        follower = next(n for n in c.nodes.values() if n is not leader)
+        await follower.wait_leader()
+        with pytest.raises(NotLeader) as info:
+            await follower.apply_many([b"y"])
+        assert info.value.leader_id == leader.id
+
+
+async def test_overwritten_commands_of_a_batch_come_back_as_not_leader(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as c:
+        old = await c.leader()
+        c.network.cut.add(old.id)  # it keeps accepting, but cannot commit
+        outcome: list[list[Any]] = []
+
+        async def doomed() -> None:
+            outcome.append(await old.apply_many([b"lost1", b"lost2"]))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(doomed)
+            with trio.fail_after(5):
+                while not any(n is not old and n.is_leader for n in c.nodes.values()):
+                    await trio.sleep(0.01)
+                new = next(n for n in c.nodes.values() if n is not old and n.is_leader)
+                await new.apply(b"won")  # overwrites the old leader's index 2
+                c.network.cut.discard(old.id)
+        assert len(outcome) == 1 and all(isinstance(r, NotLeader) for r in outcome[0])
+
+
+async def test_a_follower_steps_messages_in_the_receiving_task(
+        autojump_clock: trio.testing.MockClock) -> None:
+    # Run to completion: the task that receives a message steps the core, so a
+    # follower's driver task is not woken for the leader's appends and heartbeats.
+    async with cluster() as c:
+        leader = await c.leader()
+        follower = next(n for n in c.nodes.values() if n is not leader)
+        await follower.wait_leader()
+        wakes = [0]
+        wake = follower._wake
+
+        def counting() -> None:
+            wakes[0] += 1
+            wake()
+
+        follower._wake = counting  # type: ignore[method-assign]
+        follower._wire.wake = counting
+        sent_before = len(c.network.sent)
+        for k in range(20):
+            await leader.apply(b"%d" % k)
+        await trio.sleep(0.2)  # heartbeats too
+        await follower.wait_applied(leader.status().commit_index)
+        assert len(c.machines[follower.id].commands) == 20
+        delivered = sum(m.dst == follower.id for _, m in c.network.sent[sent_before:])
+        # Woken only when a message moved its deadline earlier (a redrawn election
+        # timeout shorter than what was left of the last one): rarely. Handing each
+        # message to the driver would wake it for (almost) every one of them.
+        assert delivered >= 24 and wakes[0] <= 3
+
+
+class GatedStorage(MemoryStorage):
+    """Runs in a worker thread (not a MemoryStorage for the runtime); records every
+    save, and while ``gate`` is closed a save blocks until it opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves: list[tuple[int, Any]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.blocked = threading.Event()
+
+    def save(self, hard_state: Any = None, entries: Any = (), snapshot: Any = None) -> None:
+        if not self.gate.is_set():
+            self.blocked.set()
+            self.gate.wait()
+        self.saves.append((len(entries), hard_state))
+        super().save(hard_state, entries, snapshot)
+
+
+async def _wait_blocked(storage: GatedStorage) -> None:
+    while not storage.blocked.is_set():
+        await trio.sleep(0.001)
+
+
+async def test_batches_queued_behind_a_slow_write_go_out_in_one_save(
+        mock_clock: trio.testing.MockClock) -> None:
+    mock_clock.autojump_threshold = 0.005  # see test_a_leader_whose_disk_hangs...
+    async with trio.open_nursery() as nursery:
+        c = Cluster(nursery)
+        disks = {i: GatedStorage() for i in c.ids}
+        c.storages.update(disks)
+        for node_id in c.ids:
+            await c.start(node_id)
+        with trio.fail_after(10):
+            leader = await c.leader()
+            assert await leader.apply(b"before") == 1
+            disk = disks[leader.id]
+            disk.gate.clear()
+            results: dict[int, Any] = {}
+
+            async def write(k: int) -> None:
+                results[k] = await leader.apply(b"w%d" % k)
+
+            nursery.start_soon(write, 0)
+            await _wait_blocked(disk)  # the first write's save hangs in its thread
+            saves_before = len(disk.saves)
+            for k in range(1, 5):  # four more driver rounds, one batch each
+                nursery.start_soon(write, k)
+                await trio.sleep(0.001)
+            assert not results
+            disk.gate.set()
+            while len(results) < 5:
+                await trio.sleep(0.01)
+            # The hung save, then one save for the four batches queued behind it.
+            assert [n for n, _ in disk.saves[saves_before:saves_before + 2]] == [1, 4]
+            assert sorted(results.values()) == [2, 3, 4, 5, 6]
+            assert [e.data for e in disk.entries][-5:] == [b"w%d" % k for k in range(5)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_follower_acknowledges_only_what_its_disk_holds(
+        mock_clock: trio.testing.MockClock) -> None:
+    # Group commit must not let an acknowledgement out before its entries' save.
+    mock_clock.autojump_threshold = 0.005
+    async with trio.open_nursery() as nursery:
+        c = Cluster(nursery)
+        disks = {i: GatedStorage() for i in c.ids}
+        c.storages.update(disks)
+        for node_id in c.ids:
+            await c.start(node_id)
+        with trio.fail_after(10):
+            leader = await c.leader()
+            assert await leader.apply(b"before") == 1
+            follower = next(i for i in c.ids if i != leader.id)
+            disk = disks[follower]
+            durable = max(e.index for e in disk.entries)
+            disk.gate.clear()
+            sent_before = len(c.network.sent)
+            for k in range(5):
+                assert await leader.apply(b"w%d" % k) == k + 2  # the other follower acks
+            await _wait_blocked(disk)
+            acks = [m for _, m in c.network.sent[sent_before:]
+                    if isinstance(m, AppendEntriesResponse) and m.src == follower]
+            assert all(m.match_index <= durable for m in acks)
+            disk.gate.set()
+            await c.nodes[follower].wait_applied(leader.status().commit_index)
+            await trio.sleep(CONFIG.heartbeat_interval * 2)
+            acks = [m for _, m in c.network.sent[sent_before:]
+                    if isinstance(m, AppendEntriesResponse) and m.src == follower]
+            assert max(m.match_index for m in acks) == durable + 5
+        nursery.cancel_scope.cancel()
