@@ -293,10 +293,12 @@ def measure_transfers(cluster: NetCluster, trials: int, bar: Any,
 
 def measure_writes(cluster: NetCluster, sizes: Sequence[int], seq_n: int, pipe_n: int,
                    inflight: int, seq_seconds: float = 15.0,
-                   pipe_seconds: float = 60.0) -> list[dict[str, Any]]:
+                   pipe_seconds: float = 60.0, pipe_batch: int = 0) -> list[dict[str, Any]]:
     """Sequential latency (at most ``seq_n`` writes or ``seq_seconds``) and pipelined
     throughput (given up after ``pipe_seconds``), both driven inside the leader. A
-    write that never completes marks the figure as stalled instead of hanging."""
+    write that never completes marks the figure as stalled instead of hanging.
+    ``pipe_batch`` > 1 also measures pipelined throughput with callers submitting
+    that many commands per call (raftpy's ``Node.apply_many``)."""
     out = []
     for size in sizes:
         for attempt in range(3):
@@ -317,6 +319,11 @@ def measure_writes(cluster: NetCluster, sizes: Sequence[int], seq_n: int, pipe_n
                     max_seconds=pipe_seconds, timeout=pipe_seconds + 60)
         pipe = leader.call("pipe", n=pipe_n, size=size, inflight=inflight,
                            max_seconds=pipe_seconds, timeout=pipe_seconds + 60)
+        many = None
+        if pipe_batch > 1:
+            many = leader.call("pipe", n=pipe_n, size=size, inflight=inflight,
+                               max_seconds=pipe_seconds, timeout=pipe_seconds + 60,
+                               batch=pipe_batch)
         out.append({"size": size, "seq_latencies_s": seq["latencies"],
                     "seq_stalled": bool(seq.get("stalled")),
                     "pipe_n": pipe_n, "pipe_inflight": inflight,
@@ -324,6 +331,12 @@ def measure_writes(cluster: NetCluster, sizes: Sequence[int], seq_n: int, pipe_n
                     "pipe_errors": pipe.get("errors", {}),
                     "pipe_stalled": bool(pipe.get("stalled")),
                     "pipe_ops_per_s": pipe["ok"] / pipe["elapsed"] if pipe["elapsed"] else 0.0})
+        if many is not None:
+            out[-1].update({
+                "pipe_many_batch": pipe_batch, "pipe_many_ok": many["ok"],
+                "pipe_many_errors": many.get("errors", {}),
+                "pipe_many_stalled": bool(many.get("stalled")),
+                "pipe_many_ops_per_s": many["ok"] / many["elapsed"] if many["elapsed"] else 0.0})
         if seq.get("stalled") or pipe.get("stalled"):
             # Later writes on a stalled leader would only time out as well.
             break

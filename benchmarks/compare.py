@@ -13,7 +13,15 @@ profile, the ratio raftpy/PySyncObj and whether the issue's target is met:
 * pipelined throughput >= 2x PySyncObj;
 * sequential commit latency median <= PySyncObj's;
 * leadership transfer median < 2 ms and below PySyncObj's best;
-* re-election median <= PySyncObj's, p99 <= 0.6x PySyncObj's.
+* re-election median <= PySyncObj's, p99 <= 0.6x PySyncObj's (also reported with
+  raftpy's heartbeat set to PySyncObj's, as well as at raftpy's default);
+* the pipelined figures also with ``Node.apply_many`` (100 commands per call), the
+  batch API a pipelined raftpy client uses instead of one task per write.
+
+Then the reads: latency and throughput of each kind of raftpy read (ReadIndex,
+lease, follower read, the log-entry barrier, and a stale local read) against the
+log-entry barrier and against PySyncObj's local read, which is **not linearizable**
+(PySyncObj has no linearizable read other than a replicated call, that is a write).
 """
 
 from __future__ import annotations
@@ -42,15 +50,35 @@ FIGURES: list[tuple[str, str, bool]] = [
     ("seq_16B_ms.p99", "sequential 16 B, p99 ms", False),
     ("seq_1024B_ms.median", "sequential 1 KiB, median ms", False),
     ("seq_1024B_ms.p99", "sequential 1 KiB, p99 ms", False),
-    ("pipe_16B_ops_per_s", "pipelined 16 B, ops/s", True),
-    ("pipe_1024B_ops_per_s", "pipelined 1 KiB, ops/s", True),
+    ("failover_eqhb_leader_ms.median",
+     "re-election at PySyncObj's heartbeat, crash -> leader, median ms", False),
+    ("failover_eqhb_leader_ms.p99",
+     "re-election at PySyncObj's heartbeat, crash -> leader, p99 ms", False),
+    ("pipe_16B_ops_per_s", "pipelined 16 B, ops/s (a task per write)", True),
+    ("pipe_1024B_ops_per_s", "pipelined 1 KiB, ops/s (a task per write)", True),
+    ("pipe_many_16B_ops_per_s", "pipelined 16 B, ops/s (apply_many)", True),
+    ("pipe_many_1024B_ops_per_s", "pipelined 1 KiB, ops/s (apply_many)", True),
 ]
+
+READ_KINDS: list[tuple[str, str]] = [
+    ("index", "ReadIndex on the leader"),
+    ("lease", "lease read on the leader"),
+    ("follower", "follower read (ReadIndex via the leader)"),
+    ("log", "log-entry barrier on the leader"),
+    ("stale", "raftpy local read, no barrier (not linearizable)"),
+]
+
+
+def peer_key(key: str) -> str:
+    """The PySyncObj figure a raftpy figure is compared with."""
+    return key.replace("failover_eqhb_", "failover_").replace("pipe_many_", "pipe_")
 
 
 def target(key: str, ours: float, theirs: float) -> tuple[str, bool | None]:
     """The issue's target for ``key`` and whether ``ours`` meets it."""
     if key.startswith("pipe_"):
         return ">= 2x", ours >= 2 * theirs
+    key = key.replace("failover_eqhb_", "failover_")
     if key.startswith("seq_") and key.endswith(".median"):
         return "<= 1x", ours <= theirs
     if key == "transfer_commit_ms.median":
@@ -65,10 +93,13 @@ def target(key: str, ours: float, theirs: float) -> tuple[str, bool | None]:
 def _profile_value(profile: dict[str, Any], key: str) -> float | None:
     """A figure out of one profile's summary (same keys as ``best_rows``)."""
     if key.startswith("pipe_"):
-        size = int(key.split("_")[1].rstrip("B"))
+        many = key.startswith("pipe_many_")
+        size = int(key.split("_")[2 if many else 1].rstrip("B"))
+        field = "pipe_many" if many else "pipe"
         for w in profile["writes"]:
-            if w["size"] == size and not w.get("pipe_stalled"):
-                return float(w["pipe_ops_per_s"])
+            if w["size"] == size and f"{field}_ops_per_s" in w \
+                    and not w.get(f"{field}_stalled"):
+                return float(w[f"{field}_ops_per_s"])
         return None  # not measured, or stalled (see the profile table)
     name, stat = key.rsplit(".", 1)
     if name.startswith("seq_"):
@@ -85,7 +116,7 @@ def build_table(peer: dict[str, Any], ours: dict[str, Any]) -> list[dict[str, An
     """One row per figure: PySyncObj's best, each raftpy profile and the ratios."""
     rows = []
     for key, label, higher in FIGURES:
-        best = peer.get("best", {}).get(key)
+        best = peer.get("best", {}).get(peer_key(key))
         row: dict[str, Any] = {"figure": key, "label": label, "higher_is_better": higher,
                                "pysyncobj": best["value"] if best else None,
                                "pysyncobj_profile": best["profile"] if best else None,
@@ -100,6 +131,51 @@ def build_table(peer: dict[str, Any], ours: dict[str, Any]) -> list[dict[str, An
             row["raftpy"][name] = entry
         rows.append(row)
     return rows
+
+
+def build_reads(peer: dict[str, Any], ours: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per kind of raftpy read (memory profile), with its ratios to the
+    log-entry barrier and to PySyncObj's local read; then PySyncObj's local read."""
+    reads = ours.get("profiles", {}).get("memory", {}).get("reads", {})
+    local = next((p["reads"]["local"] for p in peer.get("profiles", {}).values()
+                  if "reads" in p), None)
+    log = reads.get("log")
+    rows = []
+    for kind, label in READ_KINDS:
+        r = reads.get(kind)
+        if r is None:
+            continue
+        median = r["latency_us"].get("median")
+        row: dict[str, Any] = {"kind": kind, "label": label, "median_us": median,
+                               "p99_us": r["latency_us"].get("p99"),
+                               "ops_per_s": r["ops_per_s"]}
+        if log is not None and median:
+            row["latency_vs_log"] = median / log["latency_us"]["median"]
+            row["ops_vs_log"] = r["ops_per_s"] / log["ops_per_s"]
+        if local is not None and median:
+            row["latency_vs_pysyncobj_local"] = median / local["latency_us"]["median"]
+            row["ops_vs_pysyncobj_local"] = r["ops_per_s"] / local["ops_per_s"]
+        rows.append(row)
+    if local is not None:
+        rows.append({"kind": "pysyncobj-local",
+                     "label": "PySyncObj local read (not linearizable)",
+                     "median_us": local["latency_us"].get("median"),
+                     "p99_us": local["latency_us"].get("p99"),
+                     "ops_per_s": local["ops_per_s"]})
+    return rows
+
+
+def print_reads(rows: list[dict[str, Any]]) -> None:
+    table = []
+    for r in rows:
+        def ratio(key: str, r: dict[str, Any] = r) -> str:
+            return f"{r[key]:.2f}x" if r.get(key) is not None else "-"
+        table.append([r["label"], _num(r["median_us"]), _num(r["p99_us"]),
+                      _num(r["ops_per_s"]), ratio("latency_vs_log"), ratio("ops_vs_log"),
+                      ratio("ops_vs_pysyncobj_local")])
+    print_table(["read", "median us", "p99 us", "reads/s", "latency / log barrier",
+                 "reads/s / log barrier", "reads/s / PySyncObj local"], table,
+                "reads (raftpy memory profile, 3 processes on loopback)")
 
 
 def print_comparison(rows: list[dict[str, Any]], profiles: Sequence[str]) -> None:
@@ -183,10 +259,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     profiles = list(ours.get("profiles", {}))
     rows = build_table(peer, ours)
     print_comparison(rows, profiles)
+    reads = build_reads(peer, ours)
+    if reads:
+        print_reads(reads)
     for profile, why in ours.get("skipped", {}).items():
         print(f"raftpy {profile}: skipped ({why})")
     payload = {"pysyncobj_version": peer.get("version"), "raftpy_version": ours.get("version"),
-               "rows": rows, "raftpy_skipped": ours.get("skipped", {}),
+               "rows": rows, "reads": reads, "raftpy_skipped": ours.get("skipped", {}),
                "pysyncobj_machine": peer.get("machine"), "raftpy_machine": ours.get("machine")}
     write_json(results_dir if results_dir else RESULTS_DIR, NAME, payload)
     if args.plot:

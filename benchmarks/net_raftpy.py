@@ -50,12 +50,14 @@ from benchmarks._netharness import (
     measure_writes,
     python_argv,
 )
+from benchmarks.peer_pysyncobj import HEARTBEAT as PEER_HEARTBEAT
 from benchmarks.peer_pysyncobj import (
     add_common_args,
     apply_quick,
     best_rows,
     plot_profiles,
     print_profiles,
+    read_summary,
     summarize_profile,
 )
 
@@ -63,6 +65,8 @@ NAME = "net_raftpy"
 HEARTBEAT = 0.05
 PROFILES = ("memory", "file-fsync")
 TRANSPORT_ENV = "RAFTPY_BENCH_TRANSPORT"
+PIPE_BATCH = 100
+"""Commands per ``Node.apply_many`` call in the batch-API pipelined figure."""
 WRITE_TIMEOUT = 10.0
 """A sequential write not committed after this long counts as a stall."""
 
@@ -112,7 +116,8 @@ def _make_storage(profile: str, data_dir: str, node_id: int) -> Any:
     return file_storage(path, node_id=node_id, cluster_id="bench")
 
 
-async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir: str) -> None:
+async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir: str,
+                     heartbeat: float = HEARTBEAT, lease: bool = False) -> None:
     import trio
 
     from raftpy.config import Config
@@ -124,7 +129,7 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
     leader_at: list[tuple[int, float]] = []
     commit_at: list[tuple[int, float]] = []
     config = Config(election_timeout_min=0.150, election_timeout_max=0.300,
-                    heartbeat_interval=HEARTBEAT)
+                    heartbeat_interval=heartbeat, lease_reads=lease)
     peers = {i: f"127.0.0.1:{p}" for i, p in ports.items() if i != node_id}
     storage = await trio.to_thread.run_sync(_make_storage, profile, data_dir, node_id)
     transport = None
@@ -166,10 +171,12 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
         return {"latencies": latencies, "stalled": False}
 
     async def pipe(node: Node, n: int, size: int, inflight: int,
-                   max_seconds: float) -> dict[str, Any]:
+                   max_seconds: float, batch: int = 1) -> dict[str, Any]:
         data = os.urandom(size)
         ok = [0]
         errors: dict[str, int] = {}
+        if batch > 1:
+            return await pipe_many(node, n, data, inflight, max_seconds, batch)
         workers = max(1, min(inflight, n))
 
         slice_size = 100
@@ -205,12 +212,79 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
         return {"elapsed": time.perf_counter() - began, "ok": ok[0], "errors": errors,
                 "stalled": scope.cancelled_caught}
 
+    async def pipe_many(node: Node, n: int, data: bytes, inflight: int, max_seconds: float,
+                        batch: int) -> dict[str, Any]:
+        # The batch API: ``inflight`` writes outstanding as inflight/batch callers of
+        # Node.apply_many with ``batch`` commands each, so no Trio task per write.
+        ok = [0]
+        errors: dict[str, int] = {}
+        left = [n]
+
+        async def worker() -> None:
+            while left[0] > 0:
+                count = min(batch, left[0])
+                left[0] -= count
+                try:
+                    results = await node.apply_many([data] * count)
+                except RaftError as exc:
+                    errors[str(exc)] = errors.get(str(exc), 0) + count
+                    continue
+                for result in results:
+                    if isinstance(result, BaseException):
+                        errors[str(result)] = errors.get(str(result), 0) + 1
+                    else:
+                        ok[0] += 1
+
+        began = time.perf_counter()
+        with trio.move_on_after(max_seconds) as scope:
+            async with trio.open_nursery() as nursery:
+                for _ in range(max(1, min(inflight, n) // batch)):
+                    nursery.start_soon(worker)
+        return {"elapsed": time.perf_counter() - began, "ok": ok[0], "errors": errors,
+                "stalled": scope.cancelled_caught}
+
+    async def reads(node: Node, kind: str, n: int, concurrency: int) -> dict[str, Any]:
+        """``n`` sequential reads of one kind (latencies), then ``n`` more from
+        ``concurrency`` tasks (throughput). ``stale`` reads the state machine with no
+        barrier at all (not linearizable); ``lease`` is ReadIndex on a cluster started
+        with lease reads on."""
+        counter = state_machine
+
+        async def read() -> int:
+            if kind == "log":
+                await node.read_barrier(mode="log")
+            elif kind != "stale":
+                await node.read_barrier()
+            else:
+                await trio.lowlevel.checkpoint()
+            return counter.count
+
+        latencies = []
+        for _ in range(n):
+            began = time.perf_counter()
+            await read()
+            latencies.append(time.perf_counter() - began)
+        done = [0]
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                await read()
+                done[0] += 1
+
+        began = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for k in range(concurrency):
+                nursery.start_soon(worker, n // concurrency + (k < n % concurrency))
+        return {"latencies": latencies,
+                "ops_per_s": done[0] / (time.perf_counter() - began)}
+
     async def transfer(node: Node, target: int) -> None:
         # The coordinator times the target's commit; a failure shows as none.
         with contextlib.suppress(RaftError):
             await node.transfer_leadership(target)
 
-    async with open_node(node_id, peers, state_machine=_Counter(), storage=storage,
+    state_machine = _Counter()
+    async with open_node(node_id, peers, state_machine=state_machine, storage=storage,
                          config=config, listen=f"127.0.0.1:{ports[node_id]}",
                          transport=transport) as node, \
             trio.open_nursery() as nursery:
@@ -242,7 +316,9 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
                                         req.get("max_seconds", 1e9))
                     elif op == "pipe":
                         out = await pipe(node, req["n"], req["size"], req["inflight"],
-                                         req.get("max_seconds", 1e9))
+                                         req.get("max_seconds", 1e9), req.get("batch", 1))
+                    elif op == "reads":
+                        out = await reads(node, req["kind"], req["n"], req["concurrency"])
                     elif op == "transfer":
                         at = monotonic()
                         nursery.start_soon(transfer, node, req["target"])
@@ -261,7 +337,8 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
 
 # ---------------------------------------------------------------------- coordinator
 
-def cluster_factory(profile: str, data_root: str, n: int = 3) -> Callable[[], NetCluster]:
+def cluster_factory(profile: str, data_root: str, n: int = 3, heartbeat: float = HEARTBEAT,
+                    lease: bool = False) -> Callable[[], NetCluster]:
     counter = [0]
 
     def make() -> NetCluster:
@@ -271,7 +348,8 @@ def cluster_factory(profile: str, data_root: str, n: int = 3) -> Callable[[], Ne
         def spawn(node_id: int, ports: dict[int, int]) -> list[str]:
             return python_argv("benchmarks.net_raftpy", "node", "--id", str(node_id),
                                "--ports", json.dumps(ports), "--profile", profile,
-                               "--data-dir", data_dir)
+                               "--data-dir", data_dir, "--heartbeat", str(heartbeat),
+                               *(["--lease"] if lease else []))
 
         return NetCluster(spawn, n, child_env())
 
@@ -295,14 +373,50 @@ def run_raftpy(args: argparse.Namespace, bar: Any) -> dict[str, Any]:
             with make() as cluster:
                 transfers = measure_transfers(cluster, args.transfer_trials, bar)
                 writes = measure_writes(cluster, args.sizes, args.seq_n, args.pipe_n,
-                                        args.inflight)
+                                        args.inflight, pipe_batch=PIPE_BATCH)
                 bar.update()
             profiles[profile] = summarize_profile(failover, transfers, writes)
+            if profile == "memory" and args.failover_trials:
+                # The same trials with PySyncObj's heartbeat interval (issue 12: compare
+                # re-election at equal heartbeats as well as at the defaults).
+                equal = measure_failover(
+                    cluster_factory(profile, data_root, heartbeat=PEER_HEARTBEAT),
+                    args.failover_trials, PEER_HEARTBEAT, bar, args.seed)
+                eq = summarize_profile(equal, [], [])
+                profiles[profile]["failover_eqhb_leader_ms"] = eq["failover_leader_ms"]
+                profiles[profile]["failover_eqhb_commit_ms"] = eq["failover_commit_ms"]
+                profiles[profile]["failover_eqhb_heartbeat"] = PEER_HEARTBEAT
+            if profile == "memory" and args.read_n:
+                profiles[profile]["reads"] = measure_raftpy_reads(
+                    profile, data_root, args.read_n, args.read_concurrency)
             profiles[profile]["settings"] = {
                 "election_timeout": [0.150, 0.300], "heartbeat": HEARTBEAT,
                 "pre_vote": True, "check_quorum": True, "storage": profile}
     return {"peer": "raftpy", "version": _version(), "profiles": profiles,
             "skipped": skipped, "best": best_rows(profiles)}
+
+
+def measure_raftpy_reads(profile: str, data_root: str, n: int,
+                         concurrency: int) -> dict[str, Any]:
+    """Every kind of read on a settled cluster: ``log`` (a marker entry through the
+    leader), ``index`` (ReadIndex on the leader), ``follower`` (ReadIndex asked by a
+    follower), ``stale`` (no barrier, not linearizable), and ``lease`` (ReadIndex on a
+    second cluster started with lease reads on)."""
+    out: dict[str, Any] = {}
+    for lease in (False, True):
+        with cluster_factory(profile, data_root, lease=lease)() as cluster:
+            leader_id = cluster.wait_stable()
+            leader = cluster.nodes[leader_id]
+            follower = cluster.nodes[next(i for i in cluster.nodes if i != leader_id)]
+            leader.call("seq", n=50, size=16, max_seconds=5, timeout=60)  # warm-up
+            kinds = [("lease", leader, "lease")] if lease else [
+                ("log", leader, "log"), ("index", leader, "index"),
+                ("follower", follower, "index"), ("stale", leader, "stale")]
+            for name, node, kind in kinds:
+                reply = node.call("reads", kind=kind, n=n, concurrency=concurrency,
+                                  timeout=300)
+                out[name] = read_summary(reply)
+    return out
 
 
 def _version() -> str | None:
@@ -322,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         node.add_argument("--ports", required=True)
         node.add_argument("--profile", choices=PROFILES, required=True)
         node.add_argument("--data-dir", required=True)
+        node.add_argument("--heartbeat", type=float, default=HEARTBEAT)
+        node.add_argument("--lease", action="store_true")
         a = node.parse_args(argv[1:])
         import trio
 
@@ -332,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                                 format=f"%(relativeCreated)8.1f node {a.id} %(name)s: %(message)s")
 
         trio.run(_node_main, a.id, {int(k): v for k, v in json.loads(a.ports).items()},
-                 a.profile, a.data_dir)
+                 a.profile, a.data_dir, a.heartbeat, a.lease)
         return None
     parser = argparse.ArgumentParser(prog="python -m benchmarks.net_raftpy",
                                      description=__doc__.split("\n\n")[0])
@@ -341,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     args = parser.parse_args(argv)
     apply_quick(args)
     total = len(args.profiles) * (args.failover_trials + args.transfer_trials + 1)
+    total += args.failover_trials if "memory" in args.profiles else 0  # equal heartbeats
     with progress(total, "raftpy trials", args.progress) as bar:
         payload = run_raftpy(args, bar)
     if payload["profiles"]:

@@ -185,6 +185,21 @@ def _node_main(node_id: int, ports: dict[int, int], profile: str) -> None:
         done = finished.wait(max(0.0, deadline - time.perf_counter()))
         return {"elapsed": time.perf_counter() - began, "ok": counts[1], "stalled": not done}
 
+    def reads(n: int) -> dict[str, Any]:
+        # PySyncObj's local read: the state machine's attribute, no barrier of any
+        # kind (not linearizable: a deposed leader or a lagging follower reads stale).
+        latencies = []
+        perf = time.perf_counter
+        for _ in range(n):
+            began = perf()
+            obj.count  # noqa: B018
+            latencies.append(perf() - began)
+        began = perf()
+        for _ in range(n):
+            obj.count  # noqa: B018
+        elapsed = perf() - began
+        return {"latencies": latencies, "ops_per_s": n / elapsed if elapsed else 0.0}
+
     def transfer(target: int) -> dict[str, Any]:
         result: list[int] = []
 
@@ -213,6 +228,8 @@ def _node_main(node_id: int, ports: dict[int, int], profile: str) -> None:
                 reply = pipe(req["n"], req["size"], req["inflight"], req.get("max_seconds", 120))
             elif op == "transfer":
                 reply = transfer(req["target"])
+            elif op == "reads":
+                reply = reads(req["n"])
             elif op == "exit":
                 print(json.dumps({"bye": True}), flush=True)
                 break
@@ -244,11 +261,22 @@ def run_peer(args: argparse.Namespace, bar: Any) -> dict[str, Any]:
         with make() as cluster:
             transfers = measure_transfers(cluster, args.transfer_trials, bar)
             writes = measure_writes(cluster, args.sizes, args.seq_n, args.pipe_n, args.inflight)
+            local = None
+            if args.read_n:
+                local = cluster.nodes[cluster.wait_stable()].call("reads", n=args.read_n)
             bar.update()
         profiles[profile] = summarize_profile(failover, transfers, writes)
+        if local is not None:
+            profiles[profile]["reads"] = {"local": read_summary(local)}
         profiles[profile]["settings"] = {**COMMON_CONF, **PROFILES[profile]}
     return {"peer": "pysyncobj", "version": _version(), "profiles": profiles,
             "best": best_rows(profiles)}
+
+
+def read_summary(reply: dict[str, Any]) -> dict[str, Any]:
+    """Latency (µs) and throughput of one kind of read, from a node's ``reads`` reply."""
+    return {"latency_us": summarize(reply["latencies"], 1e6),
+            "ops_per_s": float(reply["ops_per_s"])}
 
 
 def summarize_profile(failover: list[dict[str, Any]], transfers: list[dict[str, Any]],
@@ -276,7 +304,8 @@ def summarize_profile(failover: list[dict[str, Any]], transfers: list[dict[str, 
                     "seq_stalled": w["seq_stalled"], "pipe_stalled": w["pipe_stalled"],
                     "pipe_ops_per_s": w["pipe_ops_per_s"], "pipe_n": w["pipe_n"],
                     "pipe_inflight": w["pipe_inflight"], "pipe_ok": w["pipe_ok"],
-                    "pipe_errors": w.get("pipe_errors", {})}
+                    "pipe_errors": w.get("pipe_errors", {}),
+                    **{k: v for k, v in w.items() if k.startswith("pipe_many_")}}
                    for w in writes],
     }
 
@@ -377,6 +406,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help="pipelined writes outstanding at once")
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
                         default=[16, 1024], help="command sizes in bytes")
+    parser.add_argument("--read-n", type=int, default=2000,
+                        help="reads of each kind (sequential, then as many concurrent)")
+    parser.add_argument("--read-concurrency", type=int, default=100,
+                        help="concurrent readers for the read throughput figures")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -390,6 +423,7 @@ def apply_quick(args: argparse.Namespace) -> None:
         args.seq_n = min(args.seq_n, 100)
         args.pipe_n = min(args.pipe_n, 2000)
         args.inflight = min(args.inflight, args.pipe_n)
+        args.read_n = min(args.read_n, 200)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
