@@ -321,6 +321,7 @@ def measure_writes(cluster: NetCluster, sizes: Sequence[int], seq_n: int, pipe_n
                            max_seconds=pipe_seconds, timeout=pipe_seconds + 60)
         many = None
         if pipe_batch > 1:
+            leader = cluster.nodes[cluster.wait_stable()]  # (if it moved meanwhile)
             many = leader.call("pipe", n=pipe_n, size=size, inflight=inflight,
                                max_seconds=pipe_seconds, timeout=pipe_seconds + 60,
                                batch=pipe_batch)
