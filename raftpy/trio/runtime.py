@@ -24,7 +24,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -40,6 +40,7 @@ from raftpy.errors import (
 )
 from raftpy.membership import Configuration
 from raftpy.messages import Entry, EntryKind, Message
+from raftpy.metrics import NodeMetrics
 from raftpy.node import RaftNode
 from raftpy.ready import (
     LeaderChanged,
@@ -56,6 +57,7 @@ from raftpy.storage.base import Storage
 from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.autoroles import AutoRoles, run_auto_roles
 from raftpy.trio.membership import MembershipCalls, _Change, prepare_storage
+from raftpy.trio.observe import DEFAULT_BUFFER, EventStream, RuntimeObserver
 
 logger = logging.getLogger(__name__)
 
@@ -335,6 +337,10 @@ class Node(MembershipCalls):
         """The ``(host, port)`` pairs this node listens on (filled in once running)."""
         raft.set_snapshot_source(lambda: self._snapshot)
         self._init_membership(addresses)
+        self._observer = RuntimeObserver(self.id, raft)
+        health = getattr(transport, "peer_health", None)
+        if health is not None:
+            health.listeners.append(self._observer.peer_reachability)
 
     # ------------------------------------------------------------------ public API
 
@@ -433,6 +439,19 @@ class Node(MembershipCalls):
             leader_address=self.address_of(raft.leader_id), commit_index=raft.commit_index,
             applied_index=self._applied, last_log_index=raft.log.last_index,
             transfer_target=raft.transfer_target, peers=tuple(peers))
+
+    def metrics(self) -> NodeMetrics:
+        """Counters, latency histograms and state of this node (``docs/observability.md``)."""
+        return self._observer.metrics(
+            self._raft, applied_index=self._applied, last_contact=self._last_contact,
+            transport_stats=getattr(self._transport, "stats", None))
+
+    def observe(self, buffer: int = DEFAULT_BUFFER) -> AbstractAsyncContextManager[EventStream]:
+        """Subscribe to this node's events: ``async with node.observe() as events:
+        async for event in events: ...`` (:mod:`raftpy.trio.observe`). At most
+        ``buffer`` events wait for the reader; then the oldest are dropped (and
+        counted). Iteration ends when the node stops."""
+        return self._observer.observe(buffer)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -584,6 +603,7 @@ class Node(MembershipCalls):
         else:
             for pos, reply in zip(positions, replies, strict=True):
                 self._waiting.setdefault(pos.index, []).append((pos.term, reply))
+            self._observer.proposed(positions[-1].index, len(positions), now)
             return
         for reply in replies:
             reply.fail(error)
@@ -606,6 +626,7 @@ class Node(MembershipCalls):
         send = self._transport.send
         while raft.has_ready():
             ready = raft.ready()
+            self._observer.drained(raft, ready)
             if ready.entries and self._waiting:
                 self._fail_replaced(ready.entries)
             if ready.events:
@@ -629,7 +650,9 @@ class Node(MembershipCalls):
                     # (a snapshot installed by an earlier batch may have overtaken it)
                     await self._io(self._storage.compact, job.meta, job.data)
             elif job.must_persist():
+                started = trio.current_time()
                 await self._io(self._storage.save, job.hard_state, job.entries, job.snapshot)
+                self._observer.persisted(trio.current_time() - started)
             self._disk_pending -= 1
             if isinstance(job, _Compaction):
                 self._compacted(job)
@@ -654,8 +677,12 @@ class Node(MembershipCalls):
             self._snapshot = ready.snapshot
             self._applied = meta.index
             self._fail_waiting_through(meta.index)
-        for entry in ready.committed:
-            self._apply(entry)
+            self._observer.snapshot_installed(meta)
+        if ready.committed:
+            started = trio.current_time()
+            for entry in ready.committed:
+                self._apply(entry)
+            self._observer.applied(ready, started)
         changed = bool(ready.committed) or ready.snapshot is not None
         for event in ready.events:
             changed = True
@@ -758,6 +785,7 @@ class Node(MembershipCalls):
         keep_from = max(job.meta.index - raft.config.snapshot_trailing, raft.log.snapshot_index)
         if keep_from > raft.log.snapshot_index:
             raft.compact(keep_from)
+        self._observer.snapshot_taken(job.meta)
         logger.info("node %d: snapshot at index %d", self.id, job.meta.index)
 
     def _close(self) -> None:
@@ -776,6 +804,7 @@ class Node(MembershipCalls):
             self._transfer_reply[1].fail(error)
             self._transfer_reply = None
         self._fail_promotion(error)
+        self._observer.close()
         # Wakes callers blocked on a full inbox (they get NodeClosed), then fails
         # the requests already queued.
         self._inbox_send.close()
