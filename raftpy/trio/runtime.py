@@ -38,6 +38,7 @@ from raftpy.errors import (
     NotLeader,
     TransferFailed,
 )
+from raftpy.logfmt import core_trace, log_context
 from raftpy.membership import Configuration
 from raftpy.messages import Entry, EntryKind, Message
 from raftpy.metrics import NodeMetrics
@@ -59,7 +60,7 @@ from raftpy.trio.autoroles import AutoRoles, run_auto_roles
 from raftpy.trio.membership import MembershipCalls, _Change, prepare_storage
 from raftpy.trio.observe import DEFAULT_BUFFER, EventStream, RuntimeObserver
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("raftpy.runtime")
 
 _BARRIER = b""
 """The command of a read barrier: empty commands never reach the state machine."""
@@ -348,6 +349,11 @@ class Node(MembershipCalls):
     def leader_id(self) -> int | None:
         """The leader this node knows of, if any."""
         return self._raft.leader_id
+
+    @property
+    def term(self) -> int:
+        """The current term, as this node knows it."""
+        return self._raft.current_term
 
     @property
     def is_leader(self) -> bool:
@@ -938,10 +944,10 @@ async def open_node(
     if fixed:
         members = set(peers) | {node_id}
         raft = RaftNode(node_id, members - set(learners), learners=learners, config=config,
-                        state=state, rng=rng, now=trio.current_time())
+                        state=state, rng=rng, now=trio.current_time(), trace=core_trace())
     else:
         raft = RaftNode(node_id, configuration=Configuration(), config=config, state=state,
-                        rng=rng, now=trio.current_time())
+                        rng=rng, now=trio.current_time(), trace=core_trace())
     snapshot = None
     if state.snapshot is not None and snapshot_data is not None:
         state_machine.restore(snapshot_data)
@@ -952,14 +958,16 @@ async def open_node(
     node._sync_transport()
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(transport.run, listeners)
-            if injected:
-                nursery.start_soon(node._pump, transport.incoming)
-            nursery.start_soon(node._write_to_disk)
-            nursery.start_soon(node._drive)
-            if targets is not None:
-                nursery.start_soon(run_auto_roles, node, targets, auto_roles or AutoRoles(),
-                                   raft.config)
+            # The node's tasks log with node= and term= fields (raftpy.logfmt).
+            with log_context(node_id, lambda: raft.current_term):
+                await nursery.start(transport.run, listeners)
+                if injected:
+                    nursery.start_soon(node._pump, transport.incoming)
+                nursery.start_soon(node._write_to_disk)
+                nursery.start_soon(node._drive)
+                if targets is not None:
+                    nursery.start_soon(run_auto_roles, node, targets,
+                                       auto_roles or AutoRoles(), raft.config)
             try:
                 yield node
             finally:
