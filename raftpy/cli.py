@@ -662,7 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.log_level = "info" if args.command == "serve" else "warning"
     from raftpy.logfmt import configure
 
-    configure(args.log_level, args.log_format, sys.stderr)
+    configure(args.log_level, args.log_format)
     if args.command == "tls":
         return tls_command(args)
     command = serve if args.command == "serve" else client_command

@@ -31,6 +31,7 @@ import contextvars
 import datetime
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -137,11 +138,19 @@ def core_trace() -> Callable[[str], None] | None:
     return trace
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at each record (it may be replaced)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def make_handler(fmt: str = "text", stream: TextIO | None = None) -> logging.Handler:
     """A stream handler (stderr by default) writing ``fmt`` (``"text"`` or ``"json"``)."""
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     handler.addFilter(ContextFilter())
     return handler
@@ -149,12 +158,15 @@ def make_handler(fmt: str = "text", stream: TextIO | None = None) -> logging.Han
 
 def configure(level: int | str = logging.INFO, fmt: str = "text",
               stream: TextIO | None = None) -> logging.Handler:
-    """Send every log record at ``level`` or above to ``stream`` in format ``fmt``,
-    replacing the root logger's handlers (what the ``raftpy`` command does)."""
+    """Send every log record at ``level`` or above to ``stream`` in format ``fmt``
+    through one handler on the root logger (what the ``raftpy`` command does); a
+    handler installed by an earlier call is replaced, other handlers are kept."""
     handler = make_handler(fmt, stream)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if getattr(old, "_raftpy_configured", False):
+            root.removeHandler(old)
+    setattr(handler, "_raftpy_configured", True)  # noqa: B010
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     return handler
