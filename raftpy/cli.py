@@ -125,8 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 key not found, 2 usage error, 3 cluster unavailable "
                "or timed out, 4 request failed")
     parser.add_argument("--version", action="version", version=f"raftpy {_version()}")
-    parser.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default=None,
+                        choices=["debug", "info", "warning", "error"],
+                        help="default: info for serve, warning for the other commands")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="text (key=value fields) or json (one object per line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     tls = argparse.ArgumentParser(add_help=False)
@@ -176,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a spare whose promotion failed, or demoted for being offline, "
                             "is not promoted again for this long (default 30)")
     serve.add_argument("--data-dir", required=True, help="where this member keeps its state")
+    serve.add_argument("--metrics", type=_address, default=None, metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                            "(needs the raftpy[metrics] extra)")
     serve.add_argument("--election-timeout-ms", type=_positive, default=150.0, metavar="MS",
                        help="minimum election timeout (the maximum is twice it; default 150)")
     serve.add_argument("--snapshot-every", type=int, default=10000, metavar="N",
@@ -224,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         subparser.add_argument("--log-level", dest="sub_log_level", default=None,
                                choices=["debug", "info", "warning", "error"],
                                help="as the global --log-level")
+        subparser.add_argument("--log-format", dest="sub_log_format", default=None,
+                               choices=["text", "json"], help="as the global --log-format")
     _add_tls_commands(sub)
     return parser
 
@@ -286,6 +294,14 @@ def _open_storage(data_dir: str, node_id: int, cluster_id: str) -> FileStorage:
 
 async def serve(args: argparse.Namespace) -> int:
     """Run one member until SIGINT or SIGTERM; returns the exit code."""
+    from raftpy.logfmt import log_context
+
+    running: list[Any] = []  # the node, once open: its term goes on every log line
+    with log_context(args.id, lambda: running[0].term if running else None):
+        return await _serve(args, running)
+
+
+async def _serve(args: argparse.Namespace, running: list[Any]) -> int:
     from raftpy.kv.server import KVServer
     from raftpy.kv.statemachine import KVStore
     from raftpy.membership import Configuration, Member, MemberRole
@@ -318,6 +334,7 @@ async def serve(args: argparse.Namespace) -> int:
     from raftpy.trio.runtime import parse_address
 
     host, port = parse_address(args.listen)
+    metrics_listeners = await _metrics_listeners(args.metrics)
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
@@ -353,20 +370,45 @@ async def serve(args: argparse.Namespace) -> int:
             voters=args.voters, standbys=args.standbys or 0,
             auto_roles=None if args.voters is None
             else AutoRoles(retry_spares_after=args.spare_retry),
-        ) as node:
-            logger.warning("node %d serving on %s (cluster %r, members %s)", args.id,
-                           ", ".join(f"{h}:{p}" for h, p in node.listen_addresses),
-                           args.cluster_id,
-                           (await node.members()).configuration.describe())
+        ) as node, trio.open_nursery() as extras:
+            running.append(node)
+            logger.info("node %d serving on %s (cluster %r, members %s)", args.id,
+                        ", ".join(f"{h}:{p}" for h, p in node.listen_addresses),
+                        args.cluster_id,
+                        (await node.members()).configuration.describe())
+            if metrics_listeners:
+                from raftpy.trio.prometheus import serve_metrics
+
+                await extras.start(serve_metrics, node.metrics, metrics_listeners)
             if fresh and args.join is not None:
                 code = await _join(args, node.id, advertise, client_ctx)
                 if code != EXIT_OK:
                     return code
             signum = await signals.__anext__()
-            logger.warning("node %d: %s, shutting down", args.id, signal.Signals(signum).name)
+            logger.info("node %d: %s, shutting down", args.id, signal.Signals(signum).name)
             if not args.no_handover:
                 await _handover(args, node, client_ctx, signals)
+            extras.cancel_scope.cancel()
     return EXIT_OK
+
+
+async def _metrics_listeners(address: str | None) -> list[trio.SocketListener]:
+    """The ``--metrics`` listeners, opened before anything else (a missing extra or
+    a port in use fails before the data directory is created)."""
+    if address is None:
+        return []
+    from raftpy.trio.prometheus import MetricsUnavailable, require_prometheus
+    from raftpy.trio.runtime import parse_address
+
+    try:
+        require_prometheus()
+    except MetricsUnavailable as exc:
+        raise _Failed(f"--metrics: {exc}") from None
+    host, port = parse_address(address)
+    try:
+        return list(await trio.open_tcp_listeners(port, host=host))
+    except OSError as exc:
+        raise _Failed(f"--metrics: cannot listen on {address}: {exc.strerror or exc}") from None
 
 
 async def _join(args: argparse.Namespace, node_id: int, advertise: str,
@@ -387,7 +429,7 @@ async def _join(args: argparse.Namespace, node_id: int, advertise: str,
                 if exc.code == "invalid_change":  # added beforehand (raftpy add)?
                     members = (await client.membership())["members"]
                     if any(m["id"] == node_id and m["address"] == advertise for m in members):
-                        logger.warning("node %d: a member already", node_id)
+                        logger.info("node %d: a member already", node_id)
                         return EXIT_OK
                 print(f"raftpy serve: joining failed: {exc}", file=sys.stderr)
                 return EXIT_FAILED
@@ -399,7 +441,7 @@ async def _join(args: argparse.Namespace, node_id: int, advertise: str,
                 print(f"raftpy serve: joining failed: cluster unavailable: {exc}",
                       file=sys.stderr)
                 return EXIT_UNAVAILABLE
-            logger.warning("node %d: joined as %s (configuration at index %d)", node_id, role,
+            logger.info("node %d: joined as %s (configuration at index %d)", node_id, role,
                            index)
             return EXIT_OK
 
@@ -431,7 +473,7 @@ async def _handover(args: argparse.Namespace, node: Any, client_ctx: ssl.SSLCont
             logger.warning("node %d: handover failed: %s: %s", node.id, type(exc).__name__,
                            exc)
         else:
-            logger.warning("node %d: handover done in %.0f ms (replacement: %s)", node.id,
+            logger.info("node %d: handover done in %.0f ms (replacement: %s)", node.id,
                            (trio.current_time() - start) * 1000,
                            promoted if promoted is not None else "none")
         nursery.cancel_scope.cancel()
@@ -613,8 +655,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "sub_log_level", None) is not None:
         args.log_level = args.sub_log_level
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "sub_log_format", None) is not None:
+        args.log_format = args.sub_log_format
+    if args.log_level is None:
+        # A server's banner and leader changes are INFO: visible by default.
+        args.log_level = "info" if args.command == "serve" else "warning"
+    from raftpy.logfmt import configure
+
+    configure(args.log_level, args.log_format)
     if args.command == "tls":
         return tls_command(args)
     command = serve if args.command == "serve" else client_command

@@ -45,6 +45,7 @@ from raftpy.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
+from raftpy.metrics import CoreCounters
 from raftpy.nodestate import Candidacy, PendingTransfer, Promotion
 from raftpy.progress import Progress
 from raftpy.reads import ReadsMixin
@@ -122,6 +123,8 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         # Pass a seeded random.Random for a deterministic run (the simulator does).
         self._rng = rng if rng is not None else random.Random()
         self._trace = trace
+        self.counters = CoreCounters()
+        """Protocol decisions counted so far (:mod:`raftpy.metrics`)."""
         state = state if state is not None else PersistentState()
         snap = state.snapshot
         self.current_term = state.hard_state.term
@@ -286,6 +289,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
             index = self.log.last_index + 1
             self.log.append(Entry(index, term, data))
             out.append(LogPosition(index, term))
+        self.counters.proposals += len(out)
         self._replicate_to_all()
         return out
 
@@ -410,6 +414,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
             self._end_promotion("this node lost leadership")
         if term > self.current_term:
             self.current_term = term
+            self.counters.terms_seen += 1
             self.voted_for = None
             self._hard_state_dirty = True
         was = (self.role, self.leader_id)
@@ -449,7 +454,11 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         self._candidacy = None if pre_vote else Candidacy(started_at=self._now)
         self._round_started_at = self._now
         self._round_answered = False
-        if not pre_vote:
+        if pre_vote:
+            self.counters.pre_votes_started += 1
+        else:
+            self.counters.elections_started += 1
+            self.counters.terms_seen += 1
             self.current_term += 1
             self.voted_for = self.id
             self._hard_state_dirty = True
@@ -482,6 +491,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
                          for peer in sorted(self._configurations.latest.replicated)
                          if peer != self.id}
         self._round_sent_at = {}
+        self.counters.elections_won += 1
         self._log_trace(f"-> leader, term {self.current_term}")
         self._events.append(LeaderChanged(self.current_term, self.id))
         if self._transfer is not None:

@@ -18,6 +18,7 @@ from raftpy.config import Config
 from raftpy.log import RaftLog
 from raftpy.membership import Configuration, ConfigurationHistory
 from raftpy.messages import AppendEntriesResponse, Entry, Message
+from raftpy.metrics import CoreCounters
 from raftpy.progress import Progress
 from raftpy.ready import Event, Role, SnapshotMeta
 from raftpy.snapshots import SnapshotReceiver
@@ -111,6 +112,7 @@ class NodeState:
     in_pre_vote: bool
     disrupt_leader: bool
     progress: dict[int, Progress]
+    counters: CoreCounters
     _rng: random.Random
     _now: float
     _last_leader_contact: float

@@ -193,6 +193,7 @@ class LeaderMixin(NodeState):
         pr.snapshot_offset = 0
         pr.snapshot_data = data
         pr.snapshot_term = meta.term
+        self.counters.snapshots_sent += 1
         self._log_trace(f"send snapshot at {meta.index} to {peer}")
         self._send_snapshot_chunk(peer, pr)
 

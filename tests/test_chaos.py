@@ -154,7 +154,8 @@ def test_write_gaps_and_election_times_from_the_members_logs(tmp_path: Path) -> 
     (tmp_path / "node2.log").write_text(
         "2026-01-02 03:04:06,000 INFO raftpy.trio.runtime: node 2: leader is 1 (term 2)\n"
         "2026-01-02 03:04:15,250 INFO raftpy.trio.runtime: node 2: leader is None (term 2)\n"
-        "2026-01-02 03:04:15,300 INFO raftpy.trio.runtime: node 2: leader is 2 (term 3)\n"
+        "2026-01-02 03:04:15,300 INFO raftpy.runtime node=2 term=3: node 2: leader is 2 "
+        "(term 3)\n"
         "2026-01-02 03:04:15,301 WARNING raftpy.cli: unrelated\n")
     changes = leader_changes([tmp_path / "node1.log", tmp_path / "node2.log"], wall_t0)
     assert changes == [(pytest.approx(1.0), 2, 1), (pytest.approx(10.3), 2, 2)]

@@ -226,7 +226,7 @@ def node_contexts(pki: Pki, stem: str) -> dict[str, ssl.SSLContext]:
 
 async def test_node_2s_certificate_claiming_to_be_node_3_is_refused_by_both_sides(
         pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="raftpy.trio.transport")
+    caplog.set_level(logging.INFO, logger="raftpy.transport")
     async with cluster(3, start=False) as c:
         t1 = await c.start(1, **node_contexts(pki, "node-1"))
         impostor = await c.start(3, **node_contexts(pki, "node-2"))

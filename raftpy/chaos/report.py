@@ -35,7 +35,8 @@ class Gap:
     another leader (``None``: not found in the logs)."""
 
 
-_LEADER_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO raftpy\.trio\.runtime: "
+_LEADER_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO "
+                          r"raftpy\.(?:trio\.)?runtime(?: [a-z]+=\S+)*: "
                           r"node (\d+): leader is (\d+) \(term (\d+)\)")
 
 

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from raftpy.trio.membership import MemberStatus
     from raftpy.trio.runtime import Node
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("raftpy.runtime.roles")
 
 
 @dataclass(frozen=True, slots=True)

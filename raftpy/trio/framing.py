@@ -22,7 +22,7 @@ import trio
 from raftpy.errors import ProtocolError
 from raftpy.trio.identity import Identity
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("raftpy.transport.framing")
 
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 """The largest payload accepted by default (16 MiB)."""

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from raftpy.node import RaftNode
     from raftpy.trio.runtime import _Reply, _Waiter
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("raftpy.runtime.membership")
 
 _RETRY_INTERVAL = 0.05
 """How long handover waits before retrying a change refused as "in progress"."""

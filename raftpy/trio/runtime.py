@@ -24,7 +24,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -38,8 +38,10 @@ from raftpy.errors import (
     NotLeader,
     TransferFailed,
 )
+from raftpy.logfmt import core_trace, log_context
 from raftpy.membership import Configuration
 from raftpy.messages import Entry, EntryKind, Message
+from raftpy.metrics import NodeMetrics
 from raftpy.node import RaftNode
 from raftpy.ready import (
     HardState,
@@ -57,8 +59,9 @@ from raftpy.storage.base import Storage
 from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.autoroles import AutoRoles, run_auto_roles
 from raftpy.trio.membership import MembershipCalls, _Change, prepare_storage
+from raftpy.trio.observe import DEFAULT_BUFFER, EventStream, RuntimeObserver
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("raftpy.runtime")
 
 _BARRIER = b""
 """The command of a read barrier: empty commands never reach the state machine."""
@@ -418,6 +421,10 @@ class Node(MembershipCalls):
         """The ``(host, port)`` pairs this node listens on (filled in once running)."""
         raft.set_snapshot_source(lambda: self._snapshot)
         self._init_membership(addresses)
+        self._observer = RuntimeObserver(self.id, raft)
+        health = getattr(transport, "peer_health", None)
+        if health is not None:
+            health.listeners.append(self._observer.peer_reachability)
 
     # ------------------------------------------------------------------ public API
 
@@ -425,6 +432,11 @@ class Node(MembershipCalls):
     def leader_id(self) -> int | None:
         """The leader this node knows of, if any."""
         return self._raft.leader_id
+
+    @property
+    def term(self) -> int:
+        """The current term, as this node knows it."""
+        return self._raft.current_term
 
     @property
     def is_leader(self) -> bool:
@@ -541,6 +553,19 @@ class Node(MembershipCalls):
             leader_address=self.address_of(raft.leader_id), commit_index=raft.commit_index,
             applied_index=self._applied, last_log_index=raft.log.last_index,
             transfer_target=raft.transfer_target, peers=tuple(peers))
+
+    def metrics(self) -> NodeMetrics:
+        """Counters, latency histograms and state of this node (``docs/observability.md``)."""
+        return self._observer.metrics(
+            self._raft, applied_index=self._applied, last_contact=self._last_contact,
+            transport_stats=getattr(self._transport, "stats", None))
+
+    def observe(self, buffer: int = DEFAULT_BUFFER) -> AbstractAsyncContextManager[EventStream]:
+        """Subscribe to this node's events: ``async with node.observe() as events:
+        async for event in events: ...`` (:mod:`raftpy.trio.observe`). At most
+        ``buffer`` events wait for the reader; then the oldest are dropped (and
+        counted). Iteration ends when the node stops."""
+        return self._observer.observe(buffer)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -720,6 +745,7 @@ class Node(MembershipCalls):
         else:
             for pos, reply in zip(positions, replies, strict=True):
                 self._waiting.setdefault(pos.index, []).append((pos.term, reply))
+            self._observer.proposed(positions[-1].index, len(positions), now)
             return
         for reply in replies:
             # A batch none of whose commands was proposed fails as a whole.
@@ -743,6 +769,7 @@ class Node(MembershipCalls):
         send = self._transport.send
         while raft.has_ready():
             ready = raft.ready()
+            self._observer.drained(raft, ready)
             if ready.entries and self._waiting:
                 self._fail_replaced(ready.entries)
             if ready.events:
@@ -793,7 +820,9 @@ class Node(MembershipCalls):
                     group.append(more)
                 hard_state, entries = _merge_batches(group)
                 if hard_state is not None or entries or job.snapshot is not None:
+                    started = trio.current_time()
                     await self._io(self._storage.save, hard_state, entries, job.snapshot)
+                    self._observer.persisted(trio.current_time() - started)
             if isinstance(job, _Compaction):
                 self._disk_pending -= 1
                 self._compacted(job)
@@ -819,8 +848,12 @@ class Node(MembershipCalls):
             self._snapshot = ready.snapshot
             self._applied = meta.index
             self._fail_waiting_through(meta.index)
-        for entry in ready.committed:
-            self._apply(entry)
+            self._observer.snapshot_installed(meta)
+        if ready.committed:
+            started = trio.current_time()
+            for entry in ready.committed:
+                self._apply(entry)
+            self._observer.applied(ready, started)
         changed = bool(ready.committed) or ready.snapshot is not None
         for event in ready.events:
             changed = True
@@ -923,6 +956,7 @@ class Node(MembershipCalls):
         keep_from = max(job.meta.index - raft.config.snapshot_trailing, raft.log.snapshot_index)
         if keep_from > raft.log.snapshot_index:
             raft.compact(keep_from)
+        self._observer.snapshot_taken(job.meta)
         logger.info("node %d: snapshot at index %d", self.id, job.meta.index)
 
     def _close(self) -> None:
@@ -941,6 +975,7 @@ class Node(MembershipCalls):
             self._transfer_reply[1].fail(error)
             self._transfer_reply = None
         self._fail_promotion(error)
+        self._observer.close()
         # Wakes callers blocked on a full inbox (they get NodeClosed), then fails
         # the requests already queued.
         self._inbox_send.close()
@@ -1074,10 +1109,10 @@ async def open_node(
     if fixed:
         members = set(peers) | {node_id}
         raft = RaftNode(node_id, members - set(learners), learners=learners, config=config,
-                        state=state, rng=rng, now=trio.current_time())
+                        state=state, rng=rng, now=trio.current_time(), trace=core_trace())
     else:
         raft = RaftNode(node_id, configuration=Configuration(), config=config, state=state,
-                        rng=rng, now=trio.current_time())
+                        rng=rng, now=trio.current_time(), trace=core_trace())
     snapshot = None
     if state.snapshot is not None and snapshot_data is not None:
         state_machine.restore(snapshot_data)
@@ -1088,14 +1123,16 @@ async def open_node(
     node._sync_transport()
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(transport.run, listeners)
-            if injected:
-                nursery.start_soon(node._pump, transport.incoming)
-            nursery.start_soon(node._write_to_disk)
-            nursery.start_soon(node._drive)
-            if targets is not None:
-                nursery.start_soon(run_auto_roles, node, targets, auto_roles or AutoRoles(),
-                                   raft.config)
+            # The node's tasks log with node= and term= fields (raftpy.logfmt).
+            with log_context(node_id, lambda: raft.current_term):
+                await nursery.start(transport.run, listeners)
+                if injected:
+                    nursery.start_soon(node._pump, transport.incoming)
+                nursery.start_soon(node._write_to_disk)
+                nursery.start_soon(node._drive)
+                if targets is not None:
+                    nursery.start_soon(run_auto_roles, node, targets,
+                                       auto_roles or AutoRoles(), raft.config)
             try:
                 yield node
             finally:

@@ -68,8 +68,9 @@ from raftpy.errors import HandshakeRefused, ProtocolError
 from raftpy.messages import AppendEntries, InstallSnapshot, Message
 from raftpy.trio import handshake, identity
 from raftpy.trio.framing import DEFAULT_MAX_FRAME, FramedStream, encode_frame
+from raftpy.trio.peerhealth import DEFAULT_WARN_AFTER, PeerHealth
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("raftpy.transport")
 
 ConnectStream = Callable[[int, "PeerAddress"], Awaitable[trio.abc.Stream]]
 """Opens a raw stream to a peer (TCP by default; tests inject memory streams)."""
@@ -252,6 +253,7 @@ class Transport:
         max_pending: int = 128,
         max_clients: int = 512,
         max_clients_per_identity: int = 64,
+        unreachable_warning_after: float = DEFAULT_WARN_AFTER,
     ) -> None:
         if queue_size < 1 or max_frame < handshake.MAX_HELLO:
             raise ValueError("queue_size must be >= 1 and max_frame >= 4096")
@@ -293,6 +295,9 @@ class Transport:
         self._peer_back: dict[int, trio.Event] = {}
         """Set when a peer dials us: our dialers to it stop backing off."""
         self._stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
+        self.peer_health = PeerHealth(node_id, warn_after=unreachable_warning_after)
+        """Reachability of each peer; logs it once, and a WARNING only past
+        ``unreachable_warning_after`` seconds (:mod:`raftpy.trio.peerhealth`)."""
         if min(max_pending, max_clients, max_clients_per_identity) < 1:
             raise ValueError("connection limits must be >= 1")
         self.max_pending = max_pending
@@ -412,6 +417,7 @@ class Transport:
 
     def _drop_peer(self, peer: int) -> None:
         logger.info("node %d: no longer dialling node %d", self.node_id, peer)
+        self.peer_health.forget(peer)
         del self.peers[peer]
         for lane in handshake.LANES:
             self._outboxes.pop((peer, lane), None)
@@ -617,7 +623,7 @@ class Transport:
             old.cancel()
         self._count("accepted")
         logger.info("node %d: node %d connected (%s) from %s", self.node_id, hello.node_id,
-                    hello.lane, name)
+                    hello.lane, name, extra={"peer": hello.node_id})
         with trio.CancelScope() as scope:
             self._inbound[key] = scope
             try:
@@ -697,6 +703,7 @@ class Transport:
                          address: PeerAddress) -> None:
         failures = 0
         ever_connected = False
+        control = lane == handshake.LANE_CONTROL
         while True:
             await outbox.wait()  # dial lazily: an idle bulk lane holds no connection
             framed: FramedStream | None = None
@@ -705,24 +712,33 @@ class Transport:
             except HandshakeRefused as exc:
                 self._count("handshake_failures")
                 logger.error("node %d: %s (node %d, %s) refused us: %s", self.node_id, address,
-                             peer, lane, exc.reason)
+                             peer, lane, exc.reason, extra={"peer": peer})
+                if control:
+                    self.peer_health.failed(peer, address, f"refused: {exc.reason}")
             except _CONNECTION_ERRORS as exc:
                 self._count("connect_failures")
-                log = logger.info if failures else logger.warning
-                log("node %d: cannot connect to node %d at %s (%s): %s", self.node_id, peer,
-                    address, lane, _why(exc))
+                if control:  # one INFO line per outage, a WARNING if it lasts
+                    self.peer_health.failed(peer, address, _why(exc))
+                else:
+                    logger.debug("node %d: cannot connect to node %d at %s (%s): %s",
+                                 self.node_id, peer, address, lane, _why(exc),
+                                 extra={"peer": peer})
             if framed is not None:
                 self._count("reconnects" if ever_connected else "connects")
                 ever_connected = True
                 failures = 0
                 self._connected.add((peer, lane))
+                if control:
+                    self.peer_health.connected(peer, address)
                 try:
                     reason = await self._pump(framed, outbox)
                 finally:
                     self._connected.discard((peer, lane))
                     await close_quietly(framed.stream)
                 logger.info("node %d: connection to node %d (%s) lost: %s", self.node_id,
-                            peer, lane, reason)
+                            peer, lane, reason, extra={"peer": peer})
+                if control:
+                    self.peer_health.lost(peer, reason)
             # Back off, unless the peer dials us meanwhile: it is evidently up again
             # (else a member restarted after a long outage would wait up to
             # backoff_max before anyone sends it a vote, and so hold up elections).
