@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from helpers import drain, make_node, settled_cluster
 
-from raftpy import AppendEntries, Config, RequestVote, Role
+from raftpy import AppendEntries, Config, RequestVote, RequestVoteResponse, Role
 from raftpy.errors import ConfigError
 
 EARLY = Config(early_pre_vote=True)
@@ -154,3 +154,22 @@ def test_a_voter_still_hearing_the_leader_refuses_the_early_pre_vote() -> None:
                           pre_vote=True), now=1.021)
     sent, _ = drain(node, 1.021)
     assert [m.vote_granted for m in sent if not isinstance(m, RequestVote)] == [True]  # type: ignore[attr-defined]
+
+
+def test_a_pre_candidate_grants_the_voter_that_refused_it_before_it_lost_the_leader_too(
+        ) -> None:
+    """Node 1 noticed the crash of leader 3 first; node 2 still heard 3 and refused
+    node 1's early pre-vote, then noticed too and asked. Node 1 (the lower id)
+    would refuse a concurrent pre-candidate with the same log, and both would wait
+    out their election timeouts; one that already refused us is not concurrent."""
+    node = make_node(1, term=2, config=EARLY)
+    node.step(_follower_of(1, 3, 2), now=1.0)
+    drain(node, 1.0)
+    assert node.leader_connection_lost(3, now=1.0005)
+    drain(node, 1.0005)
+    node.step(RequestVoteResponse(term=2, src=2, dst=1, vote_granted=False, pre_vote=True),
+              now=1.0015)
+    node.step(RequestVote(term=3, src=2, dst=1, last_log_index=0, last_log_term=0,
+                          pre_vote=True), now=1.0015)
+    sent, _ = drain(node, 1.0015)
+    assert [(m.dst, m.vote_granted) for m in sent] == [(2, True)]  # type: ignore[attr-defined]

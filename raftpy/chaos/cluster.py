@@ -18,9 +18,11 @@ class ChaosServers(Servers):
     addresses the members name in redirects to those."""
 
     def __init__(self, root: Path, n: int, *, election_timeout_ms: float = 150,
-                 log_level: str = "warning") -> None:
+                 log_level: str = "warning", serve_flags: Sequence[str] = ()) -> None:
         super().__init__(root, n, election_timeout_ms=election_timeout_ms,
                          cluster_id="chaos", log_level=log_level)
+        self.serve_flags = tuple(serve_flags)
+        """Given to every ``raftpy serve`` (e.g. ``--early-pre-vote``)."""
         # All ports from one call: two calls may hand out the same port twice (the
         # first call's sockets are closed), and a proxy would then take a member's.
         ports = _free_ports(2 * n)
@@ -71,7 +73,8 @@ class ChaosServers(Servers):
 
     def start(self, node_id: int, *, join: Sequence[int] | None = None,
               role: str | None = None, flags: bool = True, extra: Sequence[str] = ()) -> None:
-        super().start(node_id, join=join, role=role, flags=flags, extra=extra)
+        super().start(node_id, join=join, role=role, flags=flags,
+                      extra=[*self.serve_flags, *extra])
         self.down.discard(node_id)
 
     def pause(self, node_id: int) -> None:
