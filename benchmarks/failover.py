@@ -7,9 +7,9 @@
   :class:`~raftpy.kv.client.KVClient`; the leader's process group is SIGKILLed,
   and the time from the kill to the first member saying it leads in a higher
   term (polled every 2 ms) and to the completion of the writer's first put invoked
-  after the kill that succeeds are recorded; the killed member restarts and catches up, and after a random
-  pause (so that the kill falls at any point of the heartbeat cycle) the next kill
-  follows. Once with ``serve --early-pre-vote``, once without.
+  after the kill that succeeds are recorded; the killed member restarts and
+  catches up, and after a random pause (so that the kill falls at any point of
+  the heartbeat cycle) the next kill follows. Once with ``serve --early-pre-vote``, once without.
 * **flap**: the links between the leader and one follower go through proxies that
   close both directions' connections every 50-200 ms and refuse reconnects for
   10 ms (so the transport's one immediate reconnect fails), while the leader's
