@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ import trio
 from benchmarks._common import RESULTS_DIR, machine_info, print_table, summarize, write_json
 from raftpy.chaos.cluster import ChaosServers
 from raftpy.chaos.proxy import MemberProxy
-from raftpy.demo_net import Servers
+from raftpy.demo_net import Servers, _signal_group
 from raftpy.kv.client import KVClient, KVError
 
 EARLY = ["--early-pre-vote"]
@@ -116,7 +117,10 @@ async def measure_kills(kills: int, *, early: bool, seed: int) -> dict[str, Any]
                     await trio.sleep(rng.uniform(0.3, 0.8))
                     survivors = [servers.address(i) for i in servers.ids if i != leader]
                     killed_at = trio.current_time()
-                    servers.kill(leader)
+                    # Not servers.kill(): its wait for the exit would block this loop
+                    # (the poller and the writer) while the process is torn down.
+                    proc = servers.procs.pop(leader)
+                    _signal_group(proc, signal.SIGKILL)
                     with trio.fail_after(10):
                         while (found := await _leader(poll, survivors, term + 1)) is None:
                             await trio.sleep(0.002)
@@ -127,6 +131,7 @@ async def measure_kills(kills: int, *, early: bool, seed: int) -> dict[str, Any]
                             await trio.sleep(0.001)
                         to_write.append(state["last_ok"] - killed_at)
                     del found
+                    proc.wait()
                     servers.start(leader, flags=False, extra=extra)
                 nursery.cancel_scope.cancel()
             await poll.aclose()
