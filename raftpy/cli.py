@@ -184,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(needs the raftpy[metrics] extra)")
     serve.add_argument("--election-timeout-ms", type=_positive, default=150.0, metavar="MS",
                        help="minimum election timeout (the maximum is twice it; default 150)")
+    serve.add_argument("--early-pre-vote", action="store_true",
+                       help="a follower that loses every connection to its leader (and "
+                            "one reconnect) starts a pre-vote at once instead of waiting "
+                            "out the election timeout: failover after a crash in "
+                            "milliseconds (off by default; docs/operations.md)")
     serve.add_argument("--snapshot-every", type=int, default=10000, metavar="N",
                        help="compact the log every N applied entries (default 10000)")
 
@@ -329,7 +334,8 @@ async def _serve(args: argparse.Namespace, running: list[Any]) -> int:
     server_ctx, client_ctx = tls_contexts(args.tls_ca, args.tls_cert, args.tls_key)
     minimum = args.election_timeout_ms / 1000
     config = Config(election_timeout_min=minimum, election_timeout_max=2 * minimum,
-                    snapshot_threshold=args.snapshot_every if args.snapshot_every > 0 else None)
+                    snapshot_threshold=args.snapshot_every if args.snapshot_every > 0 else None,
+                    early_pre_vote=args.early_pre_vote)
     # Listen first: a port in use must not leave a new, empty data directory behind.
     from raftpy.trio.runtime import parse_address
 

@@ -45,6 +45,12 @@ class Config:
     see docs/design.md. Needs ``check_quorum``."""
     clock_drift_bound: float = 0.1
     """The largest relative clock-rate difference a lease tolerates (0.1: 10%)."""
+    early_pre_vote: bool = False
+    """A follower told that every connection to its leader is gone
+    (:meth:`RaftNode.leader_connection_lost`) starts a pre-vote at once instead of
+    waiting out its election timeout (:mod:`raftpy.failover`). Needs ``pre_vote``;
+    cannot be combined with ``lease_reads`` (a lease counts on voters refusing
+    votes for ``election_timeout_min`` after they heard the leader)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.election_timeout_min <= self.election_timeout_max:
@@ -75,6 +81,11 @@ class Config:
         if self.lease_reads and not self.check_quorum:
             raise ConfigError("lease_reads needs check_quorum (a leader cut off from the "
                               "majority must step down)")
+        if self.early_pre_vote and not self.pre_vote:
+            raise ConfigError("early_pre_vote needs pre_vote (the early round only asks)")
+        if self.early_pre_vote and self.lease_reads:
+            raise ConfigError("early_pre_vote cannot be combined with lease_reads (a lease "
+                              "counts on voters refusing votes after hearing the leader)")
         if self.snapshot_trailing < 0:
             raise ConfigError(f"snapshot_trailing must be >= 0, got {self.snapshot_trailing}")
 

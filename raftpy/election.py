@@ -87,6 +87,12 @@ class ElectionMixin(NodeState):
             return False
         if (msg.last_log_term, msg.last_log_index) != (self.log.last_term, self.log.last_index):
             return False
+        if self._votes.get(msg.src) is False:
+            # It refused us this round (it still heard the leader then, e.g. before
+            # it noticed the leader's crash: raftpy.failover): it is not a
+            # concurrent pre-candidate, and refusing it back would leave both to
+            # wait for their election timeouts.
+            return False
         window = (self._vote_round_trip if self._vote_round_trip is not None
                   else self.config.election_timeout_min / 10)
         return self._now - self._round_started_at <= window

@@ -28,6 +28,7 @@ from raftpy.errors import (
     LeadershipTransferInProgress,
     NotLeader,
 )
+from raftpy.failover import FailoverMixin
 from raftpy.follower import FollowerMixin
 from raftpy.log import RaftLog
 from raftpy.membership import EMPTY, Configuration, ConfigurationHistory
@@ -78,7 +79,7 @@ class PersistentState:
 
 
 class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, MembershipMixin,
-               ReadsMixin):
+               ReadsMixin, FailoverMixin):
     """One Raft server's protocol state machine.
 
     Membership comes from the node's log and snapshot (see :mod:`raftpy.membership`
@@ -89,8 +90,9 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
     once it holds a configuration, always wins over them.
 
     Drive it with :meth:`step` (a message arrived), :meth:`tick` (time passed; call
-    it at :meth:`next_deadline`), :meth:`propose`, :meth:`transfer_leadership` and
-    the membership calls; drain :meth:`ready` and :meth:`advance`.
+    it at :meth:`next_deadline`), :meth:`propose`, :meth:`transfer_leadership`,
+    the membership calls and (opt-in) :meth:`leader_connection_lost`; drain
+    :meth:`ready` and :meth:`advance`.
     """
 
     def __init__(
@@ -178,6 +180,9 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         self._round_sent_at: dict[int, float] = {}
         self._lease_floor = 0
         self._started_at = now
+        # Early pre-vote (raftpy.failover).
+        self._early_pre_vote_at = -_INF
+        self.early_pre_votes = 0
         self._use_configuration()
         self._reset_election_timer()
 

@@ -78,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=5)
     parser.add_argument("--keys", type=int, default=4)
     parser.add_argument("--no-partitions", action="store_true")
+    parser.add_argument("--no-early-pre-vote", action="store_true",
+                        help="run the members without serve --early-pre-vote")
     parser.add_argument("--election-timeout-ms", type=float, default=150.0)
     parser.add_argument("--dir", type=Path, default=None,
                         help="keep data, logs, history (and a PNG) here")
@@ -92,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       partitions=not args.no_partitions, workers=args.workers,
                       keys=args.keys, election_timeout_ms=args.election_timeout_ms,
                       root=args.dir, keep=args.keep or args.dir is not None,
-                      server_log_level=args.server_log_level)
+                      server_log_level=args.server_log_level,
+                      early_pre_vote=not args.no_early_pre_vote)
     result = run(options)
     print_report(result, show_timeline=not args.no_timeline)
     if options.keep and plot(result.history, result.events, options.seconds,

@@ -60,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=100)
     parser.add_argument("--json", type=Path, default=None, help="append one line per run")
     parser.add_argument("--election-timeout-ms", type=float, default=150.0)
+    parser.add_argument("--no-early-pre-vote", action="store_true",
+                        help="run the members without serve --early-pre-vote")
     args = parser.parse_args(argv)
     rows = []
     failed = 0
@@ -69,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in range(args.first_seed, args.first_seed + args.runs):
         options = Options(seed=seed, seconds=args.seconds, nodes=3 if seed % 2 == 0 else 5,
                           partitions=seed % 4 >= 2,
-                          election_timeout_ms=args.election_timeout_ms)
+                          election_timeout_ms=args.election_timeout_ms,
+                          early_pre_vote=not args.no_early_pre_vote)
         try:
             row = summary(run(options))
         except Exception as exc:  # a broken run must not hide the others

@@ -37,6 +37,8 @@ class Options:
     root: Path | None = None
     """Where data and logs go (a temporary directory, removed unless ``keep``)."""
     keep: bool = False
+    early_pre_vote: bool = True
+    """Run the members with ``serve --early-pre-vote`` (``raftpy.failover``)."""
     server_log_level: str = "info"
     """``raftpy --log-level`` of the members (their logs go to ``nodeN.log``; at
     ``info`` they say when they learn of a new leader: the election times)."""
@@ -71,7 +73,8 @@ def run(options: Options) -> Result:
     root = options.root or Path(tempfile.mkdtemp(prefix=f"raftpy-chaos-{options.seed}-"))
     root.mkdir(parents=True, exist_ok=True)
     servers = ChaosServers(root, options.nodes, election_timeout_ms=options.election_timeout_ms,
-                           log_level=options.server_log_level)
+                           log_level=options.server_log_level,
+                           serve_flags=["--early-pre-vote"] if options.early_pre_vote else [])
     plan = nemesis.schedule(options.seed, options.seconds, partitions=options.partitions)
     result = Result(options, root, History(), [], plan)
     commit: int | None = None

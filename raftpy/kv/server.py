@@ -154,6 +154,17 @@ class KVServer:
                     await node.wait_changed()
                 waited = True
             except NotLeader as exc:
+                if exc.leader_id is None and request["op"] != "transfer" \
+                        and node.status().transfer_target is not None:
+                    # This leader handed over: its transfer target's vote request (a
+                    # higher term) made it a follower that knows no leader yet, and
+                    # the transfer ends once the target's first heartbeat names it.
+                    # Wait for that rather than answer "not leader, none known" and
+                    # send the client polling (it raced the vote request here).
+                    while node.status().transfer_target is not None:
+                        await node.wait_changed()
+                    waited = True
+                    continue
                 if not waited or exc.leader_id is not None:
                     raise
                 # The transfer ended on a message of the new term that named nobody

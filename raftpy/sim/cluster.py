@@ -14,6 +14,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from raftpy.config import Config
 from raftpy.errors import NotLeader
@@ -492,11 +493,43 @@ class Cluster:
 
     def cut_both(self, a: int, b: int) -> None:
         """Block the link between ``a`` and ``b`` both ways (a partial partition:
-        each still reaches every other node)."""
+        each still reaches every other node). With ``Config.early_pre_vote`` the
+        cut resets the link's connections: each end hears of it shortly after
+        (:meth:`connection_lost`)."""
         self._check_link(a, b)
         self._blocked.update(((a, b), (b, a)))
         self.fault_counts["cut_link"] += 1
         self._topology_changed(f"cut {a} <-> {b}")
+        self._report_connection_loss(a, (b,))
+        self._report_connection_loss(b, (a,))
+
+    def connection_lost(self, node_id: int, peer: int, lost_at: float | None = None) -> None:
+        """Tell ``node_id`` that its driver lost every connection to ``peer`` and
+        could not reconnect (:meth:`RaftNode.leader_connection_lost`). ``lost_at``
+        is when, in cluster time (default: now). Nothing happens to a node that is
+        down or paused (a paused process notices nothing)."""
+        node = self._nodes.get(node_id)
+        if node is None or node_id in self._paused:
+            return
+        offset = self._clock_offset[node_id]
+        since = (self.now if lost_at is None else lost_at) + offset
+        self.fault_counts["connection_lost"] += 1
+        self._hash(f"L{self.now:.9f}/{node_id}/{peer}")
+        if node.leader_connection_lost(peer, self.clock_of(node_id), lost_at=since):
+            self._note(f"{node_id} lost leader {peer}: early pre-vote")
+        self._after(node_id)
+
+    def _report_connection_loss(self, lost: int, peers: Iterable[int]) -> None:
+        """With early pre-vote on, each of ``peers`` hears that its connections to
+        ``lost`` are gone after a transport's detection delay (a reset and one
+        refused reconnect: about a millisecond)."""
+        if not self.config.early_pre_vote:
+            return
+        at = self.now
+        for peer in peers:
+            if peer != lost:
+                self.at(self.rng.uniform(0.0005, 0.003),
+                        partial(self.connection_lost, peer, lost, at))
 
     def restore(self, src: int, dst: int) -> None:
         """Reopen the link from ``src`` to ``dst`` (cut by any means)."""
@@ -561,7 +594,8 @@ class Cluster:
 
     def crash(self, node_id: int) -> None:
         """Stop ``node_id``; whatever it had not yet persisted is lost (and, if it was
-        paused, whatever waited for it)."""
+        paused, whatever waited for it). With ``Config.early_pre_vote`` its peers
+        hear of the lost connections shortly after (:meth:`connection_lost`)."""
         node = self.node(node_id)
         self._nodes[node_id] = None
         self._paused.pop(node_id, None)
@@ -580,6 +614,7 @@ class Cluster:
                 self._end_transfer(transfer, False, None, "leader crashed")
         for key in [k for k in self._pending_reads if k[0] == node_id]:
             self._pending_reads.pop(key).failure = "node crashed"
+        self._report_connection_loss(node_id, self.ids)
 
     def restart(self, node_id: int) -> None:
         """Start ``node_id`` again from exactly what it persisted."""

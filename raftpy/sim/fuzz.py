@@ -144,6 +144,11 @@ class FaultPlan:
         lease = check_quorum and rng.random() < 0.3
         if lease:
             weights = tuple((k, 0.0 if k == "clock_jump" else w) for k, w in weights)
+        # Early pre-vote (raftpy.failover) in some plans with pre-vote and no lease:
+        # crashes and cut links then tell the peers at once, and spurious connection
+        # losses (a flapping link that heartbeats still cross) come in too.
+        early = pre_vote and not lease and rng.random() < 0.3
+        weights += (("conn_reset", rng.choice([0.5, 2.0]) if early else 0.0),)
         config = Config(
             pre_vote=pre_vote,
             check_quorum=check_quorum,
@@ -151,6 +156,7 @@ class FaultPlan:
             max_inflight_entries=max_inflight,
             snapshot_trailing=trailing,
             lease_reads=lease,
+            early_pre_vote=early,
         )
         return cls(
             nodes=nodes,
@@ -498,6 +504,11 @@ def _act_on_links(faults: _Faults, rng: random.Random, action: str) -> None:
             duration = rng.choice([rng.uniform(0.01, 0.1), rng.uniform(0.1, timeout),
                                    rng.uniform(timeout, 4 * timeout)])
             faults.pause(victim, duration)
+    elif action == "conn_reset":
+        # The transport of one node reports every connection to a peer lost (it
+        # need not be true): the leader's heartbeats may still arrive.
+        node, peer = rng.sample(ids, 2)
+        cluster.connection_lost(node, peer, cluster.now - rng.choice([0.0, 0.001, 0.05]))
     elif action == "clock_jump":
         timeout = cluster.config.election_timeout_max
         cluster.jump_clock(rng.choice(ids), rng.choice([rng.uniform(0.001, 0.05),

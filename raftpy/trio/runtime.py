@@ -60,6 +60,7 @@ from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.autoroles import AutoRoles, run_auto_roles
 from raftpy.trio.membership import MembershipCalls, _Change, prepare_storage
 from raftpy.trio.observe import DEFAULT_BUFFER, EventStream, RuntimeObserver
+from raftpy.trio.peerloss import PeerLossDetector
 
 logger = logging.getLogger("raftpy.runtime")
 
@@ -607,6 +608,17 @@ class Node(MembershipCalls):
             return fn(*args)
         return await trio.to_thread.run_sync(fn, *args)
 
+    def _peer_lost(self, peer: int) -> None:
+        """The transport lost every connection to ``peer`` and could not reconnect
+        (early pre-vote, :mod:`raftpy.failover`). Like the disk task, this steps
+        the core between awaits and wakes the driver to send what it produced."""
+        if self._closed:
+            return
+        if self._raft.leader_connection_lost(peer, trio.current_time()):
+            logger.info("node %d: lost every connection to leader %d: early pre-vote",
+                        self.id, peer)
+        self._wake()
+
     def _wake(self) -> None:
         """Tell the driver to run a round: wire messages wait, or the disk task changed
         the core's state (one token per round; if the inbox is full the driver is busy
@@ -1062,7 +1074,10 @@ async def open_node(
     its peers (default: the ``listen`` address). ``listen`` is ``"host:port"`` or
     ready-made Trio listeners (pass listeners on port 0 to learn the ports first).
     ``storage`` defaults to memory (nothing survives a restart). ``transport``
-    replaces the TCP transport (tests inject an in-memory one). ``rng`` draws the
+    replaces the TCP transport (tests inject an in-memory one). With
+    ``Config(early_pre_vote=True)`` the TCP transport reports a peer whose every
+    connection is gone and that refused one reconnect, and a follower that lost its
+    leader so starts a pre-vote at once (:mod:`raftpy.failover`). ``rng`` draws the
     election timeouts (default: a ``random.Random()`` seeded from the OS, so that
     nodes and restarts draw independent timeouts).
 
@@ -1120,6 +1135,8 @@ async def open_node(
     node = Node(raft, transport=transport, storage=storage, state_machine=state_machine,
                 addresses=addresses, snapshot=snapshot, inbox_size=inbox_size, wire=wire)
     node.listen_addresses = own_addresses
+    if raft.config.early_pre_vote and hasattr(transport, "peer_loss"):
+        transport.peer_loss = PeerLossDetector(node._peer_lost)
     node._sync_transport()
     try:
         async with trio.open_nursery() as nursery:

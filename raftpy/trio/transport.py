@@ -69,6 +69,7 @@ from raftpy.messages import AppendEntries, InstallSnapshot, Message
 from raftpy.trio import handshake, identity
 from raftpy.trio.framing import DEFAULT_MAX_FRAME, FramedStream, encode_frame
 from raftpy.trio.peerhealth import DEFAULT_WARN_AFTER, PeerHealth
+from raftpy.trio.peerloss import PeerLossDetector
 
 logger = logging.getLogger("raftpy.transport")
 
@@ -312,6 +313,9 @@ class Transport:
         self._log_window = -1e9
         self._log_count = 0
         self._log_suppressed = 0
+        self.peer_loss: PeerLossDetector | None = None
+        """Set (by the runtime, for early pre-vote) to hear when every connection to
+        a peer is gone: the control lane then redials at once after a loss."""
 
     # ------------------------------------------------------------------ public
 
@@ -624,13 +628,18 @@ class Transport:
         self._count("accepted")
         logger.info("node %d: node %d connected (%s) from %s", self.node_id, hello.node_id,
                     hello.lane, name, extra={"peer": hello.node_id})
+        loss = self.peer_loss
         with trio.CancelScope() as scope:
             self._inbound[key] = scope
+            if loss is not None:
+                loss.up(hello.node_id)
             try:
                 await self._receive_messages(framed, hello.node_id)
             finally:
                 if self._inbound.get(key) is scope:
                     del self._inbound[key]
+                if loss is not None:
+                    loss.down(hello.node_id)
 
     def _log_refusal(self, level: int, message: str, *args: Any) -> None:
         # At most _LOG_BURST refusals a second reach the log: a flood of garbage
@@ -704,8 +713,10 @@ class Transport:
         failures = 0
         ever_connected = False
         control = lane == handshake.LANE_CONTROL
+        after_loss = redial_now = False
         while True:
-            await outbox.wait()  # dial lazily: an idle bulk lane holds no connection
+            if not redial_now:
+                await outbox.wait()  # dial lazily: an idle bulk lane holds no connection
             framed: FramedStream | None = None
             try:
                 framed = await self._dial(peer, address, lane)
@@ -723,6 +734,10 @@ class Transport:
                     logger.debug("node %d: cannot connect to node %d at %s (%s): %s",
                                  self.node_id, peer, address, lane, _why(exc),
                                  extra={"peer": peer})
+            loss = self.peer_loss if control else None
+            if framed is None and after_loss and loss is not None:
+                loss.reconnect_failed(peer)
+            after_loss = redial_now = False
             if framed is not None:
                 self._count("reconnects" if ever_connected else "connects")
                 ever_connected = True
@@ -730,15 +745,27 @@ class Transport:
                 self._connected.add((peer, lane))
                 if control:
                     self.peer_health.connected(peer, address)
+                if loss is not None:
+                    loss.up(peer)
+                up_since = trio.current_time()
                 try:
                     reason = await self._pump(framed, outbox)
                 finally:
                     self._connected.discard((peer, lane))
+                    if loss is not None:
+                        loss.down(peer)
                     await close_quietly(framed.stream)
                 logger.info("node %d: connection to node %d (%s) lost: %s", self.node_id,
                             peer, lane, reason, extra={"peer": peer})
                 if control:
                     self.peer_health.lost(peer, reason)
+                if loss is not None:
+                    # Redial at once (a dead peer refuses within a millisecond), but
+                    # back off after a connection that lasted less than a backoff.
+                    after_loss = True
+                    redial_now = trio.current_time() - up_since >= self.backoff_min
+                    if redial_now:
+                        continue
             # Back off, unless the peer dials us meanwhile: it is evidently up again
             # (else a member restarted after a long outage would wait up to
             # backoff_max before anyone sends it a vote, and so hold up elections).
