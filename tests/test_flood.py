@@ -21,6 +21,7 @@ from raftpy.errors import HandshakeRefused
 from raftpy.kv.statemachine import put_command
 from raftpy.trio.client import connect_client
 from raftpy.trio.framing import FramedStream
+from raftpy.trio.handshake import MAGIC
 from raftpy.trio.transport import Transport
 
 
@@ -34,8 +35,8 @@ async def idle(port: int, conns: list[trio.SocketStream], n: int,
 
 
 def half_hello(i: int) -> bytes:
-    """A hello frame's length prefix and only part of its payload."""
-    return struct.pack(">I", 200) + b"\x85" + os.urandom(i % 20)
+    """The preamble, a hello frame's length prefix and only part of its payload."""
+    return MAGIC + struct.pack(">I", 200) + b"\x85" + os.urandom(i % 20)
 
 
 async def test_a_flood_of_pending_handshakes_evicts_its_oldest_and_peers_get_through() -> None:
@@ -88,6 +89,8 @@ def transport_of(c: TcpCluster, node_id: int) -> Transport:
 FLOOD = """
 import os, struct, sys, trio
 
+MAGIC = b"RAFTPY/2\\r\\n"
+
 async def main(port, idle_n, half_n, garbage_n, seconds):
     conns = []
     async def garbage(seed):
@@ -95,7 +98,9 @@ async def main(port, idle_n, half_n, garbage_n, seconds):
         while True:
             try:
                 stream = await trio.open_tcp_stream("127.0.0.1", port)
-                await stream.send_all(b"".join(frame + os.urandom(20 + seed) for _ in range(5)))
+                # Half of them past the preamble: garbage where the hello belongs.
+                await stream.send_all((MAGIC if seed % 2 else b"")
+                                      + b"".join(frame + os.urandom(20 + seed) for _ in range(5)))
                 await stream.receive_some(100)
                 await stream.aclose()
             except (OSError, trio.BrokenResourceError):
@@ -107,7 +112,8 @@ async def main(port, idle_n, half_n, garbage_n, seconds):
         for i in range(idle_n + half_n):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             if i >= idle_n:  # a hello's length prefix and part of its payload
-                await stream.send_all(struct.pack(">I", 200) + b"\\x85" + os.urandom(i % 20))
+                await stream.send_all(MAGIC + struct.pack(">I", 200) + b"\\x85"
+                                      + os.urandom(i % 20))
             conns.append(stream)
         print("opened", flush=True)
         await trio.sleep(seconds)

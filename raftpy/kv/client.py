@@ -664,6 +664,8 @@ def _default_connect(cluster_id: str, ssl_context: ssl.SSLContext | None) -> Con
             stream: FramedStream = await connect_client(address, cluster_id=cluster_id,
                                                         ssl_context=ssl_context)
         except HandshakeRefused as exc:
+            if exc.reason.startswith("not a raftpy node"):  # no refusal: another protocol
+                raise ConnectionRejected(exc.reason) from exc
             raise ConnectionRejected(f"{address} refused us: {exc.reason}") from exc
         except trio.BrokenResourceError as exc:
             if isinstance(exc.__cause__, ssl.SSLError):
