@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--id", type=_node_id, required=True, help="this member's id")
     serve.add_argument("--listen", type=_address, required=True, metavar="HOST:PORT",
                        help="address for peers and clients")
+    serve.add_argument("--client-listen", type=_address, default=None, metavar="HOST:PORT",
+                       help="a separate address for clients: --listen then admits peers "
+                            "only, this one clients only (firewall them apart)")
     serve.add_argument("--peer", type=_peer, action="append", default=[],
                        metavar="ID=HOST:PORT",
                        help="another initial member, with --bootstrap (repeat for each)")
@@ -322,6 +325,16 @@ async def serve(args: argparse.Namespace) -> int:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         raise _Failed(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
+    client_listeners = None
+    if args.client_listen is not None:
+        host, port = parse_address(args.client_listen)
+        try:
+            client_listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            for listener in listeners:
+                await listener.aclose()
+            raise _Failed(f"cannot listen on {args.client_listen}: "
+                          f"{exc.strerror or exc}") from None
     storage = await trio.to_thread.run_sync(_open_storage, args.data_dir, args.id,
                                             args.cluster_id)
     advertise = args.advertise or args.listen
@@ -343,19 +356,22 @@ async def serve(args: argparse.Namespace) -> int:
                      "with --join HOST:PORT")
     # Client sessions make retried writes exactly-once (docs/sessions.md).
     machine = SessionStateMachine(KVStore())
-    server = KVServer(machine)
+    server = KVServer(machine, name_leader_address=client_listeners is None)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
             args.id, bootstrap=bootstrap, join=fresh and args.join is not None,
             advertise=advertise, state_machine=machine, storage=storage, config=config,
-            listen=listeners, cluster_id=args.cluster_id, ssl_context=server_ctx,
+            listen=listeners, client_listen=client_listeners,
+            cluster_id=args.cluster_id, ssl_context=server_ctx,
             client_ssl_context=client_ctx, client_handler=server.serve_connection,
             voters=args.voters, standbys=args.standbys or 0,
             auto_roles=None if args.voters is None
             else AutoRoles(retry_spares_after=args.spare_retry),
         ) as node:
             logger.warning("node %d serving on %s (cluster %r, members %s)", args.id,
-                           ", ".join(f"{h}:{p}" for h, p in node.listen_addresses),
+                           ", ".join(f"{h}:{p}" for h, p in node.listen_addresses)
+                           + "".join(f", clients on {h}:{p}"
+                                     for h, p in node.client_listen_addresses),
                            args.cluster_id,
                            (await node.members()).configuration.describe())
             if fresh and args.join is not None:

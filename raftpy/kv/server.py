@@ -64,7 +64,8 @@ class KVServer:
     def __init__(self, state_machine: SessionStateMachine[KVStore], *,
                  request_timeout: float = 5.0,
                  change_timeout: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 name_leader_address: bool = True) -> None:
         if not (isinstance(state_machine, SessionStateMachine)
                 and isinstance(state_machine.inner, KVStore)):
             raise TypeError("KVServer needs the node's state machine, "
@@ -75,6 +76,10 @@ class KVServer:
         self.change_timeout = change_timeout
         """Membership changes wait longer: a promotion catches the member up first."""
         self.clock = clock
+        self.name_leader_address = name_leader_address
+        """Whether a ``not_leader`` answer names the leader's address: not when clients
+        have listeners of their own (``--client-listen``), since the configuration
+        holds the peer addresses; the client then asks its members who leads."""
 
     async def serve_connection(self, node: Node, stream: FramedStream) -> None:
         """Answer requests on ``stream`` until the client closes it."""
@@ -104,14 +109,18 @@ class KVServer:
         """The response to one validated request."""
         op = request["op"]
         if op == "status":
-            return {"ok": True, "status": node.status().to_dict()}
+            status = node.status().to_dict()
+            if not self.name_leader_address:
+                status.pop("leader_address", None)
+            return {"ok": True, "status": status}
         timeout = self.change_timeout if op in _CHANGES else self.request_timeout
         with trio.move_on_after(timeout):
             try:
                 return await self._handle_after_transfer(node, request)
             except NotLeader as exc:
-                return protocol.error(protocol.NOT_LEADER, str(exc), leader_id=exc.leader_id,
-                                      leader_address=exc.leader_address)
+                return protocol.error(
+                    protocol.NOT_LEADER, str(exc), leader_id=exc.leader_id,
+                    leader_address=exc.leader_address if self.name_leader_address else None)
             except LeadershipTransferInProgress as exc:
                 return protocol.error(protocol.UNAVAILABLE, str(exc))
             except NodeClosed as exc:

@@ -587,9 +587,6 @@ class Transport:
                 reason = f"node {hello.node_id} has no configured address to check"
             if reason is None and hello.role == handshake.ROLE_PEER and self.check_peer_host:
                 reason = self._check_host(hello, raw)
-            if reason is None and only is not None and hello.role not in _LISTENER_ROLES[only]:
-                reason = f"this is the {only} listener; {hello.role}s connect to the " \
-                         f"{'peer' if only == 'client' else 'client'} listener"
             if reason is None and hello.role == handshake.ROLE_JOIN \
                     and (self.join_handler is None or self.ssl_context is None):
                 reason = "this member issues no certificates (it has no CA key)"
@@ -607,6 +604,13 @@ class Transport:
                                                   role=hello.role, node_id=hello.node_id)
                 if reason is not None:
                     self._count("refused_identity")
+            if reason is None and only is not None and hello.role not in _LISTENER_ROLES[only] \
+                    and not (only == "peer" and framed.identity is not None
+                             and framed.identity.kind == identity.KIND_NODE):
+                # (A member may use the client protocol on the peer listener: handovers
+                # and joins forwarded to the leader do.)
+                reason = f"this is the {only} listener; {hello.role}s connect to the " \
+                         f"{'peer' if only == 'client' else 'client'} listener"
             if reason is None and hello.role != handshake.ROLE_PEER:
                 reason = self._client_slot_problem(framed.identity)
             if reason is not None:
