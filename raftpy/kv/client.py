@@ -270,6 +270,19 @@ class KVClient:
         response = await self._leader_request({"op": "remove", "id": member_id})
         return int(response["index"])
 
+    async def register_join_token(self, member_id: int, digest: str, expires: float) -> None:
+        """Record a join token for ``member_id`` (its secret's hex SHA-256, ``digest``;
+        valid until ``expires``, Unix time) through the leader's log."""
+        await self._leader_request({"op": "join_token", "id": member_id, "digest": digest,
+                                    "expires": float(expires)})
+
+    async def use_join_token(self, member_id: int, digest: str) -> str:
+        """Spend a join token through the leader's log: ``"ok"`` the first time, else why
+        not (what a member holding the CA key asks before it signs)."""
+        response = await self._leader_request({"op": "join_use", "id": member_id,
+                                               "digest": digest})
+        return str(response["result"])
+
     async def status(self, address: str) -> dict[str, Any]:
         """The status of the member at ``address`` (no redirect)."""
         response = await self._attempt(address, {"op": "status"}, self.attempt_timeout)

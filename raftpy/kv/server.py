@@ -35,7 +35,14 @@ from raftpy.errors import (
     TransferFailed,
 )
 from raftpy.kv import protocol
-from raftpy.kv.statemachine import KVStore, delete_command, put_command
+from raftpy.kv.statemachine import (
+    KVStore,
+    delete_command,
+    join_token_command,
+    join_token_problem,
+    join_use_command,
+    put_command,
+)
 from raftpy.sessions import SessionStateMachine, register_command, session_command
 from raftpy.trio.identity import may_administer
 from raftpy.trio.membership import parse_role
@@ -80,6 +87,17 @@ class KVServer:
         """Whether a ``not_leader`` answer names the leader's address: not when clients
         have listeners of their own (``--client-listen``), since the configuration
         holds the peer addresses; the client then asks its members who leads."""
+
+    async def use_join_token(self, node: Node, digest: str, node_id: int) -> str:
+        """Spend the join token ``digest`` for ``node_id``: ``"ok"`` the first time, else
+        why not. Checked first with a linearizable read (a wrong secret costs no log
+        entry), then spent through the log, so every member agrees it is spent.
+        Raises :class:`~raftpy.errors.NotLeader` on a follower once the read passed."""
+        await node.read_barrier()
+        problem = join_token_problem(self.store.data, digest, node_id, self.clock())
+        if problem is not None:
+            return problem
+        return _join_result(await node.apply(join_use_command(digest, node_id, self.clock())))
 
     async def serve_connection(self, node: Node, stream: FramedStream) -> None:
         """Answer requests on ``stream`` until the client closes it."""
@@ -217,6 +235,15 @@ class KVServer:
             return {"ok": True, "index": index}
         if op == "remove":
             return {"ok": True, "index": await node.remove_member(request["id"])}
+        if op == "join_token":
+            if not node.is_leader:
+                raise node._not_leader()
+            await node.apply(join_token_command(request["digest"], request["id"],
+                                                request["expires"]))
+            return {"ok": True}
+        if op == "join_use":
+            return {"ok": True, "result": await self.use_join_token(
+                node, request["digest"], request["id"])}
         assert op == "transfer"
         start = trio.current_time()
         leader = await node.transfer_leadership(request.get("to"))
@@ -228,3 +255,7 @@ class KVServer:
 
 
 _CHANGES = ("add_member", "assign", "remove")
+
+
+def _join_result(result: object) -> str:
+    return result if isinstance(result, str) else f"unexpected result {result!r:.40}"
