@@ -12,7 +12,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 from test_runtime_tcp import TcpCluster, tcp_cluster
 from test_trio_transport import BOUND, CLUSTER, cluster, receive, vote, wait_for
@@ -183,3 +186,33 @@ async def test_a_connection_flood_at_the_leader_changes_no_leader_and_writes_con
           f"{statistics.median(before) * 1000:.2f} ms; during {flood_time:.1f} s: "
           f"{len(during) / flood_time:.0f}/s, median {statistics.median(during) * 1000:.2f} ms,"
           f" p99 {sorted(during)[int(len(during) * 0.99)] * 1000:.1f} ms")
+
+
+def _check_flood(result: dict[str, Any], opened: int) -> None:
+    assert result["connections"]["opened"] == opened
+    assert not result["leader_changed"], result
+    assert result["write_failures"] == 0
+    assert result["latency"]["during"]["writes"] >= 10, result["latency"]
+    assert result["latency"]["after"]["writes"] >= 10, result["latency"]
+    memory = result["rss_mb"]
+    assert memory["during_peak"] < memory["before"] + 64, memory  # bounded, not per connection
+    assert memory["after"] < memory["before"] + 64, memory
+
+
+def test_a_flood_at_the_leader_process_keeps_writes_and_memory_bounded(tmp_path: Path) -> None:
+    """The short version of benchmarks/flood.py: 3 real processes, 200 connections."""
+    from benchmarks import flood
+
+    result = flood.main(["--idle", "100", "--half", "100", "--garbage", "10", "--seconds", "3",
+                         "--phase", "2", "--results-dir", str(tmp_path)])
+    _check_flood(result, 200)
+
+
+@pytest.mark.slow
+def test_a_flood_of_1000_connections_at_the_leader_process(tmp_path: Path) -> None:
+    """The issue's figures: 1,000 idle or half-handshaken connections and 50 garbage loops
+    at the leader of 3 real processes for 10 s (``python -m benchmarks.flood``)."""
+    from benchmarks import flood
+
+    result = flood.main(["--results-dir", str(tmp_path)])
+    _check_flood(result, 1000)
