@@ -21,8 +21,14 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@
 
-# Three real `raftpy serve` processes on loopback: writes, transfer, SIGKILL, re-election.
-demo: $(VENV)/.installed
+$(VENV)/.installed-tls: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[tls]'
+	touch $@
+
+# Three real `raftpy serve` processes on loopback, on mutual TLS (certificates from
+# `raftpy tls` in a temporary directory; --no-tls for plain TCP): writes, transfer,
+# SIGKILL, re-election, a member joining and one handing over.
+demo: $(VENV)/.installed-tls
 	$(BIN)/python -m raftpy.demo_net
 
 # The same story in the deterministic simulator, under virtual time.

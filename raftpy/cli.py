@@ -39,6 +39,7 @@ import ssl
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -149,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--id", type=_node_id, required=True, help="this member's id")
     serve.add_argument("--listen", type=_address, required=True, metavar="HOST:PORT",
                        help="address for peers and clients")
+    serve.add_argument("--client-listen", type=_address, default=None, metavar="HOST:PORT",
+                       help="a separate address for clients: --listen then admits peers "
+                            "only, this one clients only (firewall them apart)")
     serve.add_argument("--peer", type=_peer, action="append", default=[],
                        metavar="ID=HOST:PORT",
                        help="another initial member, with --bootstrap (repeat for each)")
@@ -156,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--bootstrap", action="store_true",
                        help="start a new cluster: write this member and the --peer members "
                             "as the first configuration (an empty data dir only)")
+    start.add_argument("--join-token", default=None, metavar="TOKEN",
+                       help="join with a token from `raftpy add ID ADDRESS --token`: obtain "
+                            "this member's certificate from the cluster and write it, the "
+                            "key and the CA to --tls-cert, --tls-key and --tls-ca (unless "
+                            "all three exist already: a restart)")
     start.add_argument("--join", type=_members, default=None, metavar="HOST:PORT,...",
                        help="ask the cluster at these members to add this one (an empty "
                             "data dir only)")
@@ -178,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     roles.add_argument("--spare-retry", type=_positive, default=30.0, metavar="SECONDS",
                        help="a spare whose promotion failed, or demoted for being offline, "
                             "is not promoted again for this long (default 30)")
+    serve.add_argument("--tls-ca-key", default=None, metavar="PEM",
+                       help="the cluster CA's key: this member then issues certificates "
+                            "to nodes joining with a token (docs/security.md)")
     serve.add_argument("--data-dir", required=True, help="where this member keeps its state")
     serve.add_argument("--metrics", type=_address, default=None, metavar="HOST:PORT",
                        help="serve Prometheus metrics at http://HOST:PORT/metrics "
@@ -225,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("address", type=_address, metavar="HOST:PORT")
     add.add_argument("--role", type=_role, default="spare",
                      help="voter (caught up first), standby or spare (default)")
+    add.add_argument("--token", action="store_true",
+                     help="also print a one-time join token for the new member "
+                          "(`raftpy serve --join-token`; needs the TLS flags)")
+    add.add_argument("--token-ttl", type=_positive, default=3600.0, metavar="SECONDS",
+                     help="how long the token stays valid (default 3600)")
     assign = sub.add_parser("assign", parents=[client], help="change a member's role")
     assign.add_argument("id", type=_node_id)
     assign.add_argument("role", type=_role, help="voter, standby or spare")
@@ -331,7 +348,11 @@ async def _serve(args: argparse.Namespace, running: list[Any]) -> int:
         raise _Usage("--standbys goes with --voters (automatic roles)")
     if args.voters == 0:
         raise _Usage("--voters must be at least 1")
-    server_ctx, client_ctx = tls_contexts(args.tls_ca, args.tls_cert, args.tls_key)
+    token = None
+    if args.join_token is not None:
+        token = _join_token(args)
+    if args.tls_ca_key is not None and args.tls_ca is None:
+        raise _Usage("--tls-ca-key goes with the TLS flags")
     minimum = args.election_timeout_ms / 1000
     config = Config(election_timeout_min=minimum, election_timeout_max=2 * minimum,
                     snapshot_threshold=args.snapshot_every if args.snapshot_every > 0 else None,
@@ -345,33 +366,64 @@ async def _serve(args: argparse.Namespace, running: list[Any]) -> int:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         raise _Failed(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
+    client_listeners = None
+    if args.client_listen is not None:
+        host, port = parse_address(args.client_listen)
+        try:
+            client_listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            for listener in listeners:
+                await listener.aclose()
+            raise _Failed(f"cannot listen on {args.client_listen}: "
+                          f"{exc.strerror or exc}") from None
+    advertise = args.advertise or args.listen
+    if token is not None:
+        await _obtain_certificate(args, token, advertise, [*listeners,
+                                                           *(client_listeners or ())])
+    server_ctx, client_ctx = tls_contexts(args.tls_ca, args.tls_cert, args.tls_key)
     storage = await trio.to_thread.run_sync(_open_storage, args.data_dir, args.id,
                                             args.cluster_id)
-    advertise = args.advertise or args.listen
     fresh = not await trio.to_thread.run_sync(lambda: holds_state(storage.load()[0]))
+    joining = args.join is not None or token is not None
     bootstrap = None
     if not fresh:
-        if args.bootstrap or args.join:
+        if args.bootstrap or joining:
             logger.warning("node %d: %s holds cluster state: ignoring --%s, membership comes "
                            "from its log", args.id, args.data_dir,
-                           "bootstrap" if args.bootstrap else "join")
+                           "bootstrap" if args.bootstrap else
+                           "join" if args.join else "join-token")
     elif args.bootstrap:
         bootstrap = Configuration.of(
             [Member(args.id, MemberRole.VOTER, advertise)]
             + [Member(i, MemberRole.VOTER, a) for i, a in peers.items()])
-    elif args.join is None:
+    elif not joining:
         storage.close()
         raise _Usage(f"{args.data_dir} holds no cluster state: start a new cluster with "
                      "--bootstrap (and --peer for the other initial members) or join one "
                      "with --join HOST:PORT")
     # Client sessions make retried writes exactly-once (docs/sessions.md).
     machine = SessionStateMachine(KVStore())
-    server = KVServer(machine)
+    server = KVServer(machine, name_leader_address=client_listeners is None)
+    join_handler = None
+    if args.tls_ca_key is not None:
+        from raftpy.kv.joining import CertificateIssuer
+        from raftpy.trio import certs
+
+        ca_cert, ca_key, bundle = certs.load_issuer(args.tls_ca, args.tls_ca_key)
+        issuer = CertificateIssuer(ca_cert, ca_key, bundle, cluster_id=args.cluster_id,
+                                   use_token=server.use_join_token,
+                                   client_ssl_context=client_ctx)
+        join_handler = issuer.serve
+        assert server_ctx is not None
+        # A joining node has no certificate yet: asked for, not required. Every other
+        # hello still needs one (the transport refuses it without: docs/security.md).
+        server_ctx.verify_mode = ssl.CERT_OPTIONAL
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
-            args.id, bootstrap=bootstrap, join=fresh and args.join is not None,
+            args.id, bootstrap=bootstrap, join=fresh and joining, join_handler=join_handler,
             advertise=advertise, state_machine=machine, storage=storage, config=config,
-            listen=listeners, cluster_id=args.cluster_id, ssl_context=server_ctx,
+            listen=listeners, client_listen=client_listeners,
+            cluster_id=args.cluster_id, ssl_context=server_ctx,
             client_ssl_context=client_ctx, client_handler=server.serve_connection,
             voters=args.voters, standbys=args.standbys or 0,
             auto_roles=None if args.voters is None
@@ -379,7 +431,9 @@ async def _serve(args: argparse.Namespace, running: list[Any]) -> int:
         ) as node, trio.open_nursery() as extras:
             running.append(node)
             logger.info("node %d serving on %s (cluster %r, members %s)", args.id,
-                        ", ".join(f"{h}:{p}" for h, p in node.listen_addresses),
+                        ", ".join(f"{h}:{p}" for h, p in node.listen_addresses)
+                        + "".join(f", clients on {h}:{p}"
+                                  for h, p in node.client_listen_addresses),
                         args.cluster_id,
                         (await node.members()).configuration.describe())
             if metrics_listeners:
@@ -415,6 +469,51 @@ async def _metrics_listeners(address: str | None) -> list[trio.SocketListener]:
         return list(await trio.open_tcp_listeners(port, host=host))
     except OSError as exc:
         raise _Failed(f"--metrics: cannot listen on {address}: {exc.strerror or exc}") from None
+
+
+def _join_token(args: argparse.Namespace) -> Any:
+    """The parsed ``--join-token``, checked against the other flags."""
+    from raftpy.kv.joining import JoinToken
+
+    try:
+        token = JoinToken.decode(args.join_token)
+    except ValueError as exc:
+        raise _Usage(f"--join-token: {exc}") from None
+    if token.node_id != args.id:
+        raise _Usage(f"--join-token is for node {token.node_id}, not --id {args.id}")
+    if token.cluster_id != args.cluster_id:
+        raise _Usage(f"--join-token is for cluster {token.cluster_id!r}, not "
+                     f"--cluster-id {args.cluster_id!r}")
+    if None in (args.tls_ca, args.tls_cert, args.tls_key):
+        raise _Usage("--join-token needs --tls-ca, --tls-cert and --tls-key: where to "
+                     "write what it obtains")
+    return token
+
+
+async def _obtain_certificate(args: argparse.Namespace, token: Any, advertise: str,
+                              listeners: Sequence[Any]) -> None:
+    """Obtain this member's certificate with ``token`` unless the files exist already."""
+    from raftpy.kv.joining import JoinFailed, obtain_certificate
+    from raftpy.trio import certs
+    from raftpy.trio.runtime import parse_address
+
+    paths = [Path(args.tls_ca), Path(args.tls_cert), Path(args.tls_key)]
+    if all(p.exists() for p in paths):
+        return  # obtained before: this is a restart
+    if any(p.exists() for p in paths):
+        raise _Usage("--join-token: some of --tls-ca, --tls-cert, --tls-key exist, not all: "
+                     "remove them or give new paths")
+    hosts = list(dict.fromkeys([parse_address(advertise)[0], *certs.DEFAULT_HOSTS]))
+    try:
+        obtained = await obtain_certificate(token, hosts=hosts)
+    except JoinFailed as exc:
+        for listener in listeners:
+            await listener.aclose()
+        raise _Failed(f"joining with the token failed: {exc}") from None
+    certs._write(paths[2], obtained.key, 0o600)
+    certs._write(paths[1], obtained.cert, 0o644)
+    certs._write(paths[0], obtained.ca, 0o644)
+    logger.info("node %d: obtained certificate %s with the join token", args.id, paths[1])
 
 
 async def _join(args: argparse.Namespace, node_id: int, advertise: str,
@@ -517,6 +616,9 @@ async def client_command(args: argparse.Namespace) -> int:
             if args.command == "members":
                 return _print_members(await client.membership(), as_json=args.json)
             if args.command in ("add", "assign", "remove"):
+                token = None
+                if args.command == "add" and args.token:
+                    token = await _register_token(args, client, members)
                 if args.command == "add":
                     index = await client.add_member(args.id, args.address, args.role)
                 elif args.command == "assign":
@@ -524,6 +626,8 @@ async def client_command(args: argparse.Namespace) -> int:
                 else:
                     index = await client.remove_member(args.id)
                 print(f"configuration at index {index} committed")
+                if token is not None:
+                    print(token)
                 return EXIT_OK
             if args.command == "put":
                 await client.put(args.key, _put_value(args))
@@ -557,6 +661,24 @@ async def client_command(args: argparse.Namespace) -> int:
         print(f"raftpy: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+async def _register_token(args: argparse.Namespace, client: Any, members: list[str]) -> str:
+    """A new join token for ``args.id``, recorded through the log; returns it encoded."""
+    import time
+
+    from cryptography import x509
+
+    from raftpy.kv.joining import new_token
+    from raftpy.trio import certs
+
+    if args.tls_ca is None:
+        raise _Usage("--token needs the TLS flags (the token pins the CA in --tls-ca)")
+    ca = x509.load_pem_x509_certificates(Path(args.tls_ca).read_bytes())[0]
+    token = new_token(args.cluster_id, args.id, certs.fingerprint(ca), members,
+                      expires=time.time() + args.token_ttl)
+    await client.register_join_token(args.id, token.digest, token.expires)
+    return str(token.encode())
 
 
 def _print_status(statuses: dict[str, dict[str, Any] | str], *, as_json: bool) -> int:

@@ -19,6 +19,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -50,8 +51,17 @@ class Servers:
 
     def __init__(self, root: Path, n: int = 3, *, election_timeout_ms: float = 150,
                  cluster_id: str = "demo", log_level: str = "info",
-                 handover_timeout: float = 3.0) -> None:
+                 handover_timeout: float = 3.0, tls: bool = False) -> None:
         self.root = root
+        self.pki: Path | None = None
+        """With ``tls``: the CA and certificates (``raftpy tls``), every member and client
+        on mutual TLS; node certificates are issued as members start."""
+        if tls:
+            from raftpy.trio import certs
+
+            self.pki = root / "pki"
+            certs.init_ca(self.pki, cluster_id)
+            certs.issue_client(self.pki, "demo", admin=True)
         self.ids = list(range(1, n + 1))
         self.initial = list(self.ids)
         """The members the cluster is bootstrapped with."""
@@ -100,7 +110,8 @@ class Servers:
                 "--data-dir", str(self.root / f"node{node_id}"),
                 "--cluster-id", self.cluster_id,
                 "--election-timeout-ms", str(self.election_timeout_ms),
-                "--handover-timeout", str(self.handover_timeout), *extra]
+                "--handover-timeout", str(self.handover_timeout), *self._tls_flags(node_id),
+                *extra]
         if join is not None:
             argv += ["--join", ",".join(self.address(i) for i in join)]
             if role is not None:
@@ -116,6 +127,26 @@ class Servers:
         self.procs[node_id] = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             preexec_fn=_die_with_parent)
+
+    def _tls_flags(self, node_id: int) -> list[str]:
+        if self.pki is None:
+            return []
+        from raftpy.trio import certs
+
+        cert, key = self.pki / f"node-{node_id}.pem", self.pki / f"node-{node_id}-key.pem"
+        if not cert.exists():
+            certs.issue_node(self.pki, node_id)
+        return ["--tls-ca", str(self.pki / "ca.pem"), "--tls-cert", str(cert),
+                "--tls-key", str(key)]
+
+    def client_context(self) -> ssl.SSLContext | None:
+        """The TLS context of an admin client (``None`` without TLS)."""
+        if self.pki is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                             cafile=str(self.pki / "ca.pem"))
+        context.load_cert_chain(self.pki / "admin-demo.pem", self.pki / "admin-demo-key.pem")
+        return context
 
     def pause(self, node_id: int) -> None:
         """SIGSTOP member ``node_id`` (its kernel still accepts connections)."""
@@ -206,8 +237,10 @@ async def story(servers: Servers, keys: int) -> int:
         servers.start(node_id)
     _say(f"started {len(servers.ids)} servers: "
          + ", ".join(f"{i}={servers.address(i)}" for i in servers.ids))
+    if servers.pki is not None:
+        _say(f"mutual TLS: CA and certificates from raftpy tls in {servers.pki}")
     async with KVClient(servers.addresses, cluster_id=servers.cluster_id,
-                        timeout=10) as client:
+                        ssl_context=servers.client_context(), timeout=10) as client:
         leader = await wait_for_leader(client, timeout=30)
         _say(f"leader: node {leader['node_id']} (term {leader['term']}), elected "
              f"{(time.monotonic() - start) * 1000:.0f} ms after launch")
@@ -220,6 +253,9 @@ async def story(servers: Servers, keys: int) -> int:
         _say(f"wrote {keys} keys through node {leader['node_id']}")
 
         target = next(i for i in servers.ids if i != leader["node_id"])
+        # The target must be up and caught up (a loaded machine may start it late).
+        commit = (await client.status(servers.address(leader["node_id"])))["commit_index"]
+        await _caught_up(client, servers.address(target), commit)
         began = time.monotonic()
         reply = await client.transfer(target)
         round_trip = (time.monotonic() - began) * 1000
@@ -232,7 +268,8 @@ async def story(servers: Servers, keys: int) -> int:
         killed_at = time.monotonic()
         _say(f"SIGKILLed the leader, node {victim}")
         survivors = KVClient([servers.address(i) for i in servers.ids if i != victim],
-                             cluster_id=servers.cluster_id, timeout=10)
+                             cluster_id=servers.cluster_id,
+                             ssl_context=servers.client_context(), timeout=10)
         async with survivors:
             leader = await wait_for_leader(survivors, exclude=victim,
                                            min_term=leader["term"] + 1)
@@ -247,15 +284,7 @@ async def story(servers: Servers, keys: int) -> int:
         servers.start(victim)
         restarted_at = time.monotonic()
         commit = (await client.status(servers.address(leader["node_id"])))["commit_index"]
-        with trio.fail_after(30):
-            while True:
-                try:
-                    status = await client.status(servers.address(victim))
-                except Exception:
-                    status = {"applied_index": -1}
-                if status["applied_index"] >= commit:
-                    break
-                await trio.sleep(0.01)
+        await _caught_up(client, servers.address(victim), commit)
         _say(f"restarted node {victim} from its data directory: caught up to index {commit} "
              f"in {(time.monotonic() - restarted_at) * 1000:.0f} ms")
 
@@ -275,13 +304,27 @@ async def story(servers: Servers, keys: int) -> int:
     return 0
 
 
+async def _caught_up(client: KVClient, address: str, index: int) -> None:
+    """Wait until the member at ``address`` has applied ``index``."""
+    with trio.fail_after(30):
+        while True:
+            try:
+                status = await client.status(address)
+            except Exception:
+                status = {"applied_index": -1}
+            if status["applied_index"] >= index:
+                return
+            await trio.sleep(0.01)
+
+
 async def _membership_story(servers: Servers, written: dict[str, str]) -> None:
     """Join a standby, then stop the leader with SIGTERM: it hands over (the standby
     becomes a voter, leadership moves, the old leader becomes a spare), then remove it."""
     new = servers.add()
     servers.start(new, join=list(servers.procs), role="standby")
     everyone = [servers.address(i) for i in servers.ids]
-    async with KVClient(everyone, cluster_id=servers.cluster_id, timeout=10) as client:
+    async with KVClient(everyone, cluster_id=servers.cluster_id,
+                        ssl_context=servers.client_context(), timeout=10) as client:
         began = time.monotonic()
         with trio.fail_after(30):
             while True:
@@ -327,9 +370,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=10)
     parser.add_argument("--election-timeout-ms", type=float, default=150)
     parser.add_argument("--keep", action="store_true", help="keep the data and log directory")
+    parser.add_argument("--no-tls", action="store_true",
+                        help="plain TCP (default: mutual TLS, if cryptography is installed)")
     args = parser.parse_args(argv)
+    tls = not args.no_tls
+    if tls:
+        try:
+            import cryptography  # noqa: F401
+        except ImportError:
+            _say("cryptography is not installed (pip install 'raftpy[tls]'): plain TCP")
+            tls = False
     root = Path(tempfile.mkdtemp(prefix="raftpy-demo-"))
-    servers = Servers(root, args.nodes, election_timeout_ms=args.election_timeout_ms)
+    servers = Servers(root, args.nodes, election_timeout_ms=args.election_timeout_ms, tls=tls)
     code = 1
     try:
         code = trio.run(story, servers, args.keys)

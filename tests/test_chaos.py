@@ -89,11 +89,11 @@ async def test_a_member_proxy_cuts_one_source_and_heal_closes_what_it_broke() ->
 
     from raftpy.chaos.proxy import MemberProxy
     from raftpy.demo_net import _free_ports
-    from raftpy.trio.handshake import Hello, encode_hello
+    from raftpy.trio.handshake import MAGIC, Hello, encode_hello
 
     def hello_from(node_id: int) -> bytes:
         payload = encode_hello(Hello(cluster_id="chaos", node_id=node_id))
-        return len(payload).to_bytes(4, "big") + payload
+        return MAGIC + len(payload).to_bytes(4, "big") + payload
 
     async def echo(stream: trio.SocketStream) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):

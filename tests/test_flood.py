@@ -12,7 +12,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 from test_runtime_tcp import TcpCluster, tcp_cluster
 from test_trio_transport import BOUND, CLUSTER, cluster, receive, vote, wait_for
@@ -21,6 +24,7 @@ from raftpy.errors import HandshakeRefused
 from raftpy.kv.statemachine import put_command
 from raftpy.trio.client import connect_client
 from raftpy.trio.framing import FramedStream
+from raftpy.trio.handshake import MAGIC
 from raftpy.trio.transport import Transport
 
 
@@ -34,8 +38,8 @@ async def idle(port: int, conns: list[trio.SocketStream], n: int,
 
 
 def half_hello(i: int) -> bytes:
-    """A hello frame's length prefix and only part of its payload."""
-    return struct.pack(">I", 200) + b"\x85" + os.urandom(i % 20)
+    """The preamble, a hello frame's length prefix and only part of its payload."""
+    return MAGIC + struct.pack(">I", 200) + b"\x85" + os.urandom(i % 20)
 
 
 async def test_a_flood_of_pending_handshakes_evicts_its_oldest_and_peers_get_through() -> None:
@@ -88,6 +92,8 @@ def transport_of(c: TcpCluster, node_id: int) -> Transport:
 FLOOD = """
 import os, struct, sys, trio
 
+MAGIC = b"RAFTPY/2\\r\\n"
+
 async def main(port, idle_n, half_n, garbage_n, seconds):
     conns = []
     async def garbage(seed):
@@ -95,7 +101,9 @@ async def main(port, idle_n, half_n, garbage_n, seconds):
         while True:
             try:
                 stream = await trio.open_tcp_stream("127.0.0.1", port)
-                await stream.send_all(b"".join(frame + os.urandom(20 + seed) for _ in range(5)))
+                # Half of them past the preamble: garbage where the hello belongs.
+                await stream.send_all((MAGIC if seed % 2 else b"")
+                                      + b"".join(frame + os.urandom(20 + seed) for _ in range(5)))
                 await stream.receive_some(100)
                 await stream.aclose()
             except (OSError, trio.BrokenResourceError):
@@ -107,7 +115,8 @@ async def main(port, idle_n, half_n, garbage_n, seconds):
         for i in range(idle_n + half_n):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             if i >= idle_n:  # a hello's length prefix and part of its payload
-                await stream.send_all(struct.pack(">I", 200) + b"\\x85" + os.urandom(i % 20))
+                await stream.send_all(MAGIC + struct.pack(">I", 200) + b"\\x85"
+                                      + os.urandom(i % 20))
             conns.append(stream)
         print("opened", flush=True)
         await trio.sleep(seconds)
@@ -177,3 +186,33 @@ async def test_a_connection_flood_at_the_leader_changes_no_leader_and_writes_con
           f"{statistics.median(before) * 1000:.2f} ms; during {flood_time:.1f} s: "
           f"{len(during) / flood_time:.0f}/s, median {statistics.median(during) * 1000:.2f} ms,"
           f" p99 {sorted(during)[int(len(during) * 0.99)] * 1000:.1f} ms")
+
+
+def _check_flood(result: dict[str, Any], opened: int) -> None:
+    assert result["connections"]["opened"] == opened
+    assert not result["leader_changed"], result
+    assert result["write_failures"] == 0
+    assert result["latency"]["during"]["writes"] >= 10, result["latency"]
+    assert result["latency"]["after"]["writes"] >= 10, result["latency"]
+    memory = result["rss_mb"]
+    assert memory["during_peak"] < memory["before"] + 64, memory  # bounded, not per connection
+    assert memory["after"] < memory["before"] + 64, memory
+
+
+def test_a_flood_at_the_leader_process_keeps_writes_and_memory_bounded(tmp_path: Path) -> None:
+    """The short version of benchmarks/flood.py: 3 real processes, 200 connections."""
+    from benchmarks import flood
+
+    result = flood.main(["--idle", "100", "--half", "100", "--garbage", "10", "--seconds", "3",
+                         "--phase", "2", "--results-dir", str(tmp_path)])
+    _check_flood(result, 200)
+
+
+@pytest.mark.slow
+def test_a_flood_of_1000_connections_at_the_leader_process(tmp_path: Path) -> None:
+    """The issue's figures: 1,000 idle or half-handshaken connections and 50 garbage loops
+    at the leader of 3 real processes for 10 s (``python -m benchmarks.flood``)."""
+    from benchmarks import flood
+
+    result = flood.main(["--results-dir", str(tmp_path)])
+    _check_flood(result, 1000)

@@ -139,7 +139,7 @@ def test_malformed_hello_is_a_protocol_error(payload: bytes) -> None:
     (Hello("other", 2), "cluster 'other' is not 'c'"),
     (Hello("c", 9), "node 9 is not a configured peer"),
     (Hello("c", 1), "node 1 is this node itself"),
-    (Hello("c", 2, version=2), "protocol version 2 is not 1"),
+    (Hello("c", 2, version=1), "protocol version 1 is not 2"),
 ])
 def test_check_hello(hello: Hello, reason: str | None) -> None:
     assert handshake.check_hello(hello, cluster_id="c", node_id=1, peer_ids={2, 3},

@@ -486,11 +486,12 @@ async def test_heartbeats_pass_a_stalled_snapshot_transfer(
 
     async def stall(server_side: trio.abc.Stream) -> None:
         # Completes the handshake, then never reads: the sender's writes block.
+        assert await handshake.receive_exactly(server_side, len(handshake.MAGIC)) == handshake.MAGIC
         framed = FramedStream(server_side)
         hello = handshake.decode_hello(await framed.receive() or b"")
         assert hello.lane == handshake.LANE_BULK
-        await framed.send(handshake.encode_reply(handshake.HelloReply(
-            ok=True, cluster_id=CLUSTER, node_id=2)))
+        await server_side.send_all(handshake.MAGIC + encode_frame(handshake.encode_reply(
+            handshake.HelloReply(ok=True, cluster_id=CLUSTER, node_id=2))))
         stalled.set()
         await trio.sleep_forever()
 
@@ -547,7 +548,8 @@ def test_random_bytes_after_the_hello_never_crash_the_acceptor(chunks: list[byte
     async def main() -> None:
         t1 = Transport(1, CLUSTER, {2: PeerAddress("mem", 2)}, max_frame=4096)
         client, server = trio.testing.memory_stream_pair()
-        await client.send_all(encode_frame(handshake.encode_hello(handshake.Hello(CLUSTER, 2))))
+        await client.send_all(handshake.MAGIC
+                              + encode_frame(handshake.encode_hello(handshake.Hello(CLUSTER, 2))))
         for chunk in chunks:
             await client.send_all(chunk)
         await client.send_eof()  # the reply can still arrive

@@ -126,22 +126,24 @@ class MemberProxy:
         """The first frame's bytes and the node id its hello names (None: not a
         peer's hello, or none within a second)."""
         from raftpy.errors import ProtocolError
-        from raftpy.trio.handshake import decode_hello
+        from raftpy.trio.handshake import MAGIC, decode_hello
 
         data = b""
+        skip = len(MAGIC)  # the preamble, then the hello frame
         with trio.move_on_after(1.0):
-            while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+            while len(data) < skip + 4 \
+                    or len(data) < skip + 4 + int.from_bytes(data[skip:skip + 4], "big"):
                 if len(data) > self._HELLO_LIMIT:
                     break
                 chunk = await stream.receive_some(65536)
                 if not chunk:
                     break
                 data += chunk
-        if len(data) < 4:
+        if len(data) < skip + 4 or not data.startswith(MAGIC):
             return data, None
-        length = int.from_bytes(data[:4], "big")
+        length = int.from_bytes(data[skip:skip + 4], "big")
         try:
-            hello = decode_hello(data[4:4 + length])
+            hello = decode_hello(data[skip + 4:skip + 4 + length])
         except ProtocolError:
             return data, None
         return data, hello.node_id

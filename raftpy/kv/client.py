@@ -270,6 +270,19 @@ class KVClient:
         response = await self._leader_request({"op": "remove", "id": member_id})
         return int(response["index"])
 
+    async def register_join_token(self, member_id: int, digest: str, expires: float) -> None:
+        """Record a join token for ``member_id`` (its secret's hex SHA-256, ``digest``;
+        valid until ``expires``, Unix time) through the leader's log."""
+        await self._leader_request({"op": "join_token", "id": member_id, "digest": digest,
+                                    "expires": float(expires)})
+
+    async def use_join_token(self, member_id: int, digest: str) -> str:
+        """Spend a join token through the leader's log: ``"ok"`` the first time, else why
+        not (what a member holding the CA key asks before it signs)."""
+        response = await self._leader_request({"op": "join_use", "id": member_id,
+                                               "digest": digest})
+        return str(response["result"])
+
     async def status(self, address: str) -> dict[str, Any]:
         """The status of the member at ``address`` (no redirect)."""
         response = await self._attempt(address, {"op": "status"}, self.attempt_timeout)
@@ -664,6 +677,8 @@ def _default_connect(cluster_id: str, ssl_context: ssl.SSLContext | None) -> Con
             stream: FramedStream = await connect_client(address, cluster_id=cluster_id,
                                                         ssl_context=ssl_context)
         except HandshakeRefused as exc:
+            if exc.reason.startswith("not a raftpy node"):  # no refusal: another protocol
+                raise ConnectionRejected(exc.reason) from exc
             raise ConnectionRejected(f"{address} refused us: {exc.reason}") from exc
         except trio.BrokenResourceError as exc:
             if isinstance(exc.__cause__, ssl.SSLError):

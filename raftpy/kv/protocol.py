@@ -38,6 +38,13 @@ Authorization (``docs/security.md``): with TLS, a connection whose certificate i
 plain ``client`` one is answered ``forbidden`` for the ops in :data:`ADMIN_OPS`
 (transfer and membership changes); node and admin certificates may ask for them.
 Without TLS every connection may.
+
+Join tokens (admin ops, ``docs/security.md``): ``join_token`` (``id``, ``digest``:
+the hex SHA-256 of the token's secret, ``expires``: Unix time) records a token
+through the log; ``join_use`` (``id``, ``digest``) spends it through the log,
+answering ``{"ok": true, "result": "ok"}`` the first time only, else the reason in
+``result``. A member issuing a certificate sends ``join_use`` to the leader.
+Keys starting with ``"\x00"`` are reserved (``bad_request``).
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from typing import Any
 import msgpack
 
 OPS = ("put", "get", "delete", "session", "status", "transfer", "members", "add_member",
-       "assign", "remove")
+       "assign", "remove", "join_token", "join_use")
 ROLES = ("voter", "standby", "spare")
 
 SESSION_FIELDS = ("session", "seq", "ack")
@@ -73,7 +80,7 @@ MAX_VALUE_BYTES = 1024 * 1024
 """The largest value, in bytes of UTF-8."""
 FORBIDDEN = "forbidden"
 
-ADMIN_OPS = ("transfer", "add_member", "assign", "remove")
+ADMIN_OPS = ("transfer", "add_member", "assign", "remove", "join_token", "join_use")
 """With TLS, only a node or admin certificate may ask for these (``docs/security.md``)."""
 
 
@@ -146,6 +153,15 @@ def decode_request(data: bytes) -> dict[str, Any]:
         raise BadRequest("'stale' is a boolean of get requests")
     if op in ("put", "get", "delete"):
         check_key(request["key"])
+        if request["key"].startswith("\x00"):
+            raise BadRequest("keys starting with '\\x00' are reserved")
+    if op in ("join_token", "join_use"):
+        digest = request.get("digest")
+        if not (isinstance(digest, str) and len(digest) == 64
+                and all(c in "0123456789abcdef" for c in digest)):
+            raise BadRequest(f"{op} needs 'digest', a hex SHA-256")
+        if op == "join_token" and not isinstance(request.get("expires"), float):
+            raise BadRequest("join_token needs 'expires' (Unix time, a float)")
     if op == "put":
         check_value(request["value"])
     present = [f for f in SESSION_FIELDS if f in request]
@@ -160,7 +176,7 @@ def decode_request(data: bytes) -> dict[str, Any]:
                 raise BadRequest(f"{op} '{field}' must be a positive integer")
         if request["ack"] > request["seq"]:
             raise BadRequest(f"{op} 'ack' cannot exceed 'seq' (the request itself is pending)")
-    if op in ("add_member", "assign", "remove"):
+    if op in ("add_member", "assign", "remove", "join_token", "join_use"):
         member = request.get("id")
         if type(member) is not int or not 1 <= member < 2**63:
             raise BadRequest(f"{op} needs a positive integer 'id'")

@@ -35,7 +35,14 @@ from raftpy.errors import (
     TransferFailed,
 )
 from raftpy.kv import protocol
-from raftpy.kv.statemachine import KVStore, delete_command, put_command
+from raftpy.kv.statemachine import (
+    KVStore,
+    delete_command,
+    join_token_command,
+    join_token_problem,
+    join_use_command,
+    put_command,
+)
 from raftpy.sessions import SessionStateMachine, register_command, session_command
 from raftpy.trio.identity import may_administer
 from raftpy.trio.membership import parse_role
@@ -64,7 +71,8 @@ class KVServer:
     def __init__(self, state_machine: SessionStateMachine[KVStore], *,
                  request_timeout: float = 5.0,
                  change_timeout: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 name_leader_address: bool = True) -> None:
         if not (isinstance(state_machine, SessionStateMachine)
                 and isinstance(state_machine.inner, KVStore)):
             raise TypeError("KVServer needs the node's state machine, "
@@ -75,6 +83,21 @@ class KVServer:
         self.change_timeout = change_timeout
         """Membership changes wait longer: a promotion catches the member up first."""
         self.clock = clock
+        self.name_leader_address = name_leader_address
+        """Whether a ``not_leader`` answer names the leader's address: not when clients
+        have listeners of their own (``--client-listen``), since the configuration
+        holds the peer addresses; the client then asks its members who leads."""
+
+    async def use_join_token(self, node: Node, digest: str, node_id: int) -> str:
+        """Spend the join token ``digest`` for ``node_id``: ``"ok"`` the first time, else
+        why not. Checked first with a linearizable read (a wrong secret costs no log
+        entry), then spent through the log, so every member agrees it is spent.
+        Raises :class:`~raftpy.errors.NotLeader` on a follower once the read passed."""
+        await node.read_barrier()
+        problem = join_token_problem(self.store.data, digest, node_id, self.clock())
+        if problem is not None:
+            return problem
+        return _join_result(await node.apply(join_use_command(digest, node_id, self.clock())))
 
     async def serve_connection(self, node: Node, stream: FramedStream) -> None:
         """Answer requests on ``stream`` until the client closes it."""
@@ -104,14 +127,18 @@ class KVServer:
         """The response to one validated request."""
         op = request["op"]
         if op == "status":
-            return {"ok": True, "status": node.status().to_dict()}
+            status = node.status().to_dict()
+            if not self.name_leader_address:
+                status.pop("leader_address", None)
+            return {"ok": True, "status": status}
         timeout = self.change_timeout if op in _CHANGES else self.request_timeout
         with trio.move_on_after(timeout):
             try:
                 return await self._handle_after_transfer(node, request)
             except NotLeader as exc:
-                return protocol.error(protocol.NOT_LEADER, str(exc), leader_id=exc.leader_id,
-                                      leader_address=exc.leader_address)
+                return protocol.error(
+                    protocol.NOT_LEADER, str(exc), leader_id=exc.leader_id,
+                    leader_address=exc.leader_address if self.name_leader_address else None)
             except LeadershipTransferInProgress as exc:
                 return protocol.error(protocol.UNAVAILABLE, str(exc))
             except NodeClosed as exc:
@@ -219,6 +246,15 @@ class KVServer:
             return {"ok": True, "index": index}
         if op == "remove":
             return {"ok": True, "index": await node.remove_member(request["id"])}
+        if op == "join_token":
+            if not node.is_leader:
+                raise node._not_leader()
+            await node.apply(join_token_command(request["digest"], request["id"],
+                                                request["expires"]))
+            return {"ok": True}
+        if op == "join_use":
+            return {"ok": True, "result": await self.use_join_token(
+                node, request["digest"], request["id"])}
         assert op == "transfer"
         start = trio.current_time()
         leader = await node.transfer_leadership(request.get("to"))
@@ -230,3 +266,7 @@ class KVServer:
 
 
 _CHANGES = ("add_member", "assign", "remove")
+
+
+def _join_result(result: object) -> str:
+    return result if isinstance(result, str) else f"unexpected result {result!r:.40}"

@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -98,6 +99,18 @@ def make_leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, who
     """A certificate naming ``who`` (and ``hosts``: IP addresses or DNS names, which a
     node needs because dialers check them), signed by the CA, and its key."""
     key = _new_key()
+    cert = certify(ca_cert, ca_key, who, key.public_key(), hosts=hosts, not_before=not_before,
+                   not_after=not_after, days=days)
+    return cert, key
+
+
+def certify(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, who: Identity,
+            public_key: Any, *, hosts: Sequence[str] = (),
+            not_before: datetime.datetime | None = None,
+            not_after: datetime.datetime | None = None, days: float = 365,
+            ) -> x509.Certificate:
+    """A certificate for ``public_key`` (someone else's: a joining node sends it in a
+    CSR) naming ``who`` and ``hosts``, signed by the CA."""
     now = _now()
     names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(who.uri)]
     for host in hosts:
@@ -108,11 +121,11 @@ def make_leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, who
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if who.kind == _identity.KIND_NODE:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    cert = (x509.CertificateBuilder()
+    return (x509.CertificateBuilder()
             .subject_name(x509.Name([
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, who.cluster_id),
                 x509.NameAttribute(NameOID.COMMON_NAME, f"{who.kind} {who.name}"[:64])]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .issuer_name(ca_cert.subject).public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before or now - datetime.timedelta(minutes=5))
             .not_valid_after(not_after or now + datetime.timedelta(days=days))
@@ -122,7 +135,6 @@ def make_leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, who
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    return cert, key
 
 
 def init_ca(directory: str | os.PathLike[str], cluster_id: str, *,
@@ -185,3 +197,26 @@ def issue_client(directory: str | os.PathLike[str], name: str, *, admin: bool = 
     """``raftpy tls client NAME [--admin]``: a client's (administrator's) certificate."""
     _, _, cluster_id = load_ca(directory)
     return issue(directory, _identity.client(cluster_id, name, admin=admin), days=days)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """The SHA-256 of ``cert``'s DER form, in hex: what a join token pins."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def load_issuer(ca_file: str | os.PathLike[str], key_file: str | os.PathLike[str]
+                ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, bytes]:
+    """The CA certificate in ``ca_file`` (a bundle during a rotation) that ``key_file``
+    belongs to, the key, and the whole bundle (PEM): ``raftpy serve --tls-ca-key``."""
+    bundle = Path(ca_file).read_bytes()
+    key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{key_file} is not an EC key made by raftpy tls init-ca")
+    mine = key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    for cert in x509.load_pem_x509_certificates(bundle):
+        if cert.public_key().public_bytes(
+                serialization.Encoding.DER,
+                serialization.PublicFormat.SubjectPublicKeyInfo) == mine:
+            return cert, key, bundle
+    raise ValueError(f"no certificate in {ca_file} belongs to the key in {key_file}")

@@ -1,6 +1,9 @@
 """The hello exchanged at the start of every connection.
 
-The side that connects sends a :class:`Hello` (protocol version, cluster id,
+Both sides start with :data:`MAGIC` (8 bytes), so that a raftpy node dialling
+something else (an HTTP server, say) says "not a raftpy node at HOST:PORT", and a
+node refuses, with one clear log line, a client that speaks another protocol.
+Then the side that connects sends a :class:`Hello` (protocol version, cluster id,
 its node id, its role and, for peers, the lane); the side that accepts answers
 with a :class:`HelloReply`: either its own cluster and node id, or a refusal
 with a reason, after which it closes the connection. Both are msgpack maps in
@@ -17,22 +20,32 @@ import msgpack
 import trio
 
 from raftpy.errors import HandshakeRefused, ProtocolError
-from raftpy.trio.framing import FramedStream
+from raftpy.trio.framing import FramedStream, encode_frame
 
-PROTOCOL_VERSION = 1
-"""Bumped on any incompatible change of the frames or messages."""
+PROTOCOL_VERSION = 2
+"""Bumped on any incompatible change of the frames or messages (2: :data:`MAGIC`)."""
+
+MAGIC = b"RAFTPY/2\r\n"
+"""The first bytes each side sends on a connection (inside TLS, when on): the name
+and the protocol version. Nothing else starts so: a TLS record starts with 0x16, a
+frame's length prefix with 0x00, HTTP with a method or ``HTTP/``. The line end
+makes line-based servers (HTTP, SMTP, Redis...) answer at once with an error
+instead of waiting for more, so a dialler learns quickly that it is in the wrong
+place."""
 
 MAX_HELLO = 4096
 """The frame limit while reading a hello (before the peer is known)."""
 
 ROLE_PEER = "peer"
 ROLE_CLIENT = "client"
+ROLE_JOIN = "join"
+"""A node with a join token and no certificate yet, asking for one (``docs/security.md``)."""
 LANE_CONTROL = "control"
 """Every message except snapshot chunks: votes, AppendEntries, heartbeats, responses."""
 LANE_BULK = "bulk"
 """InstallSnapshot chunks, on their own connection so that heartbeats never wait behind them."""
 
-ROLES = (ROLE_PEER, ROLE_CLIENT)
+ROLES = (ROLE_PEER, ROLE_CLIENT, ROLE_JOIN)
 LANES = (LANE_CONTROL, LANE_BULK)
 
 
@@ -108,7 +121,7 @@ def decode_hello(payload: bytes) -> Hello:
         raise ProtocolError(f"hello: unknown role {role!r:.40}")
     if lane not in LANES:
         raise ProtocolError(f"hello: unknown lane {lane!r:.40}")
-    node_id = _field(fields, "node", int, "hello", optional=(role == ROLE_CLIENT))
+    node_id = _field(fields, "node", int, "hello", optional=(role != ROLE_PEER))
     address = _field(fields, "address", str, "hello", optional=True)
     return Hello(cluster_id=_field(fields, "cluster", str, "hello"), node_id=node_id,
                  role=role, lane=lane, version=fields["raftpy"], address=address)
@@ -138,11 +151,25 @@ def check_hello(hello: Hello, *, cluster_id: str, node_id: int,
         return f"cluster {hello.cluster_id!r:.80} is not {cluster_id!r}"
     if hello.role == ROLE_CLIENT:
         return None if serves_clients else "this node serves no clients"
+    if hello.role == ROLE_JOIN:
+        return None  # the transport checks whether it issues certificates
     if hello.node_id == node_id:
         return f"node {hello.node_id} is this node itself"
     if peer_ids is not None and hello.node_id not in peer_ids:
         return f"node {hello.node_id} is not {what}"
     return None
+
+
+def describe_first_bytes(data: bytes) -> str:
+    """What a connection that did not start with :data:`MAGIC` seems to speak, for
+    the log line refusing it."""
+    if data.startswith(b"\x16\x03"):
+        return "a TLS handshake (this node does not use TLS)"
+    if data[:4] in (b"GET ", b"POST", b"HEAD", b"PUT ", b"HTTP", b"OPTI", b"DELE", b"CONN"):
+        return f"HTTP ({data!r:.40})"
+    if data[:1] == b"\x00":
+        return f"frames without the raftpy preamble, an older raftpy? ({data!r:.40})"
+    return f"unknown bytes {data!r:.40}"
 
 
 def check_reply(reply: HelloReply, *, cluster_id: str, expected_node: int | None) -> None:
@@ -159,6 +186,17 @@ def check_reply(reply: HelloReply, *, cluster_id: str, expected_node: int | None
                                f"{reply.node_id}")
 
 
+async def receive_exactly(stream: trio.abc.Stream, size: int) -> bytes:
+    """Up to ``size`` bytes: fewer only if the other side closed first."""
+    data = b""
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 async def say_hello(stream: trio.abc.Stream, hello: Hello, *, expected_node: int | None,
                     name: str = "?") -> FramedStream:
     """Send ``hello`` on a fresh connection and check the reply (the dialling side).
@@ -167,8 +205,13 @@ async def say_hello(stream: trio.abc.Stream, hello: Hello, *, expected_node: int
     ``decoder.max_frame`` before reading anything bigger). Raises
     :class:`HandshakeRefused` when refused or answered by the wrong node/cluster.
     """
+    await stream.send_all(MAGIC + encode_frame(encode_hello(hello)))
+    magic = await receive_exactly(stream, len(MAGIC))
+    if magic != MAGIC:
+        if not magic:
+            raise trio.BrokenResourceError("closed during the handshake")
+        raise HandshakeRefused(f"not a raftpy node at {name} (it answered {magic!r:.40})")
     framed = FramedStream(stream, max_frame=MAX_HELLO, peer=name)
-    await framed.send(encode_hello(hello))
     payload = await framed.receive()
     if payload is None:
         raise trio.BrokenResourceError("closed during the handshake")

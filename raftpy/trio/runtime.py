@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, Protocol
 
 import trio
@@ -420,6 +421,8 @@ class Node(MembershipCalls):
         self._compacting = False
         self.listen_addresses: list[tuple[str, int]] = []
         """The ``(host, port)`` pairs this node listens on (filled in once running)."""
+        self.client_listen_addresses: list[tuple[str, int]] = []
+        """Where clients connect when they have listeners of their own (``client_listen``)."""
         raft.set_snapshot_source(lambda: self._snapshot)
         self._init_membership(addresses)
         self._observer = RuntimeObserver(self.id, raft)
@@ -1052,6 +1055,8 @@ async def open_node(
     voters: int | None = None,
     standbys: int = 0,
     auto_roles: AutoRoles | None = None,
+    client_listen: str | Sequence[trio.abc.Listener[Any]] | None = None,
+    join_handler: ClientHandler | None = None,
 ) -> AsyncIterator[Node]:
     """Run node ``node_id`` for the duration of the ``async with`` block.
 
@@ -1086,6 +1091,11 @@ async def open_node(
     roles; :mod:`raftpy.trio.autoroles`, tuned by ``auto_roles``). Give every
     member the same targets: whichever leads applies them.
 
+    ``client_listen`` (``"host:port"`` or listeners) gives clients listeners of
+    their own: ``listen`` then admits peers only and ``client_listen`` clients only,
+    so the two can be firewalled apart (``docs/security.md``). ``join_handler``
+    serves nodes that join with a token (:mod:`raftpy.trio.joining`).
+
     On exit every task is cancelled and joined, the listeners are closed, pending
     callers get :class:`NodeClosed` and ``storage.close()`` runs if it exists.
     """
@@ -1106,6 +1116,7 @@ async def open_node(
         state, snapshot_data = await trio.to_thread.run_sync(lambda: prepare_storage(
             storage, node_id, bootstrap=bootstrap, join=join, fixed=fixed))
     listeners = await _open_listeners(listen)
+    client_listeners = await _open_listeners(client_listen)
     own_addresses = _listener_addresses(listeners)
     if advertise is None and own_addresses:
         advertise = format_address(own_addresses[0])
@@ -1115,7 +1126,7 @@ async def open_node(
     injected = transport is not None
     if transport is None:
         transport = _tcp_transport(node_id, cluster_id, peers, ssl_context, client_ssl_context,
-                                   client_handler, lambda: node, wire, advertise)
+                                   client_handler, lambda: node, wire, advertise, join_handler)
     # The core's default rng is seeded with the node id (reproducible simulations);
     # real processes need independent timers, or every restart of a node draws the
     # same election timeouts and elections lose their spread.
@@ -1135,6 +1146,7 @@ async def open_node(
     node = Node(raft, transport=transport, storage=storage, state_machine=state_machine,
                 addresses=addresses, snapshot=snapshot, inbox_size=inbox_size, wire=wire)
     node.listen_addresses = own_addresses
+    node.client_listen_addresses = _listener_addresses(client_listeners)
     if raft.config.early_pre_vote and hasattr(transport, "peer_loss"):
         transport.peer_loss = PeerLossDetector(node._peer_lost)
     node._sync_transport()
@@ -1142,7 +1154,11 @@ async def open_node(
         async with trio.open_nursery() as nursery:
             # The node's tasks log with node= and term= fields (raftpy.logfmt).
             with log_context(node_id, lambda: raft.current_term):
-                await nursery.start(transport.run, listeners)
+                if client_listeners is None:
+                    await nursery.start(transport.run, listeners)
+                else:
+                    await nursery.start(partial(transport.run, listeners,  # type: ignore[call-arg]
+                                                client_listeners=client_listeners))
                 if injected:
                     nursery.start_soon(node._pump, transport.incoming)
                 nursery.start_soon(node._write_to_disk)
@@ -1157,7 +1173,7 @@ async def open_node(
     finally:
         node._close()
         with trio.CancelScope(shield=True):
-            for listener in listeners or ():
+            for listener in [*(listeners or ()), *(client_listeners or ())]:
                 await listener.aclose()
             close = getattr(storage, "close", None)
             if callable(close):
@@ -1168,7 +1184,8 @@ async def open_node(
 def _tcp_transport(node_id: int, cluster_id: str, peers: Mapping[int, Any], ssl_context: Any,
                    client_ssl_context: Any, client_handler: ClientHandler | None,
                    get_node: Callable[[], Node], sink: _WireQueue,
-                   advertise: str | None) -> MessageTransport:
+                   advertise: str | None,
+                   join_handler: ClientHandler | None = None) -> MessageTransport:
     from raftpy.trio.transport import PeerAddress as peer_address
     from raftpy.trio.transport import Transport as transport_class
 
@@ -1183,8 +1200,14 @@ def _tcp_transport(node_id: int, cluster_id: str, peers: Mapping[int, Any], ssl_
         async def handler(framed: Any) -> None:
             await client_handler(get_node(), framed)
 
+    joins = None
+    if join_handler is not None:
+        async def joins(framed: Any) -> None:
+            assert join_handler is not None
+            await join_handler(get_node(), framed)
+
     transport: MessageTransport = transport_class(
         node_id, cluster_id, {peer: to_peer(addr) for peer, addr in peers.items()},
         ssl_context=ssl_context, client_ssl_context=client_ssl_context,
-        client_handler=handler, sink=sink, advertise=advertise)
+        client_handler=handler, sink=sink, advertise=advertise, join_handler=joins)
     return transport

@@ -255,6 +255,7 @@ class Transport:
         max_clients: int = 512,
         max_clients_per_identity: int = 64,
         unreachable_warning_after: float = DEFAULT_WARN_AFTER,
+        join_handler: ClientHandler | None = None,
     ) -> None:
         if queue_size < 1 or max_frame < handshake.MAX_HELLO:
             raise ValueError("queue_size must be >= 1 and max_frame >= 4096")
@@ -274,6 +275,9 @@ class Transport:
         self.client_ssl_context = client_ssl_context
         self.max_frame = max_frame
         self.client_handler = client_handler
+        self.join_handler = join_handler
+        """Serves hellos of role ``join`` (TLS only, no certificate yet): a node with a
+        join token asking for its certificate (:mod:`raftpy.trio.joining`)."""
         self.connect_timeout = connect_timeout
         self.handshake_timeout = handshake_timeout
         self.backoff_min = backoff_min
@@ -451,16 +455,24 @@ class Transport:
         self,
         listeners: Sequence[trio.abc.Listener[Any]] | None = None,
         *,
+        client_listeners: Sequence[trio.abc.Listener[Any]] | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept on ``listeners`` and dial every peer until cancelled.
 
+        With ``client_listeners`` (may be empty: no client service on this
+        transport's sockets), ``listeners`` admit peers only and
+        ``client_listeners`` clients (and joining nodes) only, so that the two can
+        be firewalled apart; a hello of the wrong kind is refused with a reason.
         The listeners stay open when this returns; their owner closes them.
         """
+        peer_only = None if client_listeners is None else "peer"
         try:
             async with trio.open_nursery() as nursery:
                 for listener in listeners or ():
-                    nursery.start_soon(self._serve, listener, nursery)
+                    nursery.start_soon(self._serve, listener, nursery, peer_only)
+                for listener in client_listeners or ():
+                    nursery.start_soon(self._serve, listener, nursery, "client")
                 for peer, address in self.peers.items():
                     nursery.start_soon(self._run_peer, peer, address)
                 self._nursery = nursery
@@ -469,8 +481,11 @@ class Transport:
             self._nursery = None
             self._incoming_send.close()
 
-    async def accept_stream(self, stream: trio.abc.Stream) -> None:
+    async def accept_stream(self, stream: trio.abc.Stream, only: str | None = None) -> None:
         """Handle one inbound connection until it ends; the stream is closed on return.
+
+        ``only``: ``"peer"`` or ``"client"`` when it came to a dedicated listener
+        (see :meth:`run`).
 
         Never raises for a misbehaving peer: every refusal is logged and counted.
         """
@@ -486,7 +501,7 @@ class Transport:
                     oldest = next(iter(self._pending))
                     self._pending.pop(oldest).cancel()
                     self._count("evicted_pending")
-                await self._accept(stream, name, key)
+                await self._accept(stream, name, key, only)
             if scope.cancelled_caught:
                 logger.info("node %d: closed connection from %s: more than %d handshakes "
                             "pending", self.node_id, name, self.max_pending)
@@ -515,7 +530,8 @@ class Transport:
 
     # ------------------------------------------------------------------ accepting
 
-    async def _serve(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
+    async def _serve(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery,
+                     only: str | None = None) -> None:
         while True:
             try:
                 stream = await listener.accept()
@@ -527,26 +543,31 @@ class Transport:
                 logger.error("node %d: accept failed (%s), retrying", self.node_id, exc)
                 await trio.sleep(0.1)
                 continue
-            nursery.start_soon(self.accept_stream, stream)
+            nursery.start_soon(self.accept_stream, stream, only)
 
-    async def _accept(self, raw: trio.abc.Stream, name: str, pending: int) -> None:
+    async def _accept(self, raw: trio.abc.Stream, name: str, pending: int,
+                      only: str | None = None) -> None:
         stream = raw
         with trio.fail_after(self.handshake_timeout):
             if self.ssl_context is not None:
                 first = bytes(await raw.receive_some(1))
                 if first and first != _TLS_HANDSHAKE_RECORD:
-                    # Plain TCP on a TLS port (a frame's length prefix starts with 0):
-                    # read its hello and say why in the plain protocol, so that a
-                    # client can tell its operator instead of retrying.
+                    # Plain TCP on a TLS port: if it is raftpy, read its hello and say
+                    # why in the plain protocol, so that a client can tell its operator
+                    # instead of retrying.
+                    head = first + await handshake.receive_exactly(
+                        raw, len(handshake.MAGIC) - 1)
+                    if head != handshake.MAGIC:
+                        raise ProtocolError("not a raftpy peer or client: "
+                                            + handshake.describe_first_bytes(head))
                     self._count("refused")
                     self._count("refused_tls")
                     refusal = "this member requires TLS"
-                    plain = FramedStream(_Replayed(raw, first), max_frame=handshake.MAX_HELLO,
-                                         peer=name)
+                    plain = FramedStream(raw, max_frame=handshake.MAX_HELLO, peer=name)
                     await plain.receive()
-                    await plain.send(handshake.encode_reply(handshake.HelloReply(
-                        ok=False, cluster_id=self.cluster_id, node_id=self.node_id,
-                        reason=refusal)))
+                    await raw.send_all(handshake.MAGIC + encode_frame(handshake.encode_reply(
+                        handshake.HelloReply(ok=False, cluster_id=self.cluster_id,
+                                             node_id=self.node_id, reason=refusal))))
                     raise HandshakeRefused(refusal)
                 stream = trio.SSLStream(_Replayed(raw, first), self.ssl_context,
                                         server_side=True)
@@ -556,6 +577,12 @@ class Transport:
                     self._count("refused")
                     self._count("refused_tls")
                     raise HandshakeRefused(f"TLS handshake failed: {_why(exc)}") from exc
+            magic = await handshake.receive_exactly(stream, len(handshake.MAGIC))
+            if magic != handshake.MAGIC:
+                if not magic:
+                    raise trio.BrokenResourceError("closed before the hello")
+                raise ProtocolError("not a raftpy peer or client: "
+                                    + handshake.describe_first_bytes(magic))
             framed = FramedStream(stream, max_frame=handshake.MAX_HELLO, peer=name)
             payload = await framed.receive()
             if payload is None:
@@ -570,8 +597,14 @@ class Transport:
                 reason = f"node {hello.node_id} has no configured address to check"
             if reason is None and hello.role == handshake.ROLE_PEER and self.check_peer_host:
                 reason = self._check_host(hello, raw)
-            if reason is None and self.ssl_context is not None:
+            if reason is None and hello.role == handshake.ROLE_JOIN \
+                    and (self.join_handler is None or self.ssl_context is None):
+                reason = "this member issues no certificates (it has no CA key)"
+            if reason is None and self.ssl_context is not None \
+                    and hello.role != handshake.ROLE_JOIN:
                 # The certificate, not the hello, says who this is (docs/security.md).
+                # (A node joining with a token has none yet: its join handler checks
+                # the token instead.)
                 try:
                     framed.identity = identity.of_stream(stream)
                 except ValueError as exc:
@@ -581,25 +614,39 @@ class Transport:
                                                   role=hello.role, node_id=hello.node_id)
                 if reason is not None:
                     self._count("refused_identity")
-            if reason is None and hello.role == handshake.ROLE_CLIENT:
+            if reason is None and only is not None and hello.role not in _LISTENER_ROLES[only] \
+                    and not (only == "peer" and framed.identity is not None
+                             and framed.identity.kind == identity.KIND_NODE):
+                # (A member may use the client protocol on the peer listener: handovers
+                # and joins forwarded to the leader do.)
+                reason = f"this is the {only} listener; {hello.role}s connect to the " \
+                         f"{'peer' if only == 'client' else 'client'} listener"
+            if reason is None and hello.role != handshake.ROLE_PEER:
                 reason = self._client_slot_problem(framed.identity)
             if reason is not None:
                 self._count("refused")
-                await framed.send(handshake.encode_reply(handshake.HelloReply(
-                    ok=False, cluster_id=self.cluster_id, node_id=self.node_id, reason=reason)))
+                await stream.send_all(handshake.MAGIC + encode_frame(handshake.encode_reply(
+                    handshake.HelloReply(ok=False, cluster_id=self.cluster_id,
+                                         node_id=self.node_id, reason=reason))))
                 raise HandshakeRefused(reason)
-            await framed.send(handshake.encode_reply(handshake.HelloReply(
-                ok=True, cluster_id=self.cluster_id, node_id=self.node_id)))
+            # The preamble goes with the reply: one write each way (lockstep test
+            # streams would deadlock on a separate one).
+            await stream.send_all(handshake.MAGIC + encode_frame(handshake.encode_reply(
+                handshake.HelloReply(ok=True, cluster_id=self.cluster_id,
+                                     node_id=self.node_id))))
             self._pending.pop(pending, None)
         framed.decoder.max_frame = self.max_frame
-        if hello.role == handshake.ROLE_CLIENT:
-            assert self.client_handler is not None
-            self._count("client_connections")
+        if hello.role != handshake.ROLE_PEER:
+            handler = self.client_handler if hello.role == handshake.ROLE_CLIENT \
+                else self.join_handler
+            assert handler is not None
+            self._count("client_connections" if hello.role == handshake.ROLE_CLIENT
+                        else "join_connections")
             who = str(framed.identity)
             self._clients[who] = self._clients.get(who, 0) + 1
             self._clients[""] = self._clients.get("", 0) + 1
             try:
-                await self.client_handler(framed)
+                await handler(framed)
             finally:
                 for slot in (who, ""):
                     self._clients[slot] -= 1
@@ -849,10 +896,16 @@ _STAT_NAMES = (
     "dropped_queue_full", "coalesced_heartbeats", "dropped_unknown_peer", "dropped_too_large",
     "send_failures",
     "connects", "reconnects", "connect_failures", "handshake_failures",
-    "accepted", "client_connections", "refused", "refused_tls", "refused_identity",
-    "refused_busy", "evicted_pending", "refusals_not_logged", "protocol_errors",
+    "accepted", "client_connections", "join_connections", "refused", "refused_tls",
+    "refused_identity", "refused_busy", "evicted_pending", "refusals_not_logged", "protocol_errors",
 )
 
+
+_LISTENER_ROLES = {
+    "peer": (handshake.ROLE_PEER,),
+    "client": (handshake.ROLE_CLIENT, handshake.ROLE_JOIN),
+}
+"""Who each kind of dedicated listener admits (``client_listeners`` of :meth:`Transport.run`)."""
 
 _TLS_HANDSHAKE_RECORD = b"\x16"
 """The first byte of a TLS ClientHello record."""
