@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import struct
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -31,6 +32,7 @@ from raftpy.ready import (
 )
 from raftpy.sim.invariants import InvariantChecker, InvariantViolation
 from raftpy.sim.network import NetworkConfig
+from raftpy.sim.paranoid import rescan
 from raftpy.sim.statemachine import decode_applied, encode_applied
 from raftpy.storage.base import Storage
 from raftpy.storage.bootstrap import bootstrap as bootstrap_storage
@@ -40,6 +42,20 @@ MessagePredicate = Callable[[Message], bool]
 
 _DELIVER, _TIMER, _PERSIST, _CALL = 0, 1, 2, 3
 _INF = float("inf")
+
+# The trace checksum packs each event's kind, exact time and ids in binary (no
+# float formatting on the hot path): b"D" deliver, b"T" timer, b"P" fsync done.
+_pack_event = struct.Struct("<cdqqqq").pack
+_kind_codes: dict[type, int] = {}
+
+
+def _kind_code(kind: type) -> int:
+    """A stable number for a message type (its name's CRC, so runs compare across
+    processes)."""
+    code = _kind_codes.get(kind)
+    if code is None:
+        code = _kind_codes[kind] = zlib.crc32(kind.__name__.encode())
+    return code
 
 
 @dataclass(slots=True)
@@ -132,7 +148,11 @@ class Cluster:
         snapshot_every: int | None = None,
         storage_factory: Callable[[int], Storage] | None = None,
         bootstrap: bool = True,
+        paranoid: bool = False,
     ) -> None:
+        """``paranoid``: after every event, also re-derive the invariant checker's
+        running state from scratch and check the safety properties by full rescans
+        (:mod:`raftpy.sim.paranoid`; slow, for tests of the checker itself)."""
         if n < 1:
             raise ValueError(f"a cluster needs at least one voter, got n={n}")
         self.seed = seed
@@ -195,6 +215,7 @@ class Cluster:
         self._pending_by_index: dict[int, list[Proposal]] = {}
         self._committed_terms: list[int] = [0]
         self._trace_crc = 0
+        self.paranoid = paranoid and check_invariants
         self.checker: InvariantChecker | None = (
             InvariantChecker(self.ids, self._initial_voters, self._violation,
                              fallback=() if bootstrap else None)
@@ -414,7 +435,7 @@ class Cluster:
                 due = self._timer_at[node_id]
                 self._timer_at[node_id] = _INF
                 if node_id not in self._paused:  # resume() ticks a paused node
-                    self._trace_crc = zlib.crc32(f"T{when:.9f}/{node_id}".encode(),
+                    self._trace_crc = zlib.crc32(_pack_event(b"T", when, node_id, 0, 0, 0),
                                                  self._trace_crc)
                     clock = self.clock_of(node_id)
                     if clock < due:  # (due - offset) + offset rounded down by an ulp
@@ -433,6 +454,8 @@ class Cluster:
                     self._complete_persist(node_id, ready)
         else:
             a()  # type: ignore[operator]
+        if self.paranoid:
+            rescan(self)
         return True
 
     def run_for(self, seconds: float) -> None:
@@ -544,7 +567,8 @@ class Cluster:
             else:
                 self._step_node(item)
         if self._nodes[node_id] is not None:
-            self._hash(f"T{self.now:.9f}/{node_id}")
+            self._trace_crc = zlib.crc32(_pack_event(b"T", self.now, node_id, 0, 0, 0),
+                                         self._trace_crc)
             self.node(node_id).tick(self.clock_of(node_id))
             self._after(node_id)
 
@@ -655,7 +679,8 @@ class Cluster:
 
     def _complete_persist(self, node_id: int, ready: Ready) -> None:
         self._disk_pending[node_id] -= 1
-        self._trace_crc = zlib.crc32(f"P{self.now:.9f}/{node_id}".encode(), self._trace_crc)
+        self._trace_crc = zlib.crc32(_pack_event(b"P", self.now, node_id, 0, 0, 0),
+                                     self._trace_crc)
         self._finish_persist(node_id, ready)
         self._after(node_id)
 
@@ -724,9 +749,10 @@ class Cluster:
         if node is None:
             raise KeyError(f"node {dst} is crashed")
         kind = type(msg)
+        code = _kind_codes.get(kind)
         self._trace_crc = zlib.crc32(
-            f"D{self.now:.9f}/{kind.__name__}/{msg.src}/{dst}/{msg.term}".encode(),
-            self._trace_crc)
+            _pack_event(b"D", self.now, code if code is not None else _kind_code(kind),
+                        msg.src, dst, msg.term), self._trace_crc)
         if kind is InstallSnapshot:
             self.fault_counts["install_snapshot"] += 1
         node.step(msg, self.clock_of(dst) if self._clock_offset[dst] else self.now)

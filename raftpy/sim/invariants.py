@@ -453,7 +453,8 @@ class InvariantChecker:
         """
         kind = type(msg)
         if kind is AppendEntries or kind is InstallSnapshot or kind is TimeoutNow:
-            self._check_term_durable(node_id, msg)
+            if self._hard[node_id].term < msg.term:
+                self._check_term_durable(node_id, msg)  # raises
         elif kind is AppendEntriesResponse:
             assert isinstance(msg, AppendEntriesResponse)
             if msg.success:
