@@ -130,7 +130,7 @@ class RaftLog:
 
     def persisted(self, last: Entry) -> None:
         """The driver made entries up to ``last`` durable (if ``last`` is still held)."""
-        if self.term_at(last.index) == last.term and last.index > self.persisted_index:
+        if last.index > self.persisted_index and self.term_at(last.index) == last.term:
             self.persisted_index = min(last.index, self._unstable_from - 1)
 
     def compact(self, index: int, term: int) -> None:

@@ -210,13 +210,21 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
 
     def next_deadline(self) -> float:
         """The time at which :meth:`tick` has work to do (``inf``: nothing scheduled)."""
-        deadline = self._election_deadline
+        # Hot path (the simulator asks after every event): the optional parts
+        # (promotion, remote reads, transfer) are only consulted when present.
         if self.role is Role.LEADER:
-            deadline = min(self._heartbeat_deadline, self._check_quorum_deadline,
-                           self._promotion_next_deadline())
+            deadline = self._heartbeat_deadline
+            if self._check_quorum_deadline < deadline:
+                deadline = self._check_quorum_deadline
+            if self._promotion is not None:
+                deadline = min(deadline, self._promotion_next_deadline())
         else:
-            deadline = min(deadline, self._reads_next_deadline())
-        return min(deadline, self._transfer_next_deadline())
+            deadline = self._election_deadline
+            if self._remote_reads:
+                deadline = min(deadline, self._reads_next_deadline())
+        if self._transfer is not None:
+            deadline = min(deadline, self._transfer_next_deadline())
+        return deadline
 
     def has_ready(self) -> bool:
         """Whether :meth:`ready` has anything for the driver."""
@@ -225,9 +233,9 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
             or self._messages_after_persist
             or self._events
             or self._hard_state_dirty
+            or self.commit_index > self.applied_index
             or self._pending_snapshot is not None
             or self.log.has_unstable()
-            or self.commit_index > self.applied_index
             or self._configuration_report_due()
         )
 

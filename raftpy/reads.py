@@ -205,4 +205,6 @@ class ReadsMixin(NodeState):
                     request_id, f"no answer from leader {self.leader_id}", self.leader_id))
 
     def _reads_next_deadline(self) -> float:
-        return min(self._remote_reads.values(), default=float("inf"))
+        if not self._remote_reads:
+            return float("inf")
+        return min(self._remote_reads.values())

@@ -293,10 +293,12 @@ class MembershipMixin(NodeState):
 
     def _configuration_report_due(self) -> bool:
         reported = self._configuration_reported
+        if reported is None:
+            return True
         history = self._configurations
-        return reported is None or reported[2] is not history.latest or (
-            reported[1] != (history.latest_index <= self.commit_index)) or (
-            reported[0] != history.latest_index)
+        index = history.latest_index
+        return reported[0] != index or reported[1] != (index <= self.commit_index) or (
+            reported[2] is not history.latest)
 
     def _report_configuration(self) -> None:
         """Emit :class:`ConfigurationChanged` when the configuration in force or its

@@ -22,13 +22,16 @@ def main(argv: list[str] | None = None) -> int:
                              "remove, replace), as before they existed")
     parser.add_argument("--safety-time", type=float, default=5.0,
                         help="virtual seconds of faults per seed")
+    parser.add_argument("--paranoid", action="store_true",
+                        help="after every event, also recheck everything by slow full "
+                             "rescans (raftpy.sim.paranoid): tests the incremental checker")
     parser.add_argument("--trace-lines", type=int, default=60,
                         help="trace lines to print when replaying a seed")
     args = parser.parse_args(argv)
 
     if args.seed is not None:
         report = run_seed(args.seed, safety_time=args.safety_time, record_trace=True,
-                          membership=args.membership)
+                          membership=args.membership, paranoid=args.paranoid)
         print("\n".join(trace_of(args.seed)[-args.trace_lines:]))
         print(f"\nseed {report.seed}: {report.plan}")
         print(f"events {report.events}, trace hash {report.trace_hash:08x}, "
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     events = proposals = committed = transfers = transfers_ok = windows = 0
     worst = (0.0, -1, 0.0)  # wait, seed, window start
     for seed in range(args.start, args.start + args.seeds):
-        report = run_seed(seed, safety_time=args.safety_time, membership=args.membership)
+        report = run_seed(seed, safety_time=args.safety_time, membership=args.membership,
+                          paranoid=args.paranoid)
         faults.update(report.faults)
         events += report.events
         proposals += report.proposals

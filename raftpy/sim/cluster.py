@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import struct
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from raftpy.ready import (
 )
 from raftpy.sim.invariants import InvariantChecker, InvariantViolation
 from raftpy.sim.network import NetworkConfig
+from raftpy.sim.paranoid import rescan
 from raftpy.sim.statemachine import decode_applied, encode_applied
 from raftpy.storage.base import Storage
 from raftpy.storage.bootstrap import bootstrap as bootstrap_storage
@@ -41,6 +43,20 @@ MessagePredicate = Callable[[Message], bool]
 
 _DELIVER, _TIMER, _PERSIST, _CALL = 0, 1, 2, 3
 _INF = float("inf")
+
+# The trace checksum packs each event's kind, exact time and ids in binary (no
+# float formatting on the hot path): b"D" deliver, b"T" timer, b"P" fsync done.
+_pack_event = struct.Struct("<cdqqqq").pack
+_kind_codes: dict[type, int] = {}
+
+
+def _kind_code(kind: type) -> int:
+    """A stable number for a message type (its name's CRC, so runs compare across
+    processes)."""
+    code = _kind_codes.get(kind)
+    if code is None:
+        code = _kind_codes[kind] = zlib.crc32(kind.__name__.encode())
+    return code
 
 
 @dataclass(slots=True)
@@ -133,7 +149,11 @@ class Cluster:
         snapshot_every: int | None = None,
         storage_factory: Callable[[int], Storage] | None = None,
         bootstrap: bool = True,
+        paranoid: bool = False,
     ) -> None:
+        """``paranoid``: after every event, also re-derive the invariant checker's
+        running state from scratch and check the safety properties by full rescans
+        (:mod:`raftpy.sim.paranoid`; slow, for tests of the checker itself)."""
         if n < 1:
             raise ValueError(f"a cluster needs at least one voter, got n={n}")
         self.seed = seed
@@ -196,6 +216,7 @@ class Cluster:
         self._pending_by_index: dict[int, list[Proposal]] = {}
         self._committed_terms: list[int] = [0]
         self._trace_crc = 0
+        self.paranoid = paranoid and check_invariants
         self.checker: InvariantChecker | None = (
             InvariantChecker(self.ids, self._initial_voters, self._violation,
                              fallback=() if bootstrap else None)
@@ -400,24 +421,27 @@ class Cluster:
 
     def step(self) -> bool:
         """Process one event (a delivery, a timer, a finished fsync); False if none."""
-        if not self._queue:
+        queue = self._queue
+        if not queue:
             return False
-        when, _, kind, a, b = heapq.heappop(self._queue)
+        when, _, kind, a, b = heapq.heappop(queue)
         self.now = when
         self.events += 1
         if kind == _DELIVER:
             self._deliver(a)  # type: ignore[arg-type]
         elif kind == _TIMER:
             node_id: int = a  # type: ignore[assignment]
-            if b == self._timer_gen[node_id] and self._nodes[node_id] is not None:
+            node = self._nodes[node_id]
+            if b == self._timer_gen[node_id] and node is not None:
                 due = self._timer_at[node_id]
                 self._timer_at[node_id] = _INF
                 if node_id not in self._paused:  # resume() ticks a paused node
-                    self._hash(f"T{when:.9f}/{node_id}")
+                    self._trace_crc = zlib.crc32(_pack_event(b"T", when, node_id, 0, 0, 0),
+                                                 self._trace_crc)
                     clock = self.clock_of(node_id)
                     if clock < due:  # (due - offset) + offset rounded down by an ulp
                         self._clock_floor[node_id] = clock = due
-                    self.node(node_id).tick(clock)
+                    node.tick(clock)
                     self._after(node_id)
         elif kind == _PERSIST:
             node_id = a  # type: ignore[assignment]
@@ -431,25 +455,29 @@ class Cluster:
                     self._complete_persist(node_id, ready)
         else:
             a()  # type: ignore[operator]
+        if self.paranoid:
+            rescan(self)
         return True
 
     def run_for(self, seconds: float) -> None:
         """Process every event in the next ``seconds`` of virtual time."""
         end = self.now + seconds
         queue = self._queue
+        step = self.step
         while queue and queue[0][0] <= end:
-            self.step()
+            step()
         self.now = end
 
     def run_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Run until ``predicate()`` holds (True) or ``timeout`` virtual seconds pass (False)."""
         end = self.now + timeout
         queue = self._queue
+        step = self.step
         while not predicate():
             if not queue or queue[0][0] > end:
                 self.now = max(self.now, end)
                 return predicate()
-            self.step()
+            step()
         return True
 
     def wait_for_leader(self, timeout: float = 5.0) -> int:
@@ -572,7 +600,8 @@ class Cluster:
             else:
                 self._step_node(item)
         if self._nodes[node_id] is not None:
-            self._hash(f"T{self.now:.9f}/{node_id}")
+            self._trace_crc = zlib.crc32(_pack_event(b"T", self.now, node_id, 0, 0, 0),
+                                         self._trace_crc)
             self.node(node_id).tick(self.clock_of(node_id))
             self._after(node_id)
 
@@ -685,7 +714,8 @@ class Cluster:
 
     def _complete_persist(self, node_id: int, ready: Ready) -> None:
         self._disk_pending[node_id] -= 1
-        self._hash(f"P{self.now:.9f}/{node_id}")
+        self._trace_crc = zlib.crc32(_pack_event(b"P", self.now, node_id, 0, 0, 0),
+                                     self._trace_crc)
         self._finish_persist(node_id, ready)
         self._after(node_id)
 
@@ -707,7 +737,8 @@ class Cluster:
         if net.drop and rng.random() < net.drop:
             self.fault_counts["drop"] += 1
             return
-        when = self.now + rng.uniform(net.delay_min, net.delay_max)
+        # rng.uniform(delay_min, delay_max), inlined (the same draw and arithmetic)
+        when = self.now + (net.delay_min + (net.delay_max - net.delay_min) * rng.random())
         if net.reorder and rng.random() < net.reorder:
             # Overtaken by later messages on its link: only this fault reorders.
             self.fault_counts["reorder"] += 1
@@ -715,16 +746,19 @@ class Cluster:
         else:
             # Links are FIFO like a TCP connection: never overtake an earlier message.
             link = (msg.src, msg.dst)
-            when = max(when, self._link_clock.get(link, 0.0))
+            last = self._link_clock.get(link, 0.0)
+            if last > when:
+                when = last
             self._link_clock[link] = when
-        self._push(when, _DELIVER, msg, None)
+        heapq.heappush(self._queue, (when, next(self._seq), _DELIVER, msg, None))
         if net.duplicate and rng.random() < net.duplicate:
             self.fault_counts["duplicate"] += 1
             self._push(self.now + rng.uniform(net.delay_min, net.delay_max + net.reorder_delay),
                        _DELIVER, msg, None)
 
     def _deliver(self, msg: Message) -> None:
-        if (msg.src, msg.dst) in self._blocked:
+        dst = msg.dst
+        if self._blocked and (msg.src, dst) in self._blocked:
             self.fault_counts["partition_drop"] += 1
             return
         for predicate in self._holds:
@@ -732,24 +766,32 @@ class Cluster:
                 self.fault_counts["hold"] += 1
                 self.held.append(msg)
                 return
-        node = self._nodes[msg.dst]
+        node = self._nodes[dst]
         if node is None:
             self.fault_counts["to_crashed"] += 1
             return
-        deferred = self._paused.get(msg.dst)
-        if deferred is not None:
-            self.fault_counts["to_paused"] += 1
-            deferred.append(msg)
-            return
+        if self._paused:
+            deferred = self._paused.get(dst)
+            if deferred is not None:
+                self.fault_counts["to_paused"] += 1
+                deferred.append(msg)
+                return
         self._step_node(msg)
 
     def _step_node(self, msg: Message) -> None:
-        node = self.node(msg.dst)
-        self._hash(f"D{self.now:.9f}/{type(msg).__name__}/{msg.src}/{msg.dst}/{msg.term}")
-        if type(msg) is InstallSnapshot:
+        dst = msg.dst
+        node = self._nodes[dst]
+        if node is None:
+            raise KeyError(f"node {dst} is crashed")
+        kind = type(msg)
+        code = _kind_codes.get(kind)
+        self._trace_crc = zlib.crc32(
+            _pack_event(b"D", self.now, code if code is not None else _kind_code(kind),
+                        msg.src, dst, msg.term), self._trace_crc)
+        if kind is InstallSnapshot:
             self.fault_counts["install_snapshot"] += 1
-        node.step(msg, self.clock_of(msg.dst))
-        self._after(msg.dst)
+        node.step(msg, self.clock_of(dst) if self._clock_offset[dst] else self.now)
+        self._after(dst)
 
     def _after(self, node_id: int) -> None:
         """Drain the node's output and (re)arm its timer."""
@@ -761,19 +803,23 @@ class Cluster:
         deadline = node.next_deadline()
         if deadline != self._timer_at[node_id]:
             self._timer_at[node_id] = deadline
-            self._timer_gen[node_id] += 1
+            gen = self._timer_gen[node_id] = self._timer_gen[node_id] + 1
             if deadline != _INF:
                 offset = self._clock_offset[node_id]  # node time -> cluster time
-                self._push(max(deadline - offset if offset else deadline, self.now), _TIMER,
-                           node_id, self._timer_gen[node_id])
+                if offset:
+                    deadline -= offset
+                heapq.heappush(self._queue, (deadline if deadline > self.now else self.now,
+                                             next(self._seq), _TIMER, node_id, gen))
 
     def _handle_ready(self, node_id: int, node: RaftNode, ready: Ready) -> None:
-        if self.checker is not None:
-            self.checker.on_ready(node_id, ready, node.current_term,
-                                  is_leader=node.role is Role.LEADER,
-                                  commit_index=node.commit_index, voters=node.voters,
-                                  uncommitted_configurations=node.configurations_after(
-                                      self.checker.commit_index))
+        checker = self.checker
+        if checker is not None:
+            is_leader = node.role is Role.LEADER
+            # The checker looks at uncommitted configurations of leaders only.
+            checker.on_ready(node_id, ready, node.current_term, is_leader=is_leader,
+                             commit_index=node.commit_index, voters=node.voters,
+                             uncommitted_configurations=node.configurations_after(
+                                 checker.commit_index) if is_leader else 0)
         terms = self._committed_terms
         for entry in ready.committed:
             if entry.index == len(terms):
@@ -782,8 +828,8 @@ class Cluster:
                 if entry.kind is EntryKind.CONFIGURATION:
                     self._committed_configuration = Configuration.decode(entry.data)
         for msg in ready.messages:
-            if self.checker is not None:
-                self.checker.on_send(node_id, msg)
+            if checker is not None:
+                checker.on_send(node_id, msg)
             self._send(msg)
         for event in ready.events:
             if isinstance(event, TransferEnded):
@@ -802,12 +848,16 @@ class Cluster:
                         if other.role is Role.LEADER and other.id != node_id:
                             self.checker.check_leaders_overlap(
                                 mine, (other.id, other.current_term, other.voters))
-        if ready.must_persist() or self._disk_pending[node_id]:
+        if ready.hard_state is not None or ready.entries or ready.snapshot is not None \
+                or self._disk_pending[node_id]:  # ready.must_persist(), inlined
             # Batches reach the disk in order; an empty batch still waits its turn so
             # that its acknowledgements never overtake an earlier fsync.
             net = self.network
-            done = max(self.now + self.rng.uniform(net.disk_min, net.disk_max),
-                       self._disk_busy_until[node_id])
+            # rng.uniform(disk_min, disk_max), inlined (the same draw and arithmetic)
+            done = self.now + (net.disk_min + (net.disk_max - net.disk_min) * self.rng.random())
+            busy = self._disk_busy_until[node_id]
+            if busy > done:
+                done = busy
             self._disk_busy_until[node_id] = done
             self._disk_pending[node_id] += 1
             self._push(done, _PERSIST, node_id, (self._epoch[node_id], ready))
@@ -816,23 +866,25 @@ class Cluster:
 
     def _finish_persist(self, node_id: int, ready: Ready) -> None:
         node = self.node(node_id)
-        if ready.must_persist():
+        checker = self.checker
+        if ready.hard_state is not None or ready.entries or ready.snapshot is not None:
             self.storages[node_id].save(ready.hard_state, ready.entries, ready.snapshot)
             if ready.snapshot is not None:
                 self.snapshots[node_id] = ready.snapshot
-            if self.checker is not None:
-                self.checker.on_persist(node_id, ready)
+            if checker is not None:
+                checker.on_persist(node_id, ready)
         for msg in ready.messages_after_persist:
-            if self.checker is not None:
-                self.checker.on_send(node_id, msg)
+            if checker is not None:
+                checker.on_send(node_id, msg)
             self._send(msg)
         if ready.snapshot is not None:
             meta, data = ready.snapshot
             self.applied[node_id] = self._restore(node_id, meta.index, data)
-        self.applied[node_id].extend(ready.committed)
-        node.advance(ready, self.clock_of(node_id))
-        if self.checker is not None and not self._disk_pending[node_id]:
-            self.checker.check_persisted_claim(node_id, node.log.persisted_index)
+        if ready.committed:
+            self.applied[node_id].extend(ready.committed)
+        node.advance(ready, self.clock_of(node_id) if self._clock_offset[node_id] else self.now)
+        if checker is not None and not self._disk_pending[node_id]:
+            checker.check_persisted_claim(node_id, node.log.persisted_index)
         if self.snapshot_every is not None:
             self._maybe_snapshot(node_id, node)
 

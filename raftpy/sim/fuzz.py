@@ -225,18 +225,21 @@ def _elections_can_settle(plan: FaultPlan) -> bool:
 
 def run_seed(seed: int, *, safety_time: float = 5.0, liveness_bound: float = 10.0,
              plan: FaultPlan | None = None, record_trace: bool = False,
-             window_bound: float | None = None, membership: bool = True) -> SeedReport:
+             window_bound: float | None = None, membership: bool = True,
+             paranoid: bool = False) -> SeedReport:
     """Run one seed; violations are reported in the result, not raised.
 
     ``window_bound`` is how long a stable majority may wait for a committing leader
-    during the safety phase (default ``WINDOW_TIMEOUTS`` election timeouts)."""
+    during the safety phase (default ``WINDOW_TIMEOUTS`` election timeouts).
+    ``paranoid`` adds the slow full rescans of :mod:`raftpy.sim.paranoid` after
+    every event (the run itself is the same)."""
     rng = random.Random(seed * 7919 + 17)
     plan = plan if plan is not None else FaultPlan.draw(rng, membership=membership)
     report = SeedReport(seed, plan)
     try:
         cluster = Cluster(plan.nodes, seed=seed, config=plan.config, learners=plan.learners,
                           network=plan.network, record_trace=record_trace,
-                          snapshot_every=plan.snapshot_every)
+                          snapshot_every=plan.snapshot_every, paranoid=paranoid)
     except InvariantViolation as exc:  # already when the nodes start
         report.failure = f"{type(exc).__name__}: {exc}"
         return report

@@ -135,21 +135,24 @@ class _Chains:
             entries = [e for e in entries if e.index > self.base]
             if not entries:
                 return
-        k = entries[0].index - self.base
-        if not 1 <= k <= len(self.values):
-            raise ValueError(f"entries from {entries[0].index} do not follow a log ending "
-                             f"at {self.last_index}")
-        del self.values[k:]
+        values = self.values
         first = entries[0].index
+        k = first - self.base
+        if not 1 <= k <= len(values):
+            raise ValueError(f"entries from {first} do not follow a log ending "
+                             f"at {self.last_index}")
+        if k < len(values):
+            del values[k:]
         configs = self.configs
         while configs and configs[-1][0] >= first:
             configs.pop()
-        prev = self.values[-1]
-        values = self.values
+        prev = values[-1]
+        append = values.append
+        configuration = EntryKind.CONFIGURATION
         for entry in entries:
             prev = hash((prev, entry.term, entry.data))
-            values.append(prev)
-            if entry.kind is EntryKind.CONFIGURATION:
+            append(prev)
+            if entry.kind is configuration:
                 configs.append((entry.index, Configuration.decode(entry.data).voters))
 
     def reset_to_snapshot(self, index: int, chain: int) -> None:
@@ -266,30 +269,38 @@ class InvariantChecker:
                     f"it cuts or rewrites its own entries")
             held_before = self.voters_in_force(mem)
             self._extend(node_id, mem, ready.entries)
-            for entry in ready.entries:
-                if entry.kind is EntryKind.CONFIGURATION:
-                    if is_leader and entry.term == term:
-                        changes.append((entry, held_before))
-                    if entry.index > self.commit_index:
-                        self._appended_voters = tuple(sorted(
-                            Configuration.decode(entry.data).voters))
+            first = ready.entries[0].index
+            if first <= mem.base or (mem.configs and mem.configs[-1][0] >= first):
+                # Configuration entries may be among the new ones (extend() records
+                # those past the snapshot; no other entry needs this loop).
+                for entry in ready.entries:
+                    if entry.kind is EntryKind.CONFIGURATION:
+                        if is_leader and entry.term == term:
+                            changes.append((entry, held_before))
+                        if entry.index > self.commit_index:
+                            self._appended_voters = tuple(sorted(
+                                Configuration.decode(entry.data).voters))
             seen = self._seen
+            values = mem.values
+            base = mem.base
             for entry in ready.entries:
-                chain = mem.values[entry.index - mem.base]
-                key = (entry.index, entry.term)
-                old = seen.setdefault(key, chain)
+                index = entry.index
+                chain = values[index - base]
+                old = seen.setdefault((index, entry.term), chain)
                 if old != chain:
                     raise self._fail(
                         f"log matching: node {node_id} holds a different entry at index "
                         f"{entry.index}, term {entry.term} than another node")
         if voters is not None:
-            expected = self.voters_in_force(mem)
-            if voters != expected:
+            expected = mem.configs[-1][1] if mem.configs else self.voters_in_force(mem)
+            if voters is not expected and voters != expected:
                 raise self._fail(
                     f"configuration in force: node {node_id} counts voters {sorted(voters)}, "
                     f"but the latest configuration in its log has {sorted(expected)}")
-        self._note_acks(node_id, mem, ready.messages)
-        self._note_acks(node_id, mem, ready.messages_after_persist)
+        if ready.messages:
+            self._note_acks(node_id, mem, ready.messages)
+        if ready.messages_after_persist:
+            self._note_acks(node_id, mem, ready.messages_after_persist)
         if ready.committed:
             self._check_apply_order(node_id, ready.committed)
             top = ready.committed[-1]
@@ -330,9 +341,10 @@ class InvariantChecker:
                                     f"{sorted(voters)}", voters)
         for entry, held_before in changes:  # after the commits this Ready reports
             self._check_change_allowed(node_id, term, entry, held_before)
-        for event in ready.events:
-            if isinstance(event, LeaderChanged) and event.leader_id == node_id:
-                self._on_elected(node_id, event.term, voters)
+        if ready.events:
+            for event in ready.events:
+                if isinstance(event, LeaderChanged) and event.leader_id == node_id:
+                    self._on_elected(node_id, event.term, voters)
         return new
 
     def voters_in_force(self, chains: _Chains) -> frozenset[int]:
@@ -441,7 +453,8 @@ class InvariantChecker:
         """
         kind = type(msg)
         if kind is AppendEntries or kind is InstallSnapshot or kind is TimeoutNow:
-            self._check_term_durable(node_id, msg)
+            if self._hard[node_id].term < msg.term:
+                self._check_term_durable(node_id, msg)  # raises
         elif kind is AppendEntriesResponse:
             assert isinstance(msg, AppendEntriesResponse)
             if msg.success:
@@ -579,26 +592,29 @@ class InvariantChecker:
                 f"leader completeness: new leader {node_id} of term {term} lacks committed "
                 f"entry {top}")
 
-    def _check_durable(self, when: str, voters: Iterable[int] | None = None) -> None:
-        top = self.commit_index
+    def _holders_among(self, among: Sequence[int]) -> int:
+        """How many of ``among`` hold the latest committed entry on disk."""
+        top = len(self.committed) - 1
         want = self.committed[top]
-
-        def holders_among(among: Sequence[int]) -> int:
-            held = 0
-            for voter in among:
-                d = self.disk.get(voter)
-                if d is not None and (d.base > top or d.at(top) == want):
+        held = 0
+        disks = self.disk
+        for voter in among:
+            d = disks.get(voter)
+            if d is not None:
+                k = top - d.base
+                if k < 0 or (k < len(d.values) and d.values[k] == want):
                     held += 1
-            return held
+        return held
 
+    def _check_durable(self, when: str, voters: Iterable[int] | None = None) -> None:
         among = tuple(voters) if voters is not None else self._voters
-        holders = holders_among(among)
+        holders = self._holders_among(among)
         if voters is None and holders < len(among) // 2 + 1 and self._appended_voters:
             # Mid-change: the voters of the configuration being added are a quorum
             # too (their majorities overlap the committed configuration's).
             among = self._appended_voters
-            holders = holders_among(among)
+            holders = self._holders_among(among)
         if holders < len(among) // 2 + 1:
             raise self._fail(
-                f"durability: committed entry {top} is persisted on {holders} nodes, fewer "
-                f"than a majority ({when})")
+                f"durability: committed entry {self.commit_index} is persisted on {holders} "
+                f"nodes, fewer than a majority ({when})")

@@ -44,8 +44,11 @@ class MemoryStorage:
             self.entries = [e for e in self.entries if keep and e.index > meta.index]
         if hard_state is not None:
             self.hard_state = hard_state
+        if not entries:
+            return
         first = self.first_index
-        entries = [e for e in entries if e.index >= first]  # the snapshot covers the rest
+        if entries[0].index < first:
+            entries = [e for e in entries if e.index >= first]  # the snapshot covers the rest
         if entries:
             cut = entries[0].index - first
             del self.entries[max(cut, 0):]
