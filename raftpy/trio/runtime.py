@@ -55,6 +55,7 @@ from raftpy.statemachine import StateMachine as StateMachine  # re-exported: its
 from raftpy.storage.base import Storage
 from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.autoroles import AutoRoles, run_auto_roles
+from raftpy.trio.framing import FramedStream
 from raftpy.trio.membership import MembershipCalls, _Change, prepare_storage
 
 logger = logging.getLogger(__name__)
@@ -790,8 +791,11 @@ class Node(MembershipCalls):
         self._changed.set()
 
 
-ClientHandler = Callable[[Node, Any], Awaitable[None]]
-"""Serves one client connection: ``handler(node, framed_stream)``."""
+ClientHandler = Callable[[Node, FramedStream], Awaitable[None]]
+"""``open_node(client_handler=...)``: ``async def handler(node, stream)`` serves one
+client connection (``stream`` a :class:`~raftpy.trio.framing.FramedStream`, ``node``
+this member's :class:`Node`). The transport's own handler takes the stream only
+(:data:`raftpy.trio.transport.ClientHandler`); ``open_node`` binds the node."""
 
 
 async def _open_listeners(listen: str | Sequence[trio.abc.Listener[Any]] | None
@@ -961,7 +965,7 @@ def _tcp_transport(node_id: int, cluster_id: str, peers: Mapping[int, Any], ssl_
 
     handler = None
     if client_handler is not None:
-        async def handler(framed: Any) -> None:
+        async def handler(framed: FramedStream) -> None:
             await client_handler(get_node(), framed)
 
     transport: MessageTransport = transport_class(
