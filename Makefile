@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-sim test lint typecheck unit slow soak chaos bench fuzz clean
+.PHONY: demo demo-sim test lint typecheck docs unit slow soak chaos bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,docs]'
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
@@ -44,7 +44,12 @@ typecheck: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
-test: lint typecheck unit
+# The documentation site (docs/ + the API reference from the docstrings) in site/.
+# --strict: a broken link, anchor or docstring reference fails the build.
+docs: $(VENV)/.installed-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+test: lint typecheck docs unit
 
 # The tests marked slow (deselected by default): the rolling replacement of a
 # 3-process cluster under a continuous writer.
@@ -78,4 +83,4 @@ fuzz: $(VENV)/.installed-fuzz
 	done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site

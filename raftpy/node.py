@@ -83,7 +83,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
     """One Raft server's protocol state machine.
 
     Membership comes from the node's log and snapshot (see :mod:`raftpy.membership`
-    and :func:`raftpy.bootstrap`): the latest configuration entry held is in force.
+    and :mod:`raftpy.storage.bootstrap`): the latest configuration entry held is in force.
     A node whose state holds no configuration never campaigns; it waits for a
     leader to add it. ``voters``/``learners`` (standbys) or ``configuration`` give a
     fixed configuration for state that holds none (tests, fixed clusters); the log,

@@ -17,7 +17,7 @@ entry, in force from the moment it is appended. This module only drives it:
 * **Transport.** On every :class:`~raftpy.ready.ConfigurationChanged` the
   transport is told the members' addresses (it dials new members and drops removed
   ones) and which node ids it may accept.
-* **Handover** (Dqlite's ``dqlite_node_handover``): see :func:`handover`.
+* **Handover** (Dqlite's ``dqlite_node_handover``): see :meth:`MembershipCalls.handover`.
 """
 
 from __future__ import annotations

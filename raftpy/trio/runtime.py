@@ -59,6 +59,7 @@ from raftpy.statemachine import StateMachine as StateMachine  # re-exported: its
 from raftpy.storage.base import Storage
 from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.autoroles import AutoRoles, run_auto_roles
+from raftpy.trio.framing import FramedStream
 from raftpy.trio.membership import MembershipCalls, _Change, prepare_storage
 from raftpy.trio.observe import DEFAULT_BUFFER, EventStream, RuntimeObserver
 from raftpy.trio.peerloss import PeerLossDetector
@@ -1005,8 +1006,11 @@ class Node(MembershipCalls):
         self._changed.set()
 
 
-ClientHandler = Callable[[Node, Any], Awaitable[None]]
-"""Serves one client connection: ``handler(node, framed_stream)``."""
+ClientHandler = Callable[[Node, FramedStream], Awaitable[None]]
+"""``open_node(client_handler=...)``: ``async def handler(node, stream)`` serves one
+client connection (``stream`` a :class:`~raftpy.trio.framing.FramedStream`, ``node``
+this member's :class:`Node`). The transport's own handler takes the stream only
+(:data:`raftpy.trio.transport.ClientHandler`); ``open_node`` binds the node."""
 
 
 async def _open_listeners(listen: str | Sequence[trio.abc.Listener[Any]] | None
@@ -1060,44 +1064,68 @@ async def open_node(
 ) -> AsyncIterator[Node]:
     """Run node ``node_id`` for the duration of the ``async with`` block.
 
-    How the node learns its cluster (``docs/runtime.md``):
-
-    * ``bootstrap``: a new cluster's first :class:`~raftpy.membership.Configuration`
-      (every initial member with its address, this node included) is written once
-      to empty storage; the same configuration again is a no-op, another one or
-      storage holding other state raises :class:`~raftpy.errors.StorageError`.
-    * ``join=True``: start with empty storage, listen, and wait for a leader to
-      add this node (``Node.add_member`` on the leader, or ``raftpy serve --join``).
-    * neither: the storage must hold a configuration already (a restart).
-    * ``peers`` (the fixed mode of earlier versions): maps every *other* member's
-      id to its address (``"host:port"``, a ``(host, port)`` pair or a
-      :class:`~raftpy.trio.transport.PeerAddress`); every member votes unless
-      listed in ``learners``. Used only while the storage holds no configuration.
-
-    Whatever the arguments, a configuration in the storage's log or snapshot wins:
-    membership then comes from there only. ``advertise`` is this node's address for
-    its peers (default: the ``listen`` address). ``listen`` is ``"host:port"`` or
-    ready-made Trio listeners (pass listeners on port 0 to learn the ports first).
-    ``storage`` defaults to memory (nothing survives a restart). ``transport``
-    replaces the TCP transport (tests inject an in-memory one). With
-    ``Config(early_pre_vote=True)`` the TCP transport reports a peer whose every
-    connection is gone and that refused one reconnect, and a follower that lost its
-    leader so starts a pre-vote at once (:mod:`raftpy.failover`). ``rng`` draws the
-    election timeouts (default: a ``random.Random()`` seeded from the OS, so that
-    nodes and restarts draw independent timeouts).
-
-    ``voters`` (off by default) turns on automatic roles: while this node leads
-    it keeps ``voters`` online voters and ``standbys`` online standbys (Dqlite's
-    roles; :mod:`raftpy.trio.autoroles`, tuned by ``auto_roles``). Give every
-    member the same targets: whichever leads applies them.
-
-    ``client_listen`` (``"host:port"`` or listeners) gives clients listeners of
-    their own: ``listen`` then admits peers only and ``client_listen`` clients only,
-    so the two can be firewalled apart (``docs/security.md``). ``join_handler``
-    serves nodes that join with a token (:mod:`raftpy.trio.joining`).
+    How the node learns its cluster (``docs/runtime.md``): with ``bootstrap``, a new
+    cluster's first configuration is written once to empty storage; with
+    ``join=True`` it starts empty and waits for a leader to add it; with neither,
+    the storage must hold a configuration already (a restart). Whatever the
+    arguments, a configuration in the storage's log or snapshot wins.
 
     On exit every task is cancelled and joined, the listeners are closed, pending
-    callers get :class:`NodeClosed` and ``storage.close()`` runs if it exists.
+    callers get :class:`~raftpy.errors.NodeClosed` and ``storage.close()`` runs if
+    it exists.
+
+    :param node_id: this member's id, a positive integer unique in the cluster.
+    :param peers: fixed mode (the mode of earlier versions): every *other* member's
+        id mapped to its address (``"host:port"``, a ``(host, port)`` pair or a
+        :class:`~raftpy.trio.transport.PeerAddress`); every member votes unless
+        listed in ``learners``. Used only while the storage holds no configuration.
+    :param bootstrap: a new cluster's first :class:`~raftpy.membership.Configuration`
+        (every initial member with its address, this node included), written once
+        to empty storage; the same configuration again is a no-op, another one or
+        storage holding other state raises :class:`~raftpy.errors.StorageError`.
+    :param join: start with empty storage, listen, and wait for a leader to add
+        this node (``Node.add_member`` on the leader, or ``raftpy serve --join``).
+    :param advertise: this node's ``"host:port"`` for its peers, sent in every
+        hello (default: the first listener's address).
+    :param state_machine: the replicated :class:`~raftpy.statemachine.StateMachine`
+        (``apply``, ``snapshot``, ``restore``), called in log order.
+    :param storage: any :class:`~raftpy.storage.base.Storage`; default
+        :class:`~raftpy.storage.memory.MemoryStorage` (nothing survives a restart).
+    :param config: timing, batching and snapshot settings
+        (:class:`~raftpy.config.Config`; default ``Config()``). With
+        ``Config(early_pre_vote=True)`` the TCP transport reports a peer whose every
+        connection is gone and that refused one reconnect, and a follower that lost
+        its leader so starts a pre-vote at once (:mod:`raftpy.failover`).
+    :param listen: ``"host:port"`` or ready-made Trio listeners (pass listeners on
+        port 0 to learn the ports first); ``None``: no listener.
+    :param cluster_id: a name every member and client shares; connections from
+        another cluster are refused at the handshake.
+    :param ssl_context: TLS for accepted connections (members and clients).
+    :param client_ssl_context: TLS for the connections this node dials.
+    :param client_handler: ``async def handler(node, stream)`` serving one client
+        connection on the member port (:data:`ClientHandler`).
+    :param transport: replaces the TCP transport (tests inject an in-memory one).
+    :param learners: fixed mode only: ids from ``peers`` that replicate without
+        voting.
+    :param rng: draws the election timeouts (default: a ``random.Random()`` seeded
+        from the OS, so that nodes and restarts draw independent timeouts).
+    :param inbox_size: bound of the local request queue and of the wire queue
+        (callers and peers wait when it is full).
+    :param voters: turns on automatic roles: while this node leads it keeps this
+        many online voters (Dqlite's roles; :mod:`raftpy.trio.autoroles`). Give
+        every member the same targets.
+    :param standbys: with ``voters``: how many online standbys to keep.
+    :param auto_roles: tunes automatic roles (:class:`~raftpy.trio.autoroles.AutoRoles`).
+    :param client_listen: ``"host:port"`` or listeners giving clients listeners of
+        their own: ``listen`` then admits peers only and ``client_listen`` clients
+        only, so the two can be firewalled apart (``docs/security.md``).
+    :param join_handler: serves nodes that join with a token
+        (:mod:`raftpy.kv.joining`).
+    :raises ValueError: ``learners`` without ``peers``, or ``auto_roles`` without
+        ``voters``.
+    :raises raftpy.errors.ConfigError: neither ``bootstrap`` nor ``join`` on empty
+        storage, or both.
+    :return: the running :class:`Node`, as the ``async with`` target.
     """
     targets = None if voters is None else RoleTargets(voters=voters, standbys=standbys)
     if targets is None and auto_roles is not None:
@@ -1197,7 +1225,7 @@ def _tcp_transport(node_id: int, cluster_id: str, peers: Mapping[int, Any], ssl_
 
     handler = None
     if client_handler is not None:
-        async def handler(framed: Any) -> None:
+        async def handler(framed: FramedStream) -> None:
             await client_handler(get_node(), framed)
 
     joins = None

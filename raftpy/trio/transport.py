@@ -27,7 +27,7 @@ Queues
     full the heartbeat goes first, else the oldest message. Raft retransmits, so
     a drop costs a round trip, never safety. The writer sends whatever queued up
     in one write. Dials back off exponentially (capped, jittered). Received
-    messages go to :attr:`Transport.incoming` (``queue_size`` deep), or to the
+    messages go to ``Transport.incoming`` (``queue_size`` deep), or to the
     ``sink`` given to :class:`Transport` (the runtime's own queue); when the
     node falls behind, readers wait, and TCP pushes back on the senders.
 
@@ -226,7 +226,7 @@ class Transport:
     """Carries Raft messages between this node and its peers over TCP (or TLS).
 
     ``peers`` maps every *other* member's id to its address. Received messages
-    appear on :attr:`incoming`; :meth:`send` queues one for its ``dst``.
+    appear on ``incoming``; :meth:`send` queues one for its ``dst``.
     :meth:`run` serves and dials until cancelled. See the module docstring.
     """
 
