@@ -36,6 +36,10 @@ def test_a_short_chaos_run_is_linearizable_and_loses_nothing(tmp_path: Path) -> 
     assert result.replicas.duplicates == [] and result.replicas.lost == [], report
     assert {e.kind for e in result.events} >= {"kill-leader", "pause-leader", "transfer",
                                                "kill-majority", "partition-leader"}
+    # The members run with --early-pre-vote: after the leader's SIGKILL a follower
+    # noticed the lost connections and asked for pre-votes at once.
+    logs = "".join((tmp_path / f"node{i}.log").read_text() for i in (1, 2, 3))
+    assert "early pre-vote" in logs, report
     assert result.passed, report
 
 

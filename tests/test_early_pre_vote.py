@@ -173,3 +173,32 @@ def test_a_pre_candidate_grants_the_voter_that_refused_it_before_it_lost_the_lea
                           pre_vote=True), now=1.0015)
     sent, _ = drain(node, 1.0015)
     assert [(m.dst, m.vote_granted) for m in sent] == [(2, True)]  # type: ignore[attr-defined]
+
+
+def test_peer_loss_detector_reports_once_no_connection_is_left_and_a_redial_failed() -> None:
+    from raftpy.trio.peerloss import PeerLossDetector
+
+    lost: list[int] = []
+    detector = PeerLossDetector(lost.append)
+    detector.up(2)  # dialled
+    detector.up(2)  # accepted
+    detector.down(2)
+    detector.reconnect_failed(2)
+    assert lost == []  # the accepted connection is still up
+    detector.down(2)
+    assert lost == [2] and detector.reported == 1
+    detector.down(2)  # (nothing left to lose: no second report)
+    assert lost == [2]
+    # The other order: every connection gone first, then the redial fails.
+    detector.up(3)
+    detector.down(3)
+    assert lost == [2]
+    detector.reconnect_failed(3)
+    assert lost == [2, 3]
+    # A connection coming back in between clears a failed redial.
+    detector.up(4)
+    detector.reconnect_failed(4)
+    detector.up(4)
+    detector.down(4)
+    detector.down(4)
+    assert lost == [2, 3]

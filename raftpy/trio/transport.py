@@ -761,8 +761,12 @@ class Transport:
         ever_connected = False
         control = lane == handshake.LANE_CONTROL
         after_loss = redial_now = False
+        # With early pre-vote the control lane dials every peer at once and keeps the
+        # connection: a vote request must not wait for a connect and a handshake
+        # (followers never talk to each other otherwise).
+        eager = self.peer_loss is not None and lane == handshake.LANE_CONTROL
         while True:
-            if not redial_now:
+            if not (redial_now or eager):
                 await outbox.wait()  # dial lazily: an idle bulk lane holds no connection
             framed: FramedStream | None = None
             try:
