@@ -9,11 +9,23 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_runtime import CONFIG, Cluster, cluster
+from test_runtime import CONFIG, Cluster, FakeNetwork, Recorder, cluster
 
 from raftpy import NotLeader
-from raftpy.messages import AppendEntriesResponse
+from raftpy.messages import AppendEntries, AppendEntriesResponse
 from raftpy.storage.memory import MemoryStorage
+from raftpy.trio.runtime import open_node
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first ``kind`` inside its (nested) exception groups."""
+    if isinstance(exc, kind):
+        return exc
+    for sub in getattr(exc, "exceptions", ()):
+        found = _find(sub, kind)
+        if found is not None:
+            return found
+    return None
 
 
 @pytest.fixture
@@ -185,3 +197,26 @@ async def test_a_follower_acknowledges_only_what_its_disk_holds(
                     if isinstance(m, AppendEntriesResponse) and m.src == follower]
             assert max(m.match_index for m in acks) == durable + 5
         nursery.cancel_scope.cancel()
+
+
+async def test_a_failure_while_stepping_a_message_takes_the_node_down(
+        autojump_clock: trio.testing.MockClock) -> None:
+    # Run to completion moves stepping into the receiving task; a broken invariant
+    # found there must still end the node (as it did in the driver), not just the
+    # connection that carried the message.
+    network = FakeNetwork()
+    transport = network.transport(1)
+    config = CONFIG
+    with pytest.raises(BaseException) as info:
+        async with open_node(1, {}, state_machine=Recorder(), storage=MemoryStorage(),
+                             config=config, transport=transport) as node:
+            await node.wait_leader()
+            term = node.status().term
+            # Another leader of this node's own term: Raft's Election Safety broken.
+            transport._send.send_nowait(AppendEntries(
+                term=term, src=2, dst=1, prev_log_index=0, prev_log_term=0, entries=(),
+                leader_commit=0))
+            with trio.fail_after(5):
+                await trio.sleep_forever()
+    found = _find(info.value, AssertionError)
+    assert found is not None and "AppendEntries of its own term" in str(found)

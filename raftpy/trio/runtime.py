@@ -72,6 +72,11 @@ _BARRIER = b""
 _MAX_BATCH = 256
 """Most inputs handled per driver round (one round, one fsync)."""
 
+_MAX_ROUND_COMMANDS = 1024
+"""Commands (``apply_many`` batches count each of theirs) beyond which the driver
+stops taking more requests in a round: a round runs without yielding, and tens of
+thousands of proposals in one would hold the event loop past an election timeout."""
+
 _MAX_DISK_BACKLOG = 64
 """Batches waiting for the disk beyond which the driver stops taking local requests
 (messages and timers are still handled)."""
@@ -403,6 +408,8 @@ class Node(MembershipCalls):
         self._wire.wake = self._wake
         self._wake_pending = False
         self._sleep_until = float("inf")
+        self._failure: BaseException | None = None
+        """What failed while a receiving task stepped the core (the driver raises it)."""
         """When the driver's current wait ends (a message stepped in a reading task
         that moves the core's deadline earlier wakes it)."""
         self._waiting: dict[int, list[tuple[int, _Waiter]]] = {}
@@ -638,9 +645,12 @@ class Node(MembershipCalls):
         """Move messages from a transport without a ``sink`` to the wire queue."""
         async for msg in incoming:
             try:
-                self._wire.send_nowait(msg)
-            except trio.WouldBlock:
-                await self._wire.send(msg)
+                try:
+                    self._wire.send_nowait(msg)
+                except trio.WouldBlock:
+                    await self._wire.send(msg)
+            except trio.ClosedResourceError:
+                return  # the node failed (the driver raises why) or is closing
 
     async def _drive(self) -> None:
         """The driver task: feeds the core its inputs and timers (the disk task only
@@ -672,14 +682,20 @@ class Node(MembershipCalls):
                     self._sleep_until = raft.next_deadline()
                     with trio.move_on_at(self._sleep_until):
                         batch.append(await inbox.receive())
-                while len(batch) < _MAX_BATCH:
+                taken = sum(len(i.commands) if isinstance(i, _ProposeMany) else 1
+                            for i in batch)
+                while len(batch) < _MAX_BATCH and taken < _MAX_ROUND_COMMANDS:
                     try:
-                        batch.append(inbox.receive_nowait())
+                        item = inbox.receive_nowait()
                     except trio.WouldBlock:
                         break
+                    batch.append(item)
+                    taken += len(item.commands) if isinstance(item, _ProposeMany) else 1
             # Whatever woke us is looked at in this round; a later wake sends a new
             # token (one left deep in a full inbox is harmless: tokens are skipped).
             self._wake_pending = False
+            if self._failure is not None:
+                raise self._failure
             now = trio.current_time()
             if self._wire.messages:
                 last_contact = self._last_contact
@@ -725,8 +741,16 @@ class Node(MembershipCalls):
         raft = self._raft
         now = trio.current_time()
         self._last_contact[msg.src] = now
-        raft.step(msg, now)
-        self._drain_ready()
+        try:
+            raft.step(msg, now)
+            self._drain_ready()
+        except BaseException as exc:
+            # A failure here (a broken invariant, the state machine's restore failing)
+            # is the node's, not the connection's: the driver re-raises it, which
+            # takes the node down as it did when the driver stepped every message.
+            self._failure = exc
+            self._wake()
+            raise trio.ClosedResourceError("the node failed") from exc
         if raft.next_deadline() < self._sleep_until:
             self._wake()  # e.g. a candidate that won: its heartbeats are due sooner
 
