@@ -119,14 +119,15 @@ class RaftLog:
     def take_unstable(self) -> list[Entry]:
         """Entries not yet handed out for persisting; they count as handed out now."""
         start = self._unstable_from
-        self._unstable_from = self.last_index + 1
-        if start > self.last_index:
+        last = self.snapshot_index + len(self._entries)  # last_index, inlined (hot path)
+        self._unstable_from = last + 1
+        if start > last:
             return []
         return self._entries[max(start - self.snapshot_index - 1, 0):]
 
     def has_unstable(self) -> bool:
         """Whether :meth:`take_unstable` would return entries."""
-        return self._unstable_from <= self.last_index
+        return self._unstable_from <= self.snapshot_index + len(self._entries)
 
     def persisted(self, last: Entry) -> None:
         """The driver made entries up to ``last`` durable (if ``last`` is still held)."""

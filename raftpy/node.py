@@ -384,7 +384,12 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
             self._step_stale(msg)
             return
 
-        if isinstance(msg, RequestVote):
+        kind = type(msg)
+        if kind is AppendEntries:  # the common cases first (same dispatch as below)
+            self._handle_append_entries(msg)  # type: ignore[arg-type]
+        elif kind is AppendEntriesResponse and self.role is Role.LEADER:
+            self._step_leader(msg)
+        elif isinstance(msg, RequestVote):
             self._handle_request_vote(msg)
         elif isinstance(msg, AppendEntries):
             self._handle_append_entries(msg)

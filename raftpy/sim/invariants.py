@@ -311,8 +311,10 @@ class InvariantChecker:
                     f"leader commit rule: leader {node_id} of term {term} advanced its "
                     f"commit index to {top.index}, an entry of term {top.term}")
         new: list[Entry] = []
+        values = mem.values
         for entry in ready.committed:
-            held = mem.at(entry.index)
+            k = entry.index - mem.base
+            held = values[k] if 0 <= k < len(values) else None  # mem.at(entry.index)
             if held is None:
                 raise self._fail(f"node {node_id} committed index {entry.index} it does not hold")
             chain = held
@@ -335,10 +337,11 @@ class InvariantChecker:
             else:
                 raise self._fail(f"node {node_id} committed index {entry.index} out of order")
         if new:
-            self._check_durable(f"newly committed by node {node_id}")
+            # (the reasons are only formatted for a failure)
+            self._check_durable(lambda: f"newly committed by node {node_id}")
             if is_leader and voters is not None:
-                self._check_durable(f"committed by leader {node_id} counting its voters "
-                                    f"{sorted(voters)}", voters)
+                self._check_durable(lambda: f"committed by leader {node_id} counting its "
+                                    f"voters {sorted(voters)}", voters)
         for entry, held_before in changes:  # after the commits this Ready reports
             self._check_change_allowed(node_id, term, entry, held_before)
         if ready.events:
@@ -606,7 +609,8 @@ class InvariantChecker:
                     held += 1
         return held
 
-    def _check_durable(self, when: str, voters: Iterable[int] | None = None) -> None:
+    def _check_durable(self, when: str | Callable[[], str],
+                       voters: Iterable[int] | None = None) -> None:
         among = tuple(voters) if voters is not None else self._voters
         holders = self._holders_among(among)
         if voters is None and holders < len(among) // 2 + 1 and self._appended_voters:
@@ -617,4 +621,4 @@ class InvariantChecker:
         if holders < len(among) // 2 + 1:
             raise self._fail(
                 f"durability: committed entry {self.commit_index} is persisted on {holders} "
-                f"nodes, fewer than a majority ({when})")
+                f"nodes, fewer than a majority ({when if isinstance(when, str) else when()})")
