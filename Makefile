@@ -52,7 +52,7 @@ docs: $(VENV)/.installed-test
 test: lint typecheck docs unit
 
 # The tests marked slow (deselected by default): the rolling replacement of a
-# 3-process cluster under a continuous writer.
+# 3-process cluster under a continuous writer; the 1,000-connection flood.
 slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m slow -s
 
@@ -73,7 +73,7 @@ $(VENV)/.installed-fuzz: pyproject.toml | $(BIN)/python
 
 # Coverage-guided fuzzing (atheris) of every decoder, SECONDS per target; not part of
 # `make test`. A crash leaves crash-* here and fails the run (fuzz/run.py).
-FUZZ_TARGETS := frames handshake codec kv records
+FUZZ_TARGETS := frames handshake codec kv records join
 fuzz: $(VENV)/.installed-fuzz
 	@mkdir -p .fuzz; for t in $(FUZZ_TARGETS); do \
 		echo "== fuzz $$t ($(SECONDS) s)"; \

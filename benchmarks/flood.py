@@ -157,8 +157,18 @@ async def _run(servers: Servers, args: argparse.Namespace) -> dict[str, Any]:
                 trio.run_process,
                 [sys.executable, "-m", "benchmarks.flood", "--flooder", str(port),
                  str(args.idle), str(args.half), str(args.garbage), str(args.seconds)],
-                stdout=subprocess.PIPE, check=False, preexec_fn=raise_fd_limit))
-            opened = (await flooder.stdout.receive_some(100)).decode().split()
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+                preexec_fn=raise_fd_limit))
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = await flooder.stdout.receive_some(100)
+                if not chunk:
+                    break
+                line += chunk
+            opened = line.decode().split()
+            if not opened:
+                problem = await flooder.stderr.receive_some(10000)
+                raise RuntimeError(f"the flooding process failed: {problem.decode()[-2000:]}")
             await flooder.wait()
             durations["during"] = trio.current_time() - start
             phase = "after"
@@ -175,6 +185,7 @@ async def _run(servers: Servers, args: argparse.Namespace) -> dict[str, Any]:
         "connections": {"idle": args.idle, "half_handshaken": args.half,
                         "garbage_loops": args.garbage, "seconds": args.seconds,
                         "opened": int(opened[1]) if len(opened) > 1 else 0},
+        "phase_seconds": durations,
         "leader_changed": terms != [term] or leaders != [leader],
         "term_before": term, "terms_after": terms, "leaders_after": leaders,
         "write_failures": failures,

@@ -7,7 +7,7 @@ import hashlib
 import os
 
 from raftpy import codec
-from raftpy.kv import protocol
+from raftpy.kv import joining, protocol
 from raftpy.messages import AppendEntries, Entry, InstallSnapshot, RequestVote, TimeoutNow
 from raftpy.storage import records
 from raftpy.trio import handshake
@@ -27,6 +27,7 @@ def seeds() -> dict[str, list[bytes]]:
     ]
     encoded = [codec.encode(m) for m in messages]
     hellos = [handshake.encode_hello(handshake.Hello("c", 2, address="127.0.0.1:7002")),
+              handshake.encode_hello(handshake.Hello("c", 4, role="join")),
               handshake.encode_hello(handshake.Hello("c", None, role="client")),
               handshake.encode_reply(handshake.HelloReply(ok=True, cluster_id="c", node_id=1)),
               handshake.encode_reply(handshake.HelloReply(ok=False, reason="no"))]
@@ -36,7 +37,11 @@ def seeds() -> dict[str, list[bytes]]:
         {"op": "add_member", "id": 4, "address": "127.0.0.1:7004", "role": "voter"},
         {"ok": False, "error": "not_leader", "message": "m", "leader_id": 2})]
     log = b"".join(records.encode_entry(e) for e in (Entry(1, 1, b"a"), Entry(2, 1, b"bb")))
+    token = joining.new_token("c", 4, "ab" * 32, ["127.0.0.1:7001"], expires=1e9)
+    join = [token.encode().encode(), protocol.encode(
+        {"op": "join", "id": 4, "secret": b"s" * 32, "csr": "-----BEGIN", "hosts": ["h"]})]
     return {
+        "join": join,
         "frames": [b"\x05" + b"".join(encode_frame(p) for p in encoded + hellos)],
         "handshake": hellos,
         "codec": encoded,

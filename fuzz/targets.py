@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+import msgpack
+
 from raftpy import codec
 from raftpy.errors import ProtocolError
-from raftpy.kv import protocol
+from raftpy.kv import joining, protocol
 from raftpy.storage import records
 from raftpy.trio import handshake
 from raftpy.trio.framing import FrameDecoder
@@ -88,10 +90,30 @@ def storage_records(data: bytes) -> None:
         records.decode_entry(data)
 
 
+def join_token(data: bytes) -> None:
+    """The join token parser (ValueError only; what parses re-encodes) and the join
+    request parser a member runs on a certless connection (ProtocolError only)."""
+    try:
+        token = joining.JoinToken.decode(data.decode("latin-1"))
+    except ValueError:
+        pass
+    else:
+        assert joining.JoinToken.decode(token.encode()) == token
+    try:
+        request = msgpack.unpackb(data, raw=False)
+    except Exception:
+        return
+    with contextlib.suppress(ProtocolError):
+        joining._join_request(request)
+    with contextlib.suppress(ValueError):
+        joining.JoinToken.decode(joining.TOKEN_PREFIX + data.decode("latin-1"))
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "frames": frames,
     "handshake": handshake_hello,
     "codec": message_codec,
     "kv": kv_protocol,
     "records": storage_records,
+    "join": join_token,
 }

@@ -555,8 +555,7 @@ class Transport:
                     # Plain TCP on a TLS port: if it is raftpy, read its hello and say
                     # why in the plain protocol, so that a client can tell its operator
                     # instead of retrying.
-                    head = first + await handshake.receive_exactly(
-                        raw, len(handshake.MAGIC) - 1)
+                    head, rest = await _read_preamble(raw, first)
                     if head != handshake.MAGIC:
                         raise ProtocolError("not a raftpy peer or client: "
                                             + handshake.describe_first_bytes(head))
@@ -564,6 +563,7 @@ class Transport:
                     self._count("refused_tls")
                     refusal = "this member requires TLS"
                     plain = FramedStream(raw, max_frame=handshake.MAX_HELLO, peer=name)
+                    plain._pending.extend(plain.decoder.feed(rest))
                     await plain.receive()
                     await raw.send_all(handshake.MAGIC + encode_frame(handshake.encode_reply(
                         handshake.HelloReply(ok=False, cluster_id=self.cluster_id,
@@ -577,13 +577,15 @@ class Transport:
                     self._count("refused")
                     self._count("refused_tls")
                     raise HandshakeRefused(f"TLS handshake failed: {_why(exc)}") from exc
-            magic = await handshake.receive_exactly(stream, len(handshake.MAGIC))
+            magic, rest = await _read_preamble(stream)
             if magic != handshake.MAGIC:
                 if not magic:
                     raise trio.BrokenResourceError("closed before the hello")
                 raise ProtocolError("not a raftpy peer or client: "
                                     + handshake.describe_first_bytes(magic))
             framed = FramedStream(stream, max_frame=handshake.MAX_HELLO, peer=name)
+            if rest:  # the hello, usually: it came in the same write
+                framed._pending.extend(framed.decoder.feed(rest))
             payload = await framed.receive()
             if payload is None:
                 raise trio.BrokenResourceError("closed before the hello")
@@ -938,6 +940,21 @@ class _Replayed(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+async def _read_preamble(stream: trio.abc.Stream, have: bytes = b"") -> tuple[bytes, bytes]:
+    """The first ``len(MAGIC)`` bytes (fewer if the stream ends) and what came with them.
+
+    Reads whole chunks: a stranger's request (a TLS ClientHello, an HTTP request) is
+    read in full, so closing on it ends the connection with a FIN the other side
+    reads as a refusal, not with a reset."""
+    data = have
+    while len(data) < len(handshake.MAGIC):
+        chunk = await stream.receive_some(handshake.MAX_HELLO)
+        if not chunk:
+            break
+        data += chunk
+    return data[:len(handshake.MAGIC)], data[len(handshake.MAGIC):]
 
 
 def check_server_identity(stream: trio.SSLStream[Any], cluster_id: str,
