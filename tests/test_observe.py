@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
@@ -223,3 +225,12 @@ async def test_peer_reachability_from_the_transport_is_observed_and_in_metrics(
     assert [(type(e), e.peer) for e in seen] == [
         (PeerUnreachable, 2), (PeerReachable, 3), (PeerReachable, 2)]
     assert isinstance(seen[0], PeerUnreachable) and seen[0].reason == "connection refused"
+
+
+def test_the_observability_page_example_runs_and_prints_what_it_says(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    page = (Path(__file__).parent.parent / "docs" / "observability.md").read_text()
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "docs/observability.md", "exec"), {"__name__": "__doc_example__"})
+    assert capsys.readouterr().out.splitlines() == [
+        "leader 2 5 3 3", "RoleChange 2", "RoleChange 2", "LeaderChange 2"]
