@@ -51,6 +51,7 @@ from raftpy.messages import (
     RequestVoteResponse,
     TimeoutNow,
 )
+from raftpy.metrics import CoreCounters, HistogramSnapshot, NodeMetrics, PeerMetrics
 from raftpy.node import PersistentState, RaftNode
 from raftpy.ready import (
     ConfigurationChanged,
@@ -88,12 +89,14 @@ __all__ = [
     "ConfigurationChangeInProgress",
     "ConfigurationChanged",
     "ConfigurationState",
+    "CoreCounters",
     "CorruptLog",
     "Entry",
     "EntryKind",
     "Event",
     "HandshakeRefused",
     "HardState",
+    "HistogramSnapshot",
     "InstallSnapshot",
     "InstallSnapshotResponse",
     "InvalidMembershipChange",
@@ -108,7 +111,9 @@ __all__ = [
     "MemberRole",
     "Message",
     "NodeClosed",
+    "NodeMetrics",
     "NotLeader",
+    "PeerMetrics",
     "PersistentState",
     "PromotionEnded",
     "PromotionFailed",

@@ -443,6 +443,7 @@ async def _serve(args: argparse.Namespace, running: list[Any]) -> int:
             if fresh and args.join is not None:
                 code = await _join(args, node.id, advertise, client_ctx)
                 if code != EXIT_OK:
+                    extras.cancel_scope.cancel()  # (the metrics endpoint)
                     return code
             signum = await signals.__anext__()
             logger.info("node %d: %s, shutting down", args.id, signal.Signals(signum).name)
@@ -547,7 +548,7 @@ async def _join(args: argparse.Namespace, node_id: int, advertise: str,
                       file=sys.stderr)
                 return EXIT_UNAVAILABLE
             logger.info("node %d: joined as %s (configuration at index %d)", node_id, role,
-                           index)
+                        index)
             return EXIT_OK
 
 
@@ -579,8 +580,8 @@ async def _handover(args: argparse.Namespace, node: Any, client_ctx: ssl.SSLCont
                            exc)
         else:
             logger.info("node %d: handover done in %.0f ms (replacement: %s)", node.id,
-                           (trio.current_time() - start) * 1000,
-                           promoted if promoted is not None else "none")
+                        (trio.current_time() - start) * 1000,
+                        promoted if promoted is not None else "none")
         nursery.cancel_scope.cancel()
 
 

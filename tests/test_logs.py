@@ -170,3 +170,22 @@ def test_serve_logs_the_banner_at_info_by_default_and_json_on_request(tmp_path: 
     assert all(r["node"] == 1 for r in seen)  # every line of the process names the node
     assert not [r for r in seen if r["level"] in ("WARNING", "ERROR")]
     assert proc.returncode == 0
+
+
+async def test_core_traces_go_to_raftpy_core_at_debug_only_when_enabled(
+        autojump_clock: trio.testing.MockClock, captured: io.StringIO) -> None:
+    async with cluster() as c:  # raftpy.core at INFO: the core gets no trace hook
+        await c.leader()
+        assert all(node._raft._trace is None for node in c.nodes.values())
+    assert not [r for r in lines(captured) if r["logger"] == "raftpy.core"]
+    core = logging.getLogger("raftpy.core")
+    core.setLevel(logging.DEBUG)
+    try:
+        async with cluster() as c:
+            leader = await c.leader()
+    finally:
+        core.setLevel(logging.NOTSET)
+    traces = [r for r in lines(captured) if r["logger"] == "raftpy.core"]
+    assert any(r["node"] == leader.id and f"-> leader, term {r['term']}" in str(r["msg"])
+               for r in traces)
+    assert {r["level"] for r in traces} == {"DEBUG"}

@@ -69,3 +69,21 @@ def test_a_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
     assert code == cli.EXIT_FAILED
     assert "pip install 'raftpy[metrics]'" in capsys.readouterr().err
     assert not data.exists()  # nothing was created
+
+
+def test_a_metrics_port_in_use_names_the_address_and_creates_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("prometheus_client")
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        (port,) = _free_ports(1)
+        data = tmp_path / "d"
+        code = cli.main(["serve", "--id", "1", "--listen", f"127.0.0.1:{port}", "--data-dir",
+                         str(data), "--bootstrap", "--metrics", f"127.0.0.1:{taken}"])
+    assert code == cli.EXIT_FAILED
+    assert f"--metrics: cannot listen on 127.0.0.1:{taken}" in capsys.readouterr().err
+    assert not data.exists()

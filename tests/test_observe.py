@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
-from test_runtime import cluster
+from test_runtime import FakeNetwork, FakeTransport, Recorder, cluster
 
 from raftpy import Config, Role
 from raftpy.metrics import Histogram
 from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.observe import (
+    ConfigurationChange,
     EventStream,
     LeaderChange,
     Observation,
+    PeerReachable,
+    PeerUnreachable,
     RoleChange,
     SnapshotInstalled,
     SnapshotTaken,
     TransferFinished,
     TransferStarted,
 )
+from raftpy.trio.peerhealth import PeerHealth
+from raftpy.trio.runtime import open_node
 
 
 @pytest.fixture
@@ -176,3 +183,54 @@ async def test_snapshot_taken_and_installed_are_observed_and_counted(
         assert leader.metrics().counters.snapshots_sent == 1
         assert leader.metrics().counters.snapshots_taken == 2
 
+
+
+async def test_a_membership_change_is_observed_appended_then_committed(
+        autojump_clock: trio.testing.MockClock) -> None:
+    from test_runtime_membership import addr, bootstrapped
+
+    async with bootstrapped() as c:
+        leader = await c.leader()
+        async with leader.observe() as events:
+            index = await leader.add_member(4, addr(4))
+            await trio.sleep(0.1)
+            changes = [e for e in buffered(events) if isinstance(e, ConfigurationChange)]
+        assert [(e.index, e.committed) for e in changes] == [(index, False), (index, True)]
+        assert 4 in {m.id for m in changes[-1].configuration.members}
+
+
+class HealthTransport(FakeTransport):
+    """A fake transport with the TCP transport's peer health tracker."""
+
+    def __init__(self, network: FakeNetwork, node_id: int) -> None:
+        super().__init__(network, node_id)
+        self.peer_health = PeerHealth(node_id)
+
+
+async def test_peer_reachability_from_the_transport_is_observed_and_in_metrics(
+        autojump_clock: trio.testing.MockClock) -> None:
+    network = FakeNetwork()
+    transport = HealthTransport(network, 1)
+    async with open_node(1, {2: "10.0.0.2:7000", 3: "10.0.0.3:7000"},
+                         state_machine=Recorder(), transport=transport) as node:
+        assert [p.reachable for p in node.metrics().peers] == [None, None]
+        async with node.observe() as events:
+            transport.peer_health.failed(2, "10.0.0.2:7000", "connection refused")
+            transport.peer_health.failed(2, "10.0.0.2:7000", "connection refused")
+            transport.peer_health.connected(3, "10.0.0.3:7000")
+            assert [p.reachable for p in node.metrics().peers] == [False, True]
+            transport.peer_health.connected(2, "10.0.0.2:7000")
+            seen = [e for e in buffered(events) if isinstance(e, (PeerReachable,
+                                                                  PeerUnreachable))]
+    assert [(type(e), e.peer) for e in seen] == [
+        (PeerUnreachable, 2), (PeerReachable, 3), (PeerReachable, 2)]
+    assert isinstance(seen[0], PeerUnreachable) and seen[0].reason == "connection refused"
+
+
+def test_the_observability_page_example_runs_and_prints_what_it_says(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    page = (Path(__file__).parent.parent / "docs" / "observability.md").read_text()
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "docs/observability.md", "exec"), {"__name__": "__doc_example__"})
+    assert capsys.readouterr().out.splitlines() == [
+        "leader 2 5 3 3", "RoleChange 2", "RoleChange 2", "LeaderChange 2"]

@@ -262,8 +262,10 @@ class RuntimeObserver:
 
     def drained(self, raft: RaftNode, ready: Ready) -> None:
         """The driver took ``ready`` from the core: publish what changed."""
-        now = trio.current_time()
         seen = (raft.role, raft.leader_id, raft.transfer_target)
+        if seen == self._seen and not ready.events:
+            return  # the common case: nothing to publish
+        now = trio.current_time()
         if seen != self._seen:
             role, leader, target = self._seen
             self._seen = seen
