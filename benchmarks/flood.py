@@ -204,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=10.0, help="flood duration")
     parser.add_argument("--phase", type=float, default=5.0,
                         help="seconds of writes before and after the flood")
+    parser.add_argument("--election-timeout-ms", type=float, default=150.0,
+                        help="the members' minimum election timeout (raftpy serve's default)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--flooder", nargs=5, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -213,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return {}
     fd_limit = raise_fd_limit()
     with tempfile.TemporaryDirectory(prefix="raftpy-flood-") as root:
-        servers = Servers(Path(root), 3, cluster_id=CLUSTER, log_level="warning")
+        servers = Servers(Path(root), 3, cluster_id=CLUSTER, log_level="warning",
+                          election_timeout_ms=args.election_timeout_ms)
         try:
             for node_id in servers.ids:
                 servers.start(node_id)
@@ -221,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         finally:
             servers.stop_all()
     result["fd_limit"] = fd_limit
+    result["election_timeout_ms"] = args.election_timeout_ms
     lat, mem = result["latency"], result["rss_mb"]
     print(f"flood at node {result['flooded']['node']} (leader): {args.idle} idle + "
           f"{args.half} half-handshaken connections, {args.garbage} garbage loops, "
