@@ -1,4 +1,4 @@
-"""What a node counts and measures, and the frozen snapshot :meth:`Node.metrics` returns.
+"""What a node counts and measures, and the frozen snapshot :meth:`raftpy.trio.Node.metrics` returns.
 
 The sans-I/O core keeps only :class:`CoreCounters` (plain integers bumped where the
 protocol decides something: an election started, a term adopted); it never reads a
@@ -149,7 +149,7 @@ class Latencies:
 
 @dataclass(frozen=True, slots=True)
 class NodeMetrics:
-    """A frozen snapshot of a running node's figures: :meth:`Node.metrics`."""
+    """A frozen snapshot of a running node's figures: :meth:`raftpy.trio.Node.metrics`."""
 
     node_id: int
     role: Role

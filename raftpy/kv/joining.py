@@ -9,14 +9,14 @@ files and serves (``docs/security.md``, "Join tokens")::
 
 * ``ca`` pins the cluster CA (SHA-256 of its DER form); ``secret`` is 32 random
   bytes; the cluster keeps only its SHA-256 (the *digest*), recorded through the
-  log with the member id and the expiry (:func:`~raftpy.kv.statemachine.join_token_command`).
+  log with the member id and the expiry (``raftpy.kv.statemachine.join_token_command``).
 * The new node connects to one of ``addresses`` with TLS but no certificate (hello
   role ``join``), asks for the CA bundle, checks that it holds the pinned CA and
   that the member's own certificate is a node certificate signed by it, and only
   then sends the secret and a CSR (its key never leaves it).
 * Members started with ``--tls-ca-key`` serve these requests
   (:class:`CertificateIssuer`): the token is spent through the log
-  (:func:`~raftpy.kv.statemachine.join_use_command`, forwarded to the leader by a
+  (``raftpy.kv.statemachine.join_use_command``, forwarded to the leader by a
   follower), so it works once whichever member is asked, and only before it
   expires and for the member id it names; then the member signs a certificate
   naming ``raftpy://CLUSTER/node/ID`` for the CSR's key. Members without the key
@@ -130,7 +130,7 @@ def new_token(cluster_id: str, node_id: int, ca_fingerprint: str, addresses: Seq
 UseToken = Callable[[Node, str, int], Awaitable[str]]
 """Spends a token (digest) for a member id: ``"ok"`` or why not; raises
 :class:`~raftpy.errors.NotLeader` where only the leader can
-(:meth:`raftpy.kv.server.KVServer.use_join_token`)."""
+(``raftpy.kv.server.KVServer.use_join_token``)."""
 
 
 class CertificateIssuer:

@@ -277,7 +277,7 @@ class Transport:
         self.client_handler = client_handler
         self.join_handler = join_handler
         """Serves hellos of role ``join`` (TLS only, no certificate yet): a node with a
-        join token asking for its certificate (:mod:`raftpy.trio.joining`)."""
+        join token asking for its certificate (:mod:`raftpy.kv.joining`)."""
         self.connect_timeout = connect_timeout
         self.handshake_timeout = handshake_timeout
         self.backoff_min = backoff_min
