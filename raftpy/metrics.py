@@ -1,4 +1,5 @@
-"""What a node counts and measures, and the frozen snapshot :meth:`raftpy.trio.Node.metrics` returns.
+"""What a node counts and measures: the frozen snapshot
+:meth:`raftpy.trio.Node.metrics` returns.
 
 The sans-I/O core keeps only :class:`CoreCounters` (plain integers bumped where the
 protocol decides something: an election started, a term adopted); it never reads a
