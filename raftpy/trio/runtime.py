@@ -12,8 +12,8 @@ order (in a worker thread) and then finishes each: sends what had to wait for th
 persist, restores a received snapshot, applies committed entries, resolves the
 callers waiting on them, advances; batches that queued up during a write are
 written together by the next one (group commit). The driver meanwhile goes on
-handling requests and timers, so a slow fsync (hundreds of milliseconds happen on virtual disks) never
-stops a leader's heartbeats. With in-memory storage batches finish inline.
+handling requests and timers, so a slow fsync (hundreds of milliseconds happen on
+virtual disks) never stops a leader's heartbeats. With in-memory storage batches finish inline.
 
 Everything runs in a nursery owned by :func:`open_node`; leaving the ``async
 with`` block cancels and joins every task, closes the listeners and closes the
