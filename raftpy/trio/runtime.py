@@ -1,16 +1,19 @@
 """Run one Raft node under Trio: the driver task that owns the sans-I/O core.
 
-One task (the *driver*) is the only code that touches the :class:`~raftpy.node.RaftNode`.
-It waits for the next input (a wire message, or a local request such as a
-proposal) but never past ``node.next_deadline()``: timers come straight from
-``trio.current_time()``, with no fixed tick. After each batch of inputs it drains
-the node's :class:`~raftpy.ready.Ready` batches and sends what may leave at once.
+One task (the *driver*) feeds the :class:`~raftpy.node.RaftNode` its local
+requests (proposals, reads, transfers) and timers: it waits for the next request
+but never past ``node.next_deadline()``: timers come straight from
+``trio.current_time()``, with no fixed tick. Wire messages run to completion: the
+transport task that decoded one steps the core with it (``Node._deliver``), with
+no hand-over to the driver. After each step the node's
+:class:`~raftpy.ready.Ready` batches are drained and what may leave at once is sent.
 A batch that must be persisted goes to the *disk task*, which writes batches in
 order (in a worker thread) and then finishes each: sends what had to wait for the
 persist, restores a received snapshot, applies committed entries, resolves the
-callers waiting on them, advances. The driver meanwhile goes on handling messages
-and timers, so a slow fsync (hundreds of milliseconds happen on virtual disks) never
-stops a leader's heartbeats. With in-memory storage batches finish inline.
+callers waiting on them, advances; batches that queued up during a write are
+written together by the next one (group commit). The driver meanwhile goes on
+handling requests and timers, so a slow fsync (hundreds of milliseconds happen on
+virtual disks) never stops a leader's heartbeats. With in-memory storage batches finish inline.
 
 Everything runs in a nursery owned by :func:`open_node`; leaving the ``async
 with`` block cancels and joins every task, closes the listeners and closes the
