@@ -47,8 +47,21 @@ class ElectionMixin(NodeState):
             granted = up_to_date and can_vote
             if granted and self._concurrent_pre_candidate_yields_not(msg):
                 granted = False
+                if self._votes.get(msg.src) is False:
+                    # It refused us this round, yet asks now: it still heard the
+                    # leader then and has lost it since (a crash noticed a moment
+                    # later: raftpy.failover). Ask it again, or both would wait out
+                    # their election timeouts; it yields to the lower id.
+                    del self._votes[msg.src]
+                    self._send(RequestVote(
+                        term=msg.term, src=self.id, dst=msg.src,
+                        last_log_index=self.log.last_index, last_log_term=self.log.last_term,
+                        pre_vote=True))
             self._log_trace(f"{'grant' if granted else 'reject'} pre-vote to {msg.src}"
                             f" for term {msg.term}")
+            if granted and self._yields_to_concurrent_pre_candidate(msg):
+                self._log_trace(f"yield to concurrent pre-candidate {msg.src}")
+                self._become_follower(self.current_term, None)
             self._send(RequestVoteResponse(
                 term=msg.term if granted else self.current_term, src=self.id, dst=msg.src,
                 vote_granted=granted, pre_vote=True))
@@ -88,14 +101,22 @@ class ElectionMixin(NodeState):
         if (msg.last_log_term, msg.last_log_index) != (self.log.last_term, self.log.last_index):
             return False
         if self._votes.get(msg.src) is False:
-            # It refused us this round (it still heard the leader then, e.g. before
-            # it noticed the leader's crash: raftpy.failover): it is not a
-            # concurrent pre-candidate, and refusing it back would leave both to
-            # wait for their election timeouts.
-            return False
+            return True  # it refused us this round: refused, and asked again (below)
         window = (self._vote_round_trip if self._vote_round_trip is not None
                   else self.config.election_timeout_min / 10)
         return self._now - self._round_started_at <= window
+
+    def _yields_to_concurrent_pre_candidate(self, msg: RequestVote) -> bool:
+        """The other side of the rule above: a pre-candidate that grants a concurrent
+        pre-candidate with the same log and a lower id gives up its own round (it
+        becomes a follower again and waits out a fresh election timeout). With five
+        voters, three or four pre-candidates at once (every follower noticing a
+        crashed leader within milliseconds: raftpy.failover) otherwise let two of
+        them win their pre-votes and split the real vote. Liveness only."""
+        return (self.role is Role.CANDIDATE and self.in_pre_vote and msg.src < self.id
+                and msg.term == self.current_term + 1
+                and (msg.last_log_term, msg.last_log_index)
+                == (self.log.last_term, self.log.last_index))
 
     def _back_off_split_vote(self) -> None:
         """Retry a contested round early, but only once its votes have come back.

@@ -229,7 +229,9 @@ def test_stale_suffix_scenario_plays_through_on_a_correct_core(seed: int) -> Non
     assert cluster.run_until(converged, 1.0)  # healed, it takes the leader's entries
 
 
-@pytest.mark.parametrize("seed", [2, 5, 17, 20])
+# (Seed 2 was in this list until the concurrent pre-candidate yield rule: its
+# randomised interleaving no longer reaches the stale suffix.)
+@pytest.mark.parametrize("seed", [5, 17, 20, 33])
 def test_stale_suffix_scenario_catches_a_commit_past_what_was_verified(
         seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     _trust_leader_commit(monkeypatch)
