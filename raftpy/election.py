@@ -102,9 +102,14 @@ class ElectionMixin(NodeState):
             return False
         if self._votes.get(msg.src) is False:
             return True  # it refused us this round: refused, and asked again (below)
+        return self._within_concurrency_window()
+
+    def _within_concurrency_window(self, at_least: float = 0.0) -> bool:
+        """Whether this pre-vote round began at most one round trip (and at most
+        ``at_least``) ago: only then is another pre-candidate concurrent with it."""
         window = (self._vote_round_trip if self._vote_round_trip is not None
                   else self.config.election_timeout_min / 10)
-        return self._now - self._round_started_at <= window
+        return self._now - self._round_started_at <= max(window, at_least)
 
     def _yields_to_concurrent_pre_candidate(self, msg: RequestVote) -> bool:
         """The other side of the rule above: a pre-candidate that grants a concurrent
@@ -112,11 +117,18 @@ class ElectionMixin(NodeState):
         becomes a follower again and waits out a fresh election timeout). With five
         voters, three or four pre-candidates at once (every follower noticing a
         crashed leader within milliseconds: raftpy.failover) otherwise let two of
-        them win their pre-votes and split the real vote. Liveness only."""
+        them win their pre-votes and split the real vote. Liveness only.
+
+        Like the refusal, it holds for a short window only (a round trip, and at
+        least a tenth of the minimum election timeout, which covers followers
+        noticing one crash a few milliseconds apart): a round that began earlier is
+        not concurrent, and yielding then to a lower id that cannot win (it reaches
+        no majority) would hold up the voters that can."""
         return (self.role is Role.CANDIDATE and self.in_pre_vote and msg.src < self.id
                 and msg.term == self.current_term + 1
                 and (msg.last_log_term, msg.last_log_index)
-                == (self.log.last_term, self.log.last_index))
+                == (self.log.last_term, self.log.last_index)
+                and self._within_concurrency_window(self.config.election_timeout_min / 10))
 
     def _back_off_split_vote(self) -> None:
         """Retry a contested round early, but only once its votes have come back.

@@ -203,7 +203,7 @@ def test_peer_loss_detector_reports_once_no_connection_is_left_and_a_redial_fail
     from raftpy.trio.peerloss import PeerLossDetector
 
     lost: list[int] = []
-    detector = PeerLossDetector(lost.append)
+    detector = PeerLossDetector(lambda peer, lost_at: lost.append(peer))
     detector.up(2)  # dialled
     detector.up(2)  # accepted
     detector.down(2)

@@ -63,6 +63,11 @@ class FramedStream(Protocol):
         ...
 
 
+_LEADER_WAIT = 0.2
+"""How long a request meeting no known leader waits for one to be named (seconds):
+shorter than the client's attempt timeout, so the client still tries elsewhere."""
+
+
 class KVServer:
     """Answers client requests for one node, whose state machine is ``state_machine``:
     ``SessionStateMachine(KVStore())``. ``clock`` gives the wall-clock seconds stamped
@@ -171,6 +176,7 @@ class KVServer:
         else is redirected to the new leader, which clients would otherwise have to
         poll for."""
         waited = False
+        term = node.term
         while True:
             try:
                 return await self._handle(node, request)
@@ -192,12 +198,17 @@ class KVServer:
                         await node.wait_changed()
                     waited = True
                     continue
-                if not waited or exc.leader_id is not None:
+                if exc.leader_id is not None or request["op"] == "transfer":
                     raise
-                # The transfer ended on a message of the new term that named nobody
-                # (a vote request); the new leader's first heartbeat is on its way:
-                # wait for it briefly so that the redirect names it.
-                with trio.move_on_after(self.request_timeout / 10):
+                # No leader known: a transfer ended (or, with messages stepped as they
+                # arrive, the target's vote request ended it before this request
+                # reached the core) on a message of a new term that named nobody, or
+                # an election runs. A new leader's first heartbeat is usually
+                # milliseconds away: wait for it briefly so that the redirect names
+                # it, rather than send the client polling every member.
+                wait = self.request_timeout / 10 if waited or node.term > term \
+                    else min(self.request_timeout / 10, _LEADER_WAIT)
+                with trio.move_on_after(wait):
                     leader = await node.wait_leader()
                     if leader == node.id:
                         continue  # it leads again: handle the request here

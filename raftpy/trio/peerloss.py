@@ -18,10 +18,16 @@ from collections.abc import Callable
 
 
 class PeerLossDetector:
-    """Counts live connections per peer; calls ``on_lost(peer)`` once per loss."""
+    """Counts live connections per peer; calls ``on_lost(peer, lost_at)`` once per
+    loss, ``lost_at`` being when the last connection went down (read from ``clock``;
+    ``None`` without one). The core ignores the report if the leader was heard
+    after ``lost_at`` (a reconnect backoff may separate the two)."""
 
-    def __init__(self, on_lost: Callable[[int], None]) -> None:
+    def __init__(self, on_lost: Callable[[int, float | None], None],
+                 clock: Callable[[], float] | None = None) -> None:
         self._on_lost = on_lost
+        self._clock = clock
+        self._lost_at: dict[int, float] = {}
         self._live: dict[int, int] = {}
         self._reconnect_failed: set[int] = set()
         self.reported = 0
@@ -39,6 +45,8 @@ class PeerLossDetector:
             self._live[peer] = left
             return
         self._live.pop(peer, None)
+        if self._clock is not None:
+            self._lost_at[peer] = self._clock()
         self._check(peer)
 
     def reconnect_failed(self, peer: int) -> None:
@@ -54,4 +62,4 @@ class PeerLossDetector:
         if peer in self._reconnect_failed and not self._live.get(peer):
             self._reconnect_failed.discard(peer)
             self.reported += 1
-            self._on_lost(peer)
+            self._on_lost(peer, self._lost_at.pop(peer, None))

@@ -29,6 +29,8 @@ logger = logging.getLogger("raftpy.metrics")
 
 _MAX_REQUEST = 8192
 _REQUEST_TIMEOUT = 5.0
+_MAX_CONNECTIONS = 16
+"""Scrapes served at once; more are closed at once (a scraper needs one)."""
 
 
 class MetricsUnavailable(ImportError):
@@ -172,7 +174,17 @@ async def serve_metrics(get_metrics: Callable[[], NodeMetrics],
     require_prometheus()
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+    busy = trio.Semaphore(_MAX_CONNECTIONS)
+
     async def handle(stream: trio.SocketStream) -> None:
+        try:
+            # A flood of scrapers must not take the file descriptors the member
+            # needs for its peers: past the limit a connection is closed at once.
+            busy.acquire_nowait()
+        except trio.WouldBlock:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            return
         try:
             with trio.move_on_after(_REQUEST_TIMEOUT):
                 request = await _read_request(stream)
@@ -187,6 +199,7 @@ async def serve_metrics(get_metrics: Callable[[], NodeMetrics],
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             logger.debug("metrics request failed: %s", exc)
         finally:
+            busy.release()
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 

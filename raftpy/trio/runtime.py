@@ -622,15 +622,32 @@ class Node(MembershipCalls):
             return fn(*args)
         return await trio.to_thread.run_sync(fn, *args)
 
-    def _peer_lost(self, peer: int) -> None:
-        """The transport lost every connection to ``peer`` and could not reconnect
-        (early pre-vote, :mod:`raftpy.failover`). Like the disk task, this steps
-        the core between awaits and wakes the driver to send what it produced."""
-        if self._closed:
+    def _peer_lost(self, peer: int, lost_at: float | None = None) -> None:
+        """The transport lost every connection to ``peer`` (the last one at
+        ``lost_at``) and could not reconnect (early pre-vote,
+        :mod:`raftpy.failover`). Like the disk task, this steps the core between
+        awaits and wakes the driver to send what it produced."""
+        if self._closed or self._failure is not None:
             return
-        if self._raft.leader_connection_lost(peer, trio.current_time()):
-            logger.info("node %d: lost every connection to leader %d: early pre-vote",
-                        self.id, peer)
+        try:
+            if self._raft.leader_connection_lost(peer, trio.current_time(),
+                                               lost_at=lost_at):
+                logger.info("node %d: lost every connection to leader %d: early pre-vote",
+                            self.id, peer)
+        except BaseException as exc:
+            # The transport's task calling this would only log it: the node fails.
+            self._fail(exc)
+            return
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        """The core failed in a task other than the driver's: stop every other
+        task from stepping it (a half-updated core could acknowledge entries it
+        never handed to the disk) and let the driver raise ``exc``."""
+        if self._failure is None:
+            self._failure = exc
+        self._wire.deliver = None
+        self._wire.close()  # every reader stops at its next message
         self._wake()
 
     def _wake(self) -> None:
@@ -741,6 +758,8 @@ class Node(MembershipCalls):
         """Run to completion: step the core with a message in the task that received
         it and hand out what it produced (no hand-over to the driver task). The
         disk task still persists and finishes batches in their order."""
+        if self._failure is not None:
+            raise trio.ClosedResourceError("the node failed")
         raft = self._raft
         now = trio.current_time()
         self._last_contact[msg.src] = now
@@ -751,8 +770,7 @@ class Node(MembershipCalls):
             # A failure here (a broken invariant, the state machine's restore failing)
             # is the node's, not the connection's: the driver re-raises it, which
             # takes the node down as it did when the driver stepped every message.
-            self._failure = exc
-            self._wake()
+            self._fail(exc)
             raise trio.ClosedResourceError("the node failed") from exc
         if raft.next_deadline() < self._sleep_until:
             self._wake()  # e.g. a candidate that won: its heartbeats are due sooner
@@ -869,6 +887,8 @@ class Node(MembershipCalls):
             if isinstance(job, _Compaction):
                 self._disk_pending -= 1
                 self._compacted(job)
+            if self._failure is not None:
+                return  # the driver raises it; nothing more leaves this node
             for ready in group:
                 self._disk_pending -= 1
                 self._finish(ready)
@@ -1203,7 +1223,7 @@ async def open_node(
     node.listen_addresses = own_addresses
     node.client_listen_addresses = _listener_addresses(client_listeners)
     if raft.config.early_pre_vote and hasattr(transport, "peer_loss"):
-        transport.peer_loss = PeerLossDetector(node._peer_lost)
+        transport.peer_loss = PeerLossDetector(node._peer_lost, clock=trio.current_time)
     node._sync_transport()
     try:
         async with trio.open_nursery() as nursery:

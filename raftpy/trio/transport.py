@@ -73,6 +73,9 @@ from raftpy.trio.peerloss import PeerLossDetector
 
 logger = logging.getLogger("raftpy.transport")
 
+_JOIN_SLOT = "join:"
+"""The slot count of joining nodes (an identity string never looks like it)."""
+
 ConnectStream = Callable[[int, "PeerAddress"], Awaitable[trio.abc.Stream]]
 """Opens a raw stream to a peer (TCP by default; tests inject memory streams)."""
 
@@ -256,6 +259,7 @@ class Transport:
         max_clients_per_identity: int = 64,
         unreachable_warning_after: float = DEFAULT_WARN_AFTER,
         join_handler: ClientHandler | None = None,
+        max_joins: int = 8,
     ) -> None:
         if queue_size < 1 or max_frame < handshake.MAX_HELLO:
             raise ValueError("queue_size must be >= 1 and max_frame >= 4096")
@@ -303,11 +307,14 @@ class Transport:
         self.peer_health = PeerHealth(node_id, warn_after=unreachable_warning_after)
         """Reachability of each peer; logs it once, and a WARNING only past
         ``unreachable_warning_after`` seconds (:mod:`raftpy.trio.peerhealth`)."""
-        if min(max_pending, max_clients, max_clients_per_identity) < 1:
+        if min(max_pending, max_clients, max_clients_per_identity, max_joins) < 1:
             raise ValueError("connection limits must be >= 1")
         self.max_pending = max_pending
         """Connections still in their handshake; one more closes the oldest of them."""
         self.max_clients = max_clients
+        self.max_joins = max_joins
+        """Nodes joining with a token served at once (they show no certificate yet;
+        each may take at most twice ``handshake_timeout``)."""
         """Client connections served at once; more are refused in the handshake."""
         self.max_clients_per_identity = max_clients_per_identity
         """Of those, per client certificate identity (with TLS)."""
@@ -623,7 +630,9 @@ class Transport:
                 # and joins forwarded to the leader do.)
                 reason = f"this is the {only} listener; {hello.role}s connect to the " \
                          f"{'peer' if only == 'client' else 'client'} listener"
-            if reason is None and hello.role != handshake.ROLE_PEER:
+            if reason is None and hello.role == handshake.ROLE_JOIN:
+                reason = self._join_slot_problem()
+            elif reason is None and hello.role != handshake.ROLE_PEER:
                 reason = self._client_slot_problem(framed.identity)
             if reason is not None:
                 self._count("refused")
@@ -644,13 +653,21 @@ class Transport:
             assert handler is not None
             self._count("client_connections" if hello.role == handshake.ROLE_CLIENT
                         else "join_connections")
-            who = str(framed.identity)
-            self._clients[who] = self._clients.get(who, 0) + 1
-            self._clients[""] = self._clients.get("", 0) + 1
+            joining = hello.role == handshake.ROLE_JOIN
+            slots = (_JOIN_SLOT,) if joining else (str(framed.identity), "")
+            for slot in slots:
+                self._clients[slot] = self._clients.get(slot, 0) + 1
             try:
-                await handler(framed)
+                if joining:
+                    # A joining node shows no certificate: it may not hold a slot
+                    # for longer than an exchange takes (one certificate signed, one
+                    # token spent through the log), nor take the clients' slots.
+                    with trio.move_on_after(2 * self.handshake_timeout):
+                        await handler(framed)
+                else:
+                    await handler(framed)
             finally:
-                for slot in (who, ""):
+                for slot in slots:
                     self._clients[slot] -= 1
                     if not self._clients[slot]:
                         del self._clients[slot]
@@ -706,6 +723,14 @@ class Transport:
         else:
             self._log_suppressed += 1
             self._count("refusals_not_logged")
+
+    def _join_slot_problem(self) -> str | None:
+        # Joining nodes are unauthenticated until their token is checked: a budget
+        # of their own, so that they can never crowd out clients or admins.
+        if self._clients.get(_JOIN_SLOT, 0) >= self.max_joins:
+            self._count("refused_busy")
+            return f"too many joining nodes at once ({self.max_joins})"
+        return None
 
     def _client_slot_problem(self, who: identity.Identity | None) -> str | None:
         # Clients have their own budget: however many there are, peers still connect.
