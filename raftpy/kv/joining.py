@@ -52,6 +52,9 @@ MAX_HOSTS = 16
 _MAX_REQUEST = 64 * 1024
 
 
+_NO_LEADER = "no leader known: try again"
+
+
 class JoinFailed(RaftError):
     """No member of the token's addresses gave this node a certificate."""
 
@@ -168,7 +171,8 @@ class CertificateIssuer:
         if result != "ok":
             logger.warning("node %d: refused a certificate to %s for node %d: %s", node.id,
                            stream.peer, node_id, result)
-            await stream.send(msgpack.packb({"ok": False, "error": result}))
+            await stream.send(msgpack.packb({"ok": False, "error": result,
+                                             "retry": result == _NO_LEADER}))
             return
         from raftpy.trio import certs
 
@@ -183,7 +187,7 @@ class CertificateIssuer:
             return await self.use_token(node, digest, node_id)
         except NotLeader as exc:
             if exc.leader_address is None:
-                return "no leader known: try again"
+                return _NO_LEADER
             from raftpy.kv.client import KVClient
 
             async with KVClient([exc.leader_address], cluster_id=self.cluster_id,
@@ -328,6 +332,9 @@ async def _ask(address: str, token: JoinToken, csr_pem: str,
         if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
             raise ProtocolError("malformed answer to the join request")
         if not answer["ok"]:
+            if answer.get("retry") is True:
+                # (an election runs: the token is unspent, another member may do)
+                raise JoinFailed(str(answer.get("error")))
             raise JoinRefused(str(answer.get("error")))
         cert_pem = str(answer.get("cert")).encode()
         cert = x509.load_pem_x509_certificate(cert_pem)
