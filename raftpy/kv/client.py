@@ -518,20 +518,33 @@ class KVClient:
         raise _LeaderMoved(moved[0])
 
     async def _other_leader(self, address: str) -> str | None:
-        """A member other than ``address`` that says it leads (asked in parallel,
-        each within ``connect_timeout`` twice), or ``None``."""
+        """A member other than ``address`` that says it leads, or that names another
+        leader than ``address`` (asked in parallel, with a long poll of ``leader_wait``
+        that excludes ``address`` in the latest term known: a member answers the moment
+        it learns of a new leader), or ``None``."""
         found: list[str] = []
+        request: dict[str, Any] = {"op": "status"}
+        wait = 0.0
+        if self.leader_wait > 0 and address in self._ids:
+            wait = self.leader_wait
+            request.update(wait=wait, exclude=[[self._ids[address], self._term]])
 
         async def ask(other: str, done: trio.CancelScope) -> None:
             with contextlib.suppress(OSError, trio.BrokenResourceError, trio.TooSlowError,
                                      ValueError, RaftError):
-                response = await self._attempt(other, {"op": "status"}, self.connect_timeout)
+                response = await self._attempt(other, request, self.connect_timeout + wait)
                 status = response.get("status")
-                if response["ok"] and isinstance(status, dict):
-                    self._learn(other, status)
-                if response["ok"] and isinstance(status, dict) \
-                        and status.get("role") == "leader":
+                if not response["ok"] or not isinstance(status, dict):
+                    return
+                self._learn(other, status)
+                named = status.get("leader_address")
+                named = self._canonical(named) if isinstance(named, str) else None
+                if status.get("role") == "leader":
                     found.append(other)
+                    done.cancel()
+                elif wait and named is not None and named != address \
+                        and not self._distrusted(named, status.get("term")):
+                    found.append(named)  # it learnt of a new leader: go there
                     done.cancel()
 
         async with trio.open_nursery() as nursery:
