@@ -107,16 +107,7 @@ async def test_a_transfer_target_holds_requests_while_it_campaigns(
         node = c.nodes[target]
         server = KVServer(c.machines[target], candidate_hold=2.0)  # type: ignore[arg-type]
         answers: list[dict[str, Any]] = []
-        lose_votes = True
-        for voter in c.ids:
-            if voter != target:
-                transport = c.network.transports[voter]
-
-                def send(msg: Any, send: Any = transport.send) -> None:
-                    if not (lose_votes and isinstance(msg, RequestVoteResponse)):
-                        send(msg)
-
-                transport.send = send  # type: ignore[method-assign]
+        flag = lose_vote_answers(c, target)
         async with trio.open_nursery() as nursery:
             async def transfer() -> None:
                 with contextlib.suppress(TransferFailed):  # another may win the next round
@@ -134,7 +125,7 @@ async def test_a_transfer_target_holds_requests_while_it_campaigns(
             nursery.start_soon(put)
             await trio.sleep(0.1)
             assert node.status().role is Role.CANDIDATE and not answers
-            lose_votes = False  # its next election succeeds
+            flag[0] = False  # its next election succeeds
         # Held, then handled by the winner or redirected to it (never "none known").
         assert trio.current_time() - start > 0.1
         winner = await c.leader()
@@ -146,26 +137,45 @@ async def test_a_transfer_target_holds_requests_while_it_campaigns(
                                                                       winner.id)
 
 
+def lose_vote_answers(c: Any, target: int) -> list[bool]:
+    """Drop every vote answer to ``target`` while the returned flag's ``[0]`` is true."""
+    flag = [True]
+    for voter in c.ids:
+        if voter != target:
+            transport = c.network.transports[voter]
+
+            def send(msg: Any, send: Any = transport.send) -> None:
+                if not (flag[0] and isinstance(msg, RequestVoteResponse) and msg.dst == target):
+                    send(msg)
+
+            transport.send = send
+    return flag
+
+
 async def test_the_old_leader_names_its_target_while_the_target_campaigns(
         autojump_clock: trio.testing.MockClock) -> None:
+    """Once the target's vote request made the old leader a follower, a request there
+    is redirected to the target at once, while it still campaigns (rather than held
+    until its first heartbeat)."""
     async with kv_cluster() as (c, _):
         leader = await c.leader()
         target = next(i for i in c.ids if i != leader.id)
         server = KVServer(c.machines[leader.id])  # type: ignore[arg-type]
-        answers: list[dict[str, Any]] = []
+        flag = lose_vote_answers(c, target)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(leader.transfer_leadership, target)
-            # The target's vote request made the leader a follower knowing no leader.
+            async def transfer() -> None:
+                with contextlib.suppress(TransferFailed):
+                    await leader.transfer_leadership(target)
+
+            nursery.start_soon(transfer)
             while leader.is_leader or leader.status().transfer_target is None:
                 await trio.sleep(0)
-            answers.append(await server.handle(leader, {"op": "put", "key": "k", "value": "v"}))
-            # (no checkpoint since the answer: the old leader's state is as it was then)
-            pending = leader.status().transfer_target
-        assert answers[0]["error"] == protocol.NOT_LEADER
-        assert answers[0]["leader_id"] == target
-        # Named while the transfer was still pending here: without waiting for the
-        # target's first heartbeat.
-        assert pending == target
+            start = trio.current_time()
+            answer = await server.handle(leader, {"op": "put", "key": "k", "value": "v"})
+            assert trio.current_time() == start
+            assert c.nodes[target].status().role is Role.CANDIDATE  # it has not won yet
+            flag[0] = False
+        assert (answer["error"], answer["leader_id"]) == (protocol.NOT_LEADER, target)
 
 
 # ------------------------------------------------------------------- the client side
