@@ -572,7 +572,24 @@ class KVClient:
 
         rejected: list[ConnectionRejected] = []
 
+        scopes: dict[str, trio.CancelScope] = {}
+
+        def news(leader: str) -> None:
+            """A long poll named a new leader: stop waiting on the other members, but
+            let the leader's own answer (due at once: it leads) arrive rather than
+            cancel it, which would close the connection the request is about to use."""
+            for address, scope in scopes.items():
+                if address != leader:
+                    scope.cancel()
+            if leader in scopes:
+                scopes[leader].deadline = min(scopes[leader].deadline,
+                                              trio.current_time() + self.connect_timeout)
+
         async def ask(address: str, done: trio.CancelScope) -> None:
+            with trio.CancelScope() as scopes[address]:
+                await ask_one(address, done)
+
+        async def ask_one(address: str, done: trio.CancelScope) -> None:
             try:
                 response = await self._attempt(address, request,
                                                self.connect_timeout + self.leader_wait)
@@ -607,7 +624,7 @@ class KVClient:
                 if not self._distrusted(leader, term):
                     named[leader] = named.get(leader, 0) + 1
                     if self.leader_wait > 0:
-                        done.cancel()  # news from a long poll: no need to wait for more
+                        news(leader)  # no need to wait for more long polls
 
         async with trio.open_nursery() as nursery:
             for address in candidates:
