@@ -157,6 +157,13 @@ class KVClient:
     members whether one of them leads now, and if so leaves the slow one for it.
     ``aliases`` maps addresses the members advertise to each other (redirects name
     those) to the addresses this client should use for them.
+
+    While it knows no leader it can trust, the client asks the members who leads with
+    a long poll (``leader_wait`` seconds; 0: plain polling every ``retry_delay``): each
+    member answers as soon as it knows a leader other than the ones that failed this
+    client (a member that failed is distrusted in the term the client last knew it
+    in; the same member leading in a later term is followed at once), so the client
+    learns of an election's winner the moment a member does.
     """
 
     def __init__(
@@ -173,6 +180,7 @@ class KVClient:
         retry_delay: float = 0.02,
         watch_after: float | None = 0.15,
         aliases: Mapping[str, str] | None = None,
+        leader_wait: float = 0.5,
     ) -> None:
         if not members:
             raise ValueError("a client needs at least one member address")
@@ -188,9 +196,17 @@ class KVClient:
         self.suspect_time = suspect_time
         self.retry_delay = retry_delay
         self.watch_after = watch_after
+        self.leader_wait = min(max(0.0, leader_wait), protocol.MAX_STATUS_WAIT)
         self.leader_address: str | None = None
         self._suspects: dict[str, float] = {}
         """Members that failed an attempt lately, and until when they are suspected."""
+        self._suspect_terms: dict[str, int] = {}
+        """The highest term this client knew when it suspected each member: a member
+        named leader in a later term is trusted again at once."""
+        self._term = 0
+        """The highest term this client has seen in an answer."""
+        self._ids: dict[str, int] = {}
+        """The node id of each member address this client has learned."""
         self._connect = connect if connect is not None else _default_connect(
             cluster_id, ssl_context)
         self._streams: dict[str, Any] = {}
@@ -289,6 +305,7 @@ class KVClient:
         if not response["ok"]:
             raise RequestFailed(response.get("error", "?"), response.get("message", ""))
         status: dict[str, Any] = response["status"]
+        self._learn(address, status)
         return status
 
     async def statuses(self) -> dict[str, dict[str, Any] | str]:
@@ -426,7 +443,12 @@ class KVClient:
                 tried.in_doubt |= code == protocol.UNAVAILABLE
                 leader = response.get("leader_address") if code == protocol.NOT_LEADER else None
                 leader = self._canonical(leader) if leader else None
-                if leader and leader != address and not self._suspected(leader):
+                term = response.get("term")
+                term = term if type(term) is int else None
+                if leader is not None:
+                    self._learn_leader(leader, response.get("leader_id"), term)
+                if leader and leader != address and not self._distrusted(leader, term):
+                    self._trust(leader)  # (it may have failed us in an earlier term)
                     self.leader_address = leader  # follow the redirect
                     redirects += 1
                     if redirects % (len(self.members) + 1) == 0:
@@ -496,18 +518,33 @@ class KVClient:
         raise _LeaderMoved(moved[0])
 
     async def _other_leader(self, address: str) -> str | None:
-        """A member other than ``address`` that says it leads (asked in parallel,
-        each within ``connect_timeout`` twice), or ``None``."""
+        """A member other than ``address`` that says it leads, or that names another
+        leader than ``address`` (asked in parallel, with a long poll of ``leader_wait``
+        that excludes ``address`` in the latest term known: a member answers the moment
+        it learns of a new leader), or ``None``."""
         found: list[str] = []
+        request: dict[str, Any] = {"op": "status"}
+        wait = 0.0
+        if self.leader_wait > 0 and address in self._ids:
+            wait = self.leader_wait
+            request.update(wait=wait, exclude=[[self._ids[address], self._term]])
 
         async def ask(other: str, done: trio.CancelScope) -> None:
             with contextlib.suppress(OSError, trio.BrokenResourceError, trio.TooSlowError,
                                      ValueError, RaftError):
-                response = await self._attempt(other, {"op": "status"}, self.connect_timeout)
+                response = await self._attempt(other, request, self.connect_timeout + wait)
                 status = response.get("status")
-                if response["ok"] and isinstance(status, dict) \
-                        and status.get("role") == "leader":
+                if not response["ok"] or not isinstance(status, dict):
+                    return
+                self._learn(other, status)
+                named = status.get("leader_address")
+                named = self._canonical(named) if isinstance(named, str) else None
+                if status.get("role") == "leader":
                     found.append(other)
+                    done.cancel()
+                elif wait and named is not None and named != address \
+                        and not self._distrusted(named, status.get("term")):
+                    found.append(named)  # it learnt of a new leader: go there
                     done.cancel()
 
         async with trio.open_nursery() as nursery:
@@ -518,18 +555,44 @@ class KVClient:
 
     async def _find_leader(self, tried: _Tried) -> str | None:
         """Ask every member not suspected (all of them if all are) who leads, in
-        parallel; the address of the member that says it leads in the highest term,
-        else the leader most members name (if not suspected), else ``None``."""
+        parallel, with a long poll (``leader_wait``): the address of the first member
+        that says it leads (the highest term if several answer together), else of the
+        leader the first members name (if not distrusted), else ``None``."""
         candidates = [a for a in self.members if not self._suspected(a)] or self.members
         leaders: dict[str, int] = {}
         named: dict[str, int] = {}
+        request: dict[str, Any] = {"op": "status"}
+        if self.leader_wait > 0:
+            # Members still naming a leader that failed us wait (up to leader_wait)
+            # for the next one, and answer the moment they learn it.
+            request["wait"] = self.leader_wait
+            request["exclude"] = [[self._ids[a], self._suspect_terms.get(a, self._term)]
+                                  for a in self.members
+                                  if a in self._ids and self._suspected(a)]
 
         rejected: list[ConnectionRejected] = []
 
+        scopes: dict[str, trio.CancelScope] = {}
+
+        def news(leader: str) -> None:
+            """A long poll named a new leader: stop waiting on the other members, but
+            let the leader's own answer (due at once: it leads) arrive rather than
+            cancel it, which would close the connection the request is about to use."""
+            for address, scope in scopes.items():
+                if address != leader:
+                    scope.cancel()
+            if leader in scopes:
+                scopes[leader].deadline = min(scopes[leader].deadline,
+                                              trio.current_time() + self.connect_timeout)
+
         async def ask(address: str, done: trio.CancelScope) -> None:
+            with trio.CancelScope() as scopes[address]:
+                await ask_one(address, done)
+
+        async def ask_one(address: str, done: trio.CancelScope) -> None:
             try:
-                response = await self._attempt(address, {"op": "status"},
-                                               self.connect_timeout)
+                response = await self._attempt(address, request,
+                                               self.connect_timeout + self.leader_wait)
             except ConnectionRejected as exc:
                 rejected.append(exc)  # retrying cannot fix it
                 tried.note(address, str(exc))
@@ -543,20 +606,25 @@ class KVClient:
             if not response["ok"] or not isinstance(status, dict):
                 tried.note(address, str(response.get("message", "no status")))
                 return
+            self._learn(address, status)
+            term = status.get("term")
+            term = term if type(term) is int else None
             if status.get("role") == "leader":
-                leaders[address] = int(status.get("term", 0))
+                leaders[address] = term or 0
                 done.cancel()  # (a stale leader would have a lower term; see below)
                 return
             named_leader = status.get("leader_address")
             if named_leader is None:
                 tried.no_leader = True
                 tried.note(address, "knows no leader")
-            else:
-                tried.note(address, f"not the leader (it names {named_leader})")
-            leader = status.get("leader_address")
-            if isinstance(leader, str):
-                leader = self._canonical(leader)
-                named[leader] = named.get(leader, 0) + 1
+                return
+            tried.note(address, f"not the leader (it names {named_leader})")
+            if isinstance(named_leader, str):
+                leader = self._canonical(named_leader)
+                if not self._distrusted(leader, term):
+                    named[leader] = named.get(leader, 0) + 1
+                    if self.leader_wait > 0:
+                        news(leader)  # no need to wait for more long polls
 
         async with trio.open_nursery() as nursery:
             for address in candidates:
@@ -564,11 +632,42 @@ class KVClient:
         if rejected and len(rejected) == len(candidates):
             raise rejected[0]  # every member refused our handshake: fail fast
         if leaders:
-            return max(leaders, key=lambda a: leaders[a])
+            best = max(leaders, key=lambda a: leaders[a])
+            self._trust(best)
+            return best
         for leader, _ in sorted(named.items(), key=lambda item: -item[1]):
-            if not self._suspected(leader):
-                return leader
+            self._trust(leader)
+            return leader
         return None
+
+    def _learn(self, address: str, status: dict[str, Any]) -> None:
+        """Remember what a status answer tells: the member's id, the term, the leader."""
+        node_id, term = status.get("node_id"), status.get("term")
+        if type(node_id) is int:
+            self._ids[address] = node_id
+        if type(term) is int:
+            self._term = max(self._term, term)
+        leader = status.get("leader_address")
+        if isinstance(leader, str):
+            self._learn_leader(self._canonical(leader), status.get("leader_id"), None)
+
+    def _learn_leader(self, address: str, leader_id: object, term: int | None) -> None:
+        if type(leader_id) is int:
+            self._ids[address] = leader_id
+        if term is not None:
+            self._term = max(self._term, term)
+
+    def _distrusted(self, address: str, term: int | None) -> bool:
+        """Whether not to go to ``address`` when a member names it leader in ``term``
+        (``None``: unknown): it failed us lately, in that term or a later one."""
+        if not self._suspected(address):
+            return False
+        return term is None or term <= self._suspect_terms.get(address, self._term)
+
+    def _trust(self, address: str) -> None:
+        """``address`` leads in a term later than when it failed us: forget that."""
+        self._suspects.pop(address, None)
+        self._suspect_terms.pop(address, None)
 
     def _canonical(self, address: str) -> str:
         return self.aliases.get(address, address)
@@ -577,6 +676,7 @@ class KVClient:
         """Do not follow redirects to ``address`` for a while (it just failed)."""
         until = trio.current_time() + (self.suspect_time if duration is None else duration)
         self._suspects[address] = max(until, self._suspects.get(address, until))
+        self._suspect_terms[address] = max(self._term, self._suspect_terms.get(address, 0))
         if self.leader_address == address:
             self.leader_address = None
 
@@ -586,6 +686,7 @@ class KVClient:
             return False
         if trio.current_time() >= until:
             del self._suspects[address]
+            self._suspect_terms.pop(address, None)
             return False
         return True
 

@@ -5,7 +5,13 @@ A request is ``{"op": OP, ...}`` with OP one of ``put`` (``key``, ``value``),
 (``to``: an id or nil). A response is ``{"ok": true, ...}`` or ``{"ok": false,
 "error": CODE, "message": TEXT, ...}``; a ``not_leader`` error also carries
 ``leader_id`` and ``leader_address`` (nil when unknown) so that the client can
-follow it.
+follow it, and the member's ``term``.
+
+A ``status`` may carry ``wait`` (seconds, at most :data:`MAX_STATUS_WAIT`) and
+``exclude`` (``[[leader id, term], ...]``): a long poll for a leader. The member
+answers once it knows a leader other than an excluded id in a term up to the
+paired one (or leads itself), or when ``wait`` has passed; a client that lost its
+leader learns the next one without polling (``docs/runtime.md``).
 
 Membership (answered by the leader only; docs/operations.md): ``members`` answers
 ``{"ok": true, "members": {...}}`` (``Membership.to_dict()``: ``index``,
@@ -58,6 +64,9 @@ OPS = ("put", "get", "delete", "session", "status", "transfer", "members", "add_
 ROLES = ("voter", "standby", "spare")
 
 SESSION_FIELDS = ("session", "seq", "ack")
+
+MAX_STATUS_WAIT = 5.0
+"""The longest a ``status`` request's ``wait`` (long poll for a leader) may hold."""
 """The fields that make a put or delete a session write (all three or none)."""
 
 # Error codes (stable: clients branch on them).
@@ -187,6 +196,16 @@ def decode_request(data: bytes) -> dict[str, Any]:
     if op == "add_member" and (not isinstance(request.get("address"), str)
                                or not request["address"]):
         raise BadRequest("add_member needs a string 'address' (host:port)")
+    if "wait" in request or "exclude" in request:
+        wait, exclude = request.get("wait", 0.0), request.get("exclude", [])
+        if op != "status":
+            raise BadRequest("only status requests carry 'wait' and 'exclude'")
+        if type(wait) not in (int, float) or not 0 <= wait <= MAX_STATUS_WAIT:
+            raise BadRequest(f"status 'wait' must be seconds from 0 to {MAX_STATUS_WAIT:g}")
+        if not isinstance(exclude, list) or not all(
+                isinstance(pair, list) and len(pair) == 2
+                and all(type(x) is int and 0 <= x < 2**63 for x in pair) for pair in exclude):
+            raise BadRequest("status 'exclude' must be a list of [leader id, term] pairs")
     if op == "transfer":
         to = request.get("to")
         if to is not None and (type(to) is not int or to < 0):

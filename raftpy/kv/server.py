@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -43,6 +43,7 @@ from raftpy.kv.statemachine import (
     join_use_command,
     put_command,
 )
+from raftpy.ready import Role
 from raftpy.sessions import SessionStateMachine, register_command, session_command
 from raftpy.trio.identity import may_administer
 from raftpy.trio.membership import parse_role
@@ -63,11 +64,6 @@ class FramedStream(Protocol):
         ...
 
 
-_LEADER_WAIT = 0.2
-"""How long a request meeting no known leader waits for one to be named (seconds):
-shorter than the client's attempt timeout, so the client still tries elsewhere."""
-
-
 class KVServer:
     """Answers client requests for one node, whose state machine is ``state_machine``:
     ``SessionStateMachine(KVStore())``. ``clock`` gives the wall-clock seconds stamped
@@ -77,7 +73,8 @@ class KVServer:
                  request_timeout: float = 5.0,
                  change_timeout: float = 60.0,
                  clock: Callable[[], float] = time.time,
-                 name_leader_address: bool = True) -> None:
+                 name_leader_address: bool = True,
+                 candidate_hold: float = 0.3) -> None:
         if not (isinstance(state_machine, SessionStateMachine)
                 and isinstance(state_machine.inner, KVStore)):
             raise TypeError("KVServer needs the node's state machine, "
@@ -88,6 +85,8 @@ class KVServer:
         self.change_timeout = change_timeout
         """Membership changes wait longer: a promotion catches the member up first."""
         self.clock = clock
+        self.candidate_hold = candidate_hold
+        """How long a request reaching a candidate waits for the election's outcome."""
         self.name_leader_address = name_leader_address
         """Whether a ``not_leader`` answer names the leader's address: not when clients
         have listeners of their own (``--client-listen``), since the configuration
@@ -132,6 +131,9 @@ class KVServer:
         """The response to one validated request."""
         op = request["op"]
         if op == "status":
+            if request.get("wait"):
+                await wait_for_leader(node, float(request["wait"]),
+                                      [(int(i), int(t)) for i, t in request.get("exclude", ())])
             status = node.status().to_dict()
             if not self.name_leader_address:
                 status.pop("leader_address", None)
@@ -143,7 +145,8 @@ class KVServer:
             except NotLeader as exc:
                 return protocol.error(
                     protocol.NOT_LEADER, str(exc), leader_id=exc.leader_id,
-                    leader_address=exc.leader_address if self.name_leader_address else None)
+                    leader_address=exc.leader_address if self.name_leader_address else None,
+                    term=node.status().term)
             except LeadershipTransferInProgress as exc:
                 return protocol.error(protocol.UNAVAILABLE, str(exc))
             except NodeClosed as exc:
@@ -170,45 +173,63 @@ class KVServer:
 
     async def _handle_after_transfer(self, node: Node, request: dict[str, Any]
                                      ) -> dict[str, Any]:
-        """:meth:`_handle`, except that a request meeting a leadership transfer (Raft
-        §3.10: the leader takes no new requests meanwhile; none was proposed) waits for
-        the transfer to end and is handled again: it succeeds if the transfer failed,
-        else is redirected to the new leader, which clients would otherwise have to
-        poll for."""
-        waited = False
-        term = node.term
+        """:meth:`_handle`, except around an election, where a client would otherwise
+        have to poll for the new leader:
+
+        * a request meeting a leadership transfer (Raft §3.10: the leader takes no new
+          requests meanwhile; none was proposed) waits until the transfer ends or
+          this leader steps down for its target's election, and is handled again: it
+          succeeds if the transfer failed, else is redirected to the new leader, or
+          to the target while it campaigns (it knows no leader yet, but the target
+          is about to be it);
+        * a request reaching a candidate waits (up to ``candidate_hold``) for the
+          election's outcome: handled here if it won, else redirected to the winner.
+          A transfer's target gets the redirected clients this way as it wins, and
+          their writes go out with its first entries.
+        """
+        waited = held = False
         while True:
             try:
                 return await self._handle(node, request)
             except LeadershipTransferInProgress:
                 if request["op"] == "transfer":
                     raise
-                while node.status().transfer_target is not None:
+                while node.status().transfer_target is not None and node.is_leader:
                     await node.wait_changed()
                 waited = True
             except NotLeader as exc:
-                if exc.leader_id is None and request["op"] != "transfer" \
-                        and node.status().transfer_target is not None:
-                    # This leader handed over: its transfer target's vote request (a
-                    # higher term) made it a follower that knows no leader yet, and
-                    # the transfer ends once the target's first heartbeat names it.
-                    # Wait for that rather than answer "not leader, none known" and
-                    # send the client polling (it raced the vote request here).
-                    while node.status().transfer_target is not None:
-                        await node.wait_changed()
-                    waited = True
-                    continue
                 if exc.leader_id is not None or request["op"] == "transfer":
                     raise
-                # No leader known: a transfer ended (or, with messages stepped as they
-                # arrive, the target's vote request ended it before this request
-                # reached the core) on a message of a new term that named nobody, or
-                # an election runs. A new leader's first heartbeat is usually
-                # milliseconds away: wait for it briefly so that the redirect names
-                # it, rather than send the client polling every member.
-                wait = self.request_timeout / 10 if waited or node.term > term \
-                    else min(self.request_timeout / 10, _LEADER_WAIT)
-                with trio.move_on_after(wait):
+                status = node.status()
+                if status.leader_id is not None and not held:
+                    # Learnt meanwhile (the request waited for the driver): name it.
+                    held = True
+                    if status.leader_id == node.id:
+                        continue
+                    raise NotLeader(node.id, status.leader_id,
+                                    leader_address=node.address_of(status.leader_id)) from None
+                target = status.transfer_target
+                if target is not None:
+                    # This leader handed over: its transfer target's vote request (a
+                    # higher term) made it a follower that knows no leader yet. The
+                    # target campaigns and holds the requests it gets until it wins.
+                    raise NotLeader(node.id, target,
+                                    leader_address=node.address_of(target)) from None
+                if status.role is Role.CANDIDATE and not held:
+                    held = True
+                    with trio.move_on_after(self.candidate_hold):
+                        leader = await node.wait_leader()
+                        if leader == node.id:
+                            continue  # it won: handle the request here
+                        raise NotLeader(node.id, leader,
+                                        leader_address=node.address_of(leader)) from None
+                    raise
+                if not waited:
+                    raise
+                # The transfer ended on a message of the new term that named nobody
+                # (a vote request); the new leader's first heartbeat is on its way:
+                # wait for it briefly so that the redirect names it.
+                with trio.move_on_after(self.request_timeout / 10):
                     leader = await node.wait_leader()
                     if leader == node.id:
                         continue  # it leads again: handle the request here
@@ -277,6 +298,36 @@ class KVServer:
 
 
 _CHANGES = ("add_member", "assign", "remove")
+
+
+async def wait_for_leader(node: Node, wait: float,
+                          exclude: Sequence[tuple[int, int]] = ()) -> None:
+    """The long poll of a ``status`` request with ``wait`` (``docs/runtime.md``): return
+    once ``node`` knows a leader that the client does not distrust, or after ``wait``
+    seconds (at most :data:`protocol.MAX_STATUS_WAIT`).
+
+    ``exclude`` holds ``(leader id, term)`` pairs: a leader the client saw fail, in
+    the term it last knew. While the node's leader is one of those ids and its term
+    is not above the pair's, the node keeps waiting (its followers still name a dead
+    leader until an election timeout passes); a newer leader, even the same member
+    re-elected in a later term, ends the wait at once, and so does this node leading
+    (it answers: it is alive). The client that asked learns of the new leader the
+    moment this member does, instead of polling every ``retry_delay``."""
+
+    def known() -> bool:
+        status = node.status()
+        leader = status.leader_id
+        if leader is None:
+            return False
+        return leader == node.id or not any(
+            leader == member and status.term <= term for member, term in exclude)
+
+    with trio.move_on_after(min(wait, protocol.MAX_STATUS_WAIT)):
+        try:
+            while not known():
+                await node.wait_changed()
+        except NodeClosed:
+            return
 
 
 def _join_result(result: object) -> str:
