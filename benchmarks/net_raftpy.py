@@ -120,6 +120,7 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
                      heartbeat: float = HEARTBEAT, lease: bool = False) -> None:
     import trio
 
+    from benchmarks.reads import sequential_latencies, throughput
     from raftpy.config import Config
     from raftpy.errors import RaftError
     from raftpy.ready import Role
@@ -259,24 +260,8 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
                 await trio.lowlevel.checkpoint()
             return counter.count
 
-        latencies = []
-        for _ in range(n):
-            began = time.perf_counter()
-            await read()
-            latencies.append(time.perf_counter() - began)
-        done = [0]
-
-        async def worker(count: int) -> None:
-            for _ in range(count):
-                await read()
-                done[0] += 1
-
-        began = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for k in range(concurrency):
-                nursery.start_soon(worker, n // concurrency + (k < n % concurrency))
-        return {"latencies": latencies,
-                "ops_per_s": done[0] / (time.perf_counter() - began)}
+        return {"latencies": await sequential_latencies(read, n),
+                "ops_per_s": await throughput(read, n, concurrency)}
 
     async def transfer(node: Node, target: int) -> None:
         # The coordinator times the target's commit; a failure shows as none.

@@ -75,7 +75,7 @@ async def _leader(nodes: dict[int, Node]) -> Node:
         await trio.sleep(0.01)
 
 
-async def _sequential(read: Callable[[], Awaitable[Any]], n: int) -> list[float]:
+async def sequential_latencies(read: Callable[[], Awaitable[Any]], n: int) -> list[float]:
     latencies = []
     for _ in range(n):
         began = time.perf_counter()
@@ -84,7 +84,7 @@ async def _sequential(read: Callable[[], Awaitable[Any]], n: int) -> list[float]
     return latencies
 
 
-async def _throughput(read: Callable[[], Awaitable[Any]], n: int, concurrency: int) -> float:
+async def throughput(read: Callable[[], Awaitable[Any]], n: int, concurrency: int) -> float:
     done = [0]
 
     async def worker(count: int) -> None:
@@ -118,8 +118,8 @@ async def _measure(n: int, concurrency: int) -> list[tuple[str, list[float], flo
                     "stale": stale,
                 })
             for name, read in kinds.items():
-                latencies = await _sequential(read, n)
-                rate = await _throughput(read, n, concurrency)
+                latencies = await sequential_latencies(read, n)
+                rate = await throughput(read, n, concurrency)
                 rows.append((name, latencies, rate))
             nursery.cancel_scope.cancel()
     return rows
