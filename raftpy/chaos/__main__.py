@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from raftpy.chaos.nemesis import schedule
 from raftpy.chaos.report import by_kind, plot, timeline
 from raftpy.chaos.run import Options, Result, run
 
@@ -78,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=5)
     parser.add_argument("--keys", type=int, default=4)
     parser.add_argument("--no-partitions", action="store_true")
+    parser.add_argument("--faults", default="",
+                        help="comma-separated fault kinds to run, e.g. transfer "
+                             "(default: all)")
     parser.add_argument("--no-early-pre-vote", action="store_true",
                         help="run the members without serve --early-pre-vote")
     parser.add_argument("--election-timeout-ms", type=float, default=150.0)
@@ -89,9 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server-log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
+    faults = tuple(k for k in args.faults.split(",") if k)
+    try:
+        schedule(args.seed, args.seconds, partitions=True, only=faults)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     options = Options(seed=args.seed, seconds=args.seconds, nodes=args.nodes,
-                      partitions=not args.no_partitions, workers=args.workers,
+                      partitions=not args.no_partitions, faults=faults, workers=args.workers,
                       keys=args.keys, election_timeout_ms=args.election_timeout_ms,
                       root=args.dir, keep=args.keep or args.dir is not None,
                       server_log_level=args.server_log_level,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,11 +57,18 @@ class Event:
 
 
 def schedule(seed: int, seconds: float, *, partitions: bool, warmup: float = 2.0,
-             settle: float = 3.0) -> list[Planned]:
+             settle: float = 3.0, only: Sequence[str] = ()) -> list[Planned]:
     """The faults of a run of ``seconds``: one at a time, each followed by a quiet
-    interval; every kind comes once before any repeats."""
+    interval; every kind comes once before any repeats. ``only`` keeps those kinds
+    (to study one fault, e.g. ``("transfer",)``); a kind it names must be known."""
     rng = random.Random(f"nemesis-{seed}")
     kinds = list(KINDS + (PARTITION_KINDS if partitions else ()))
+    if only:
+        unknown = sorted(set(only) - set(KINDS + PARTITION_KINDS))
+        if unknown:
+            raise ValueError(f"unknown fault kind(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(KINDS + PARTITION_KINDS)}")
+        kinds = [k for k in KINDS + PARTITION_KINDS if k in only]
     plan: list[Planned] = []
     t = warmup
     bag: list[str] = []

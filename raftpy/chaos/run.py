@@ -31,6 +31,9 @@ class Options:
     seconds: float = 30.0
     nodes: int = 3
     partitions: bool = True
+    faults: tuple[str, ...] = ()
+    """Only these fault kinds (``nemesis.KINDS``, ``nemesis.PARTITION_KINDS``);
+    empty: all of them (the partition kinds only with ``partitions``)."""
     workers: int = 5
     keys: int = 4
     election_timeout_ms: float = 150.0
@@ -75,7 +78,8 @@ def run(options: Options) -> Result:
     servers = ChaosServers(root, options.nodes, election_timeout_ms=options.election_timeout_ms,
                            log_level=options.server_log_level,
                            serve_flags=["--early-pre-vote"] if options.early_pre_vote else [])
-    plan = nemesis.schedule(options.seed, options.seconds, partitions=options.partitions)
+    plan = nemesis.schedule(options.seed, options.seconds, partitions=options.partitions,
+                            only=options.faults)
     result = Result(options, root, History(), [], plan)
     commit: int | None = None
     try:
