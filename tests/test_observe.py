@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from test_runtime import FakeNetwork, FakeTransport, Recorder, cluster
+from helpers import FakeNetwork, FakeTransport, Recorder, addr, cluster
 
 from raftpy import Config, Role
 from raftpy.metrics import Histogram
@@ -27,11 +27,6 @@ from raftpy.trio.observe import (
 )
 from raftpy.trio.peerhealth import PeerHealth
 from raftpy.trio.runtime import open_node
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 def buffered(events: EventStream) -> list[Observation]:
@@ -187,9 +182,7 @@ async def test_snapshot_taken_and_installed_are_observed_and_counted(
 
 async def test_a_membership_change_is_observed_appended_then_committed(
         autojump_clock: trio.testing.MockClock) -> None:
-    from test_runtime_membership import addr, bootstrapped
-
-    async with bootstrapped() as c:
+    async with cluster(membership=True) as c:
         leader = await c.leader()
         async with leader.observe() as events:
             index = await leader.add_member(4, addr(4))
