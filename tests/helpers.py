@@ -4,12 +4,15 @@ Trio runtime on an in-memory network under virtual time (:class:`Cluster`)."""
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from typing import Any
 
 import msgpack
 import trio
+import trio.testing
 
 from raftpy import Config, Entry, Message, PersistentState, RaftNode, Ready
 from raftpy.errors import NotLeader
@@ -65,6 +68,9 @@ def settled_cluster(n: int = 3, seed: int = 7, **kwargs: object) -> tuple[SimClu
 # ------------------------------------------------- the Trio runtime on an in-memory network
 
 CONFIG = Config(election_timeout_min=0.150, election_timeout_max=0.300, heartbeat_interval=0.050)
+#: CONFIG with a snapshot every 5 entries (2 kept behind it): a member that lost its
+#: disk catches up from a snapshot.
+SNAPSHOT_CONFIG = replace(CONFIG, snapshot_threshold=5, snapshot_trailing=2)
 
 
 def addr(node_id: int) -> str:
@@ -153,6 +159,33 @@ class FakeTransport:
             self.running = False
 
 
+class GatedStorage(MemoryStorage):
+    """A disk that can hang. Runs in a worker thread (the runtime calls only a plain
+    ``MemoryStorage`` inline); records every save, and while ``gate`` is closed a save
+    blocks until it opens (``blocked`` is set, ``blocked_saves`` counts them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves: list[tuple[int, Any]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.blocked = threading.Event()
+        self.blocked_saves = 0
+
+    def save(self, hard_state: Any = None, entries: Any = (), snapshot: Any = None) -> None:
+        if not self.gate.is_set():
+            self.blocked_saves += 1
+            self.blocked.set()
+            self.gate.wait()
+        self.saves.append((len(entries), hard_state))
+        super().save(hard_state, entries, snapshot)
+
+    async def wait_blocked(self) -> None:
+        """Return once a save has blocked at the closed gate."""
+        while not self.blocked.is_set():
+            await trio.sleep(0.001)
+
+
 class Cluster:
     """Runtime nodes on a :class:`FakeNetwork` in one nursery, each startable and
     stoppable; ``ids`` are the members ``1..n`` that :func:`cluster` starts.
@@ -239,3 +272,21 @@ async def cluster(n: int = 3, config: Config = CONFIG, *, membership: bool = Fal
             await c.start(node_id, **first)
         yield c
         nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def gated_cluster(clock: trio.testing.MockClock
+                        ) -> AsyncIterator[tuple[Cluster, dict[int, GatedStorage], Node]]:
+    """Three members on :class:`GatedStorage` disks and their leader, once it has
+    committed ``b"before"`` at index 1; yields the cluster, the disks and the leader.
+
+    Virtual time jumps once the loop has been idle for 5 ms of real time (``clock``'s
+    autojump threshold), so a normal save in its worker thread (well under a
+    millisecond) sees no jump, and a hung one sees virtual time run on."""
+    clock.autojump_threshold = 0.005
+    disks = {i: GatedStorage() for i in (1, 2, 3)}
+    async with cluster(storages=disks) as c:
+        with trio.fail_after(10):
+            leader = await c.leader()
+            assert await leader.apply(b"before") == 1
+        yield c, disks, leader

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from helpers import CONFIG, Cluster, FakeNetwork, Recorder, cluster
+from helpers import CONFIG, SNAPSHOT_CONFIG, Cluster, FakeNetwork, Recorder, cluster, gated_cluster
 
 from raftpy import (
     AppendEntries,
@@ -172,9 +172,7 @@ async def test_survives_a_killed_member_and_restart_catches_up(
 
 async def test_lagging_member_catches_up_from_a_snapshot(
         autojump_clock: trio.testing.MockClock) -> None:
-    config = Config(election_timeout_min=0.150, election_timeout_max=0.300,
-                    heartbeat_interval=0.050, snapshot_threshold=5, snapshot_trailing=2)
-    async with cluster(config=config) as c:
+    async with cluster(config=SNAPSHOT_CONFIG) as c:
         leader = await c.leader()
         lagging = next(i for i in c.ids if i != leader.id)
         c.stop(lagging)
@@ -306,44 +304,15 @@ async def test_a_cancelled_caller_stops_waiting_and_the_command_still_commits(
         assert c.machines[leader.id].commands == [b"cancelled", b"next"]
 
 
-class StallableStorage(MemoryStorage):
-    """Runs in a worker thread (not a MemoryStorage for the runtime); while ``stalled``
-    is set, a save blocks until the test calls :meth:`resume` (a disk that hangs)."""
-
-    def __init__(self) -> None:
-        import threading
-
-        super().__init__()
-        self.stalled = False
-        self._resume = threading.Event()
-        self.stalled_saves = 0
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if self.stalled:
-            self.stalled_saves += 1
-            self._resume.wait()
-        super().save(*args, **kwargs)
-
-    def resume(self) -> None:
-        self.stalled = False
-        self._resume.set()
-
-
 async def test_a_leader_whose_disk_hangs_keeps_its_followers(
         mock_clock: trio.testing.MockClock) -> None:
     # The driver must not wait for its own fsync: while the leader's disk hangs for
     # ten election timeouts, its heartbeats keep the followers from starting an
-    # election. Virtual time jumps once the loop has been idle for 5 ms of real time,
-    # so a normal save in its worker thread (well under a millisecond) sees no jump,
-    # and a hung one sees virtual time run on.
-    mock_clock.autojump_threshold = 0.005
-    disks = {i: StallableStorage() for i in (1, 2, 3)}
-    async with cluster(storages=disks) as c:
+    # election (virtual time runs on while a save hangs: see gated_cluster).
+    async with gated_cluster(mock_clock) as (c, disks, leader):
         with trio.fail_after(10):
-            leader = await c.leader()
-            assert await leader.apply(b"before") == 1
             term = leader.status().term
-            disks[leader.id].stalled = True
+            disks[leader.id].gate.clear()
             result: list[int] = []
 
             async def write() -> None:
@@ -352,12 +321,12 @@ async def test_a_leader_whose_disk_hangs_keeps_its_followers(
             c.nursery.start_soon(write)
             try:
                 await trio.sleep(10 * CONFIG.election_timeout_max)
-                assert disks[leader.id].stalled_saves == 1
+                assert disks[leader.id].blocked_saves == 1
                 assert not result  # its batch cannot finish before its own disk does
                 assert all(n.status().term == term for n in c.nodes.values())
                 assert all(n.leader_id == leader.id for n in c.nodes.values())
             finally:
-                disks[leader.id].resume()  # a hung worker thread would block shutdown
+                disks[leader.id].gate.set()  # a hung worker thread would block shutdown
             while not result:
                 await trio.sleep(0.01)
         assert result == [2]
