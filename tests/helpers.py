@@ -198,7 +198,8 @@ class Cluster:
 
     ``storages`` gives some nodes their storage (any other gets a fresh
     ``MemoryStorage`` at its first start, kept across restarts); ``machine`` makes each
-    start's state machine (kept in ``machines``)."""
+    start's state machine (kept in ``machines``). A subclass may put the nodes on
+    another network: :meth:`address` and :meth:`network_options`."""
 
     def __init__(self, nursery: trio.Nursery, n: int = 3, config: Config = CONFIG, *,
                  membership: bool = False,
@@ -220,16 +221,16 @@ class Cluster:
         """Start (or restart) ``node_id``; ``kwargs`` go to ``open_node``."""
         storage = self.storages.setdefault(node_id, MemoryStorage())
         if not self.membership and "peers" not in kwargs:
-            kwargs["peers"] = {p: addr(p) for p in self.ids if p != node_id}
+            kwargs["peers"] = {p: self.address(p) for p in self.ids if p != node_id}
 
         async def run(task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
             with trio.CancelScope() as scope:
                 self._stops[node_id] = scope
                 machine = self.machines[node_id] = self.machine()
-                transport = self.transports[node_id] = self.network.transport(node_id)
                 async with open_node(node_id, state_machine=machine, storage=storage,
-                                     config=self.config, transport=transport,
-                                     rng=random.Random(node_id), **kwargs) as node:
+                                     config=self.config, rng=random.Random(node_id),
+                                     **self.network_options(node_id, machine),
+                                     **kwargs) as node:
                     self.nodes[node_id] = node
                     task_status.started(node)
                     await trio.sleep_forever()
@@ -237,15 +238,26 @@ class Cluster:
         node: Node = await self.nursery.start(run)
         return node
 
+    def address(self, node_id: int) -> str:
+        """Member ``node_id``'s address as its peers know it: :func:`addr`."""
+        return addr(node_id)
+
+    def network_options(self, node_id: int, machine: Any) -> dict[str, Any]:
+        """``open_node`` arguments that put ``node_id`` on the network: a new
+        :class:`FakeTransport` on ``network`` (kept in ``transports``)."""
+        transport = self.transports[node_id] = self.network.transport(node_id)
+        return {"transport": transport}
+
     def stop(self, node_id: int) -> None:
         self._stops.pop(node_id).cancel()
         del self.nodes[node_id]
 
-    async def leader(self) -> Node:
-        """The running leader of the highest term, once there is one (membership mode:
-        once a read barrier through it shows its no-op committed)."""
+    async def leader(self, exclude: int | None = None) -> Node:
+        """The running leader of the highest term other than ``exclude``, once there is
+        one (membership mode: once a read barrier through it shows its no-op
+        committed)."""
         while True:
-            leaders = [n for n in self.nodes.values() if n.is_leader]
+            leaders = [n for n in self.nodes.values() if n.is_leader and n.id != exclude]
             if leaders:
                 node = max(leaders, key=lambda n: n.status().term)
                 if not self.membership:
