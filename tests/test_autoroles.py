@@ -1,5 +1,5 @@
 """Automatic roles on a schedule (``open_node(voters=, standbys=)``), on the
-in-memory network of test_runtime_membership under virtual time: the leader
+in-memory network of helpers.Cluster(membership=True) under virtual time: the leader
 re-balances every poll, at once when a member goes offline or is removed, and
 leaves a spare that failed alone for ``retry_spares_after``."""
 
