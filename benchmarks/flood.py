@@ -26,7 +26,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,36 +43,78 @@ CLUSTER = "flood"
 
 # ---------------------------------------------------------------------- the flooding process
 
+def half_hello(i: int) -> bytes:
+    """The preamble, a hello frame's length prefix and only part of its payload."""
+    return MAGIC + struct.pack(">I", 200) + b"\x85" + os.urandom(i % 20)
+
+
+async def open_connections(port: int, conns: list[trio.SocketStream], n: int,
+                           first: Callable[[int], bytes] = lambda i: b"") -> None:
+    """Open ``n`` loopback connections to ``port`` one after another, appending each
+    to ``conns``; the ``i``-th sends ``first(i)`` and then nothing (``b""``: idle)."""
+    for i in range(n):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        data = first(i)
+        if data:
+            await stream.send_all(data)
+        conns.append(stream)
+
+
+async def garbage_loop(port: int, seed: int) -> None:
+    """Forever: connect to ``port``, send five garbage frames (for odd seeds after a
+    valid preamble, where the hello belongs), read, close; 10 ms, then again."""
+    frame = struct.pack(">I", 20 + seed)
+    while True:
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all((MAGIC if seed % 2 else b"")
+                                  + b"".join(frame + os.urandom(20 + seed) for _ in range(5)))
+            await stream.receive_some(100)
+            await stream.aclose()
+        except (OSError, trio.BrokenResourceError):
+            pass
+        await trio.sleep(0.01)
+
+
 async def flood(port: int, idle_n: int, half_n: int, garbage_n: int, seconds: float) -> None:
-    """Open the connections, run the garbage loops, hold it all ``seconds``."""
+    """Run ``garbage_n`` :func:`garbage_loop` s, open ``idle_n`` idle connections and
+    then ``half_n`` half-handshaken ones (:func:`half_hello`), print ``opened N`` and
+    hold it all ``seconds``."""
     conns: list[trio.SocketStream] = []
-
-    async def garbage(seed: int) -> None:
-        frame = struct.pack(">I", 20 + seed)
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-                await stream.send_all((MAGIC if seed % 2 else b"")
-                                      + b"".join(frame + os.urandom(20 + seed)
-                                                 for _ in range(5)))
-                await stream.receive_some(100)
-                await stream.aclose()
-            except (OSError, trio.BrokenResourceError):
-                pass
-            await trio.sleep(0.01)
-
     async with trio.open_nursery() as nursery:
         for seed in range(garbage_n):
-            nursery.start_soon(garbage, seed)
-        for i in range(idle_n + half_n):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            if i >= idle_n:  # the preamble, a hello's length prefix, part of its payload
-                await stream.send_all(MAGIC + struct.pack(">I", 200) + b"\x85"
-                                      + os.urandom(i % 20))
-            conns.append(stream)
+            nursery.start_soon(garbage_loop, port, seed)
+        await open_connections(port, conns, idle_n + half_n,
+                               first=lambda i: half_hello(i) if i >= idle_n else b"")
         print("opened", len(conns), flush=True)
         await trio.sleep(seconds)
         nursery.cancel_scope.cancel()
+
+
+async def start_flooder(nursery: trio.Nursery, port: int, idle_n: int, half_n: int,
+                        garbage_n: int, seconds: float) -> tuple[trio.Process, int]:
+    """Run :func:`flood` in a process of its own (``python -m benchmarks.flood
+    --flooder``, from the repository's root) in ``nursery``; return once all its
+    connections are open: the process (it exits after ``seconds``) and how many it
+    opened. Raises RuntimeError with its stderr if it failed first."""
+    flooder: trio.Process = await nursery.start(partial(
+        trio.run_process,
+        [sys.executable, "-m", "benchmarks.flood", "--flooder", str(port),
+         str(idle_n), str(half_n), str(garbage_n), str(seconds)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+        cwd=Path(__file__).resolve().parent.parent, preexec_fn=raise_fd_limit))
+    assert flooder.stdout is not None and flooder.stderr is not None
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await flooder.stdout.receive_some(100)
+        if not chunk:
+            break
+        line += chunk
+    opened = line.decode().split()
+    if not opened:
+        problem = await flooder.stderr.receive_some(10000)
+        raise RuntimeError(f"the flooding process failed: {problem.decode()[-2000:]}")
+    return flooder, int(opened[1]) if len(opened) > 1 else 0
 
 
 # ---------------------------------------------------------------------- measuring
@@ -153,22 +195,8 @@ async def _run(servers: Servers, args: argparse.Namespace) -> dict[str, Any]:
             durations["before"] = trio.current_time() - start
             phase = "during"
             start = trio.current_time()
-            flooder = await nursery.start(partial(
-                trio.run_process,
-                [sys.executable, "-m", "benchmarks.flood", "--flooder", str(port),
-                 str(args.idle), str(args.half), str(args.garbage), str(args.seconds)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
-                preexec_fn=raise_fd_limit))
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = await flooder.stdout.receive_some(100)
-                if not chunk:
-                    break
-                line += chunk
-            opened = line.decode().split()
-            if not opened:
-                problem = await flooder.stderr.receive_some(10000)
-                raise RuntimeError(f"the flooding process failed: {problem.decode()[-2000:]}")
+            flooder, opened = await start_flooder(nursery, port, args.idle, args.half,
+                                                  args.garbage, args.seconds)
             await flooder.wait()
             durations["during"] = trio.current_time() - start
             phase = "after"
@@ -184,7 +212,7 @@ async def _run(servers: Servers, args: argparse.Namespace) -> dict[str, Any]:
         "flooded": {"node": leader, "role": "leader", "port": port},
         "connections": {"idle": args.idle, "half_handshaken": args.half,
                         "garbage_loops": args.garbage, "seconds": args.seconds,
-                        "opened": int(opened[1]) if len(opened) > 1 else 0},
+                        "opened": opened},
         "phase_seconds": durations,
         "leader_changed": terms != [term] or leaders != [leader],
         "term_before": term, "terms_after": terms, "leaders_after": leaders,

@@ -1,5 +1,5 @@
 """Automatic roles on a schedule (``open_node(voters=, standbys=)``), on the
-in-memory network of test_runtime_membership under virtual time: the leader
+in-memory network of helpers.Cluster(membership=True) under virtual time: the leader
 re-balances every poll, at once when a member goes offline or is removed, and
 leaves a spare that failed alone for ``retry_spares_after``."""
 
@@ -9,10 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 import trio
 import trio.testing
-from test_runtime_membership import Cluster, addr, initial, roles
+from helpers import Cluster, addr, cluster, initial, roles
 
 from raftpy.membership import MemberRole
 from raftpy.trio.autoroles import AutoRoles
@@ -27,16 +26,10 @@ AUTO: dict[str, Any] = {
     "auto_roles": AutoRoles(poll_interval=POLL, retry_spares_after=RETRY)}
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 @asynccontextmanager
 async def five_members() -> AsyncIterator[tuple[Cluster, Node]]:
     """Voters 1-3 bootstrapped with automatic roles, 4 and 5 joined as spares."""
-    async with trio.open_nursery() as nursery:
-        c = Cluster(nursery)
+    async with cluster(0, membership=True) as c:
         for node_id in (1, 2, 3):
             await c.start(node_id, bootstrap=initial(1, 2, 3), **AUTO)
         leader = await c.leader()
@@ -44,7 +37,6 @@ async def five_members() -> AsyncIterator[tuple[Cluster, Node]]:
             await c.start(new, join=True, **AUTO)
             await leader.add_member(new, addr(new))
         yield c, leader
-        nursery.cancel_scope.cancel()
 
 
 async def until(leader: Node, check: Callable[[dict[int, MemberRole]], bool]) -> float:

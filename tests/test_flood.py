@@ -5,13 +5,7 @@ the leader (real time, generous bounds)."""
 
 from __future__ import annotations
 
-import os
 import statistics
-import struct
-import subprocess
-import sys
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,33 +14,20 @@ import trio
 from test_runtime_tcp import TcpCluster, tcp_cluster
 from test_trio_transport import BOUND, CLUSTER, cluster, receive, vote, wait_for
 
+from benchmarks.flood import half_hello, open_connections, start_flooder
 from raftpy.errors import HandshakeRefused
 from raftpy.kv.statemachine import put_command
 from raftpy.trio.client import connect_client
 from raftpy.trio.framing import FramedStream
-from raftpy.trio.handshake import MAGIC
 from raftpy.trio.transport import Transport
-
-
-async def idle(port: int, conns: list[trio.SocketStream], n: int,
-               first: Callable[[int], bytes] = lambda i: b"") -> None:
-    for i in range(n):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        if first(i):
-            await stream.send_all(first(i))
-        conns.append(stream)
-
-
-def half_hello(i: int) -> bytes:
-    """The preamble, a hello frame's length prefix and only part of its payload."""
-    return MAGIC + struct.pack(">I", 200) + b"\x85" + os.urandom(i % 20)
 
 
 async def test_a_flood_of_pending_handshakes_evicts_its_oldest_and_peers_get_through() -> None:
     conns: list[trio.SocketStream] = []
     async with cluster(2, start=False, max_pending=16) as c:
         t1 = await c.start(1)
-        await idle(c.ports[1], conns, 40, first=lambda i: half_hello(i) if i % 2 else b"")
+        await open_connections(c.ports[1], conns, 40,
+                               first=lambda i: half_hello(i) if i % 2 else b"")
         await wait_for(lambda: t1.stats()["evicted_pending"] >= 40 - 16)
         t2 = await c.start(2)  # a peer's handshake takes milliseconds: it gets a slot
         t2.send(vote(2, 1))
@@ -89,46 +70,9 @@ def transport_of(c: TcpCluster, node_id: int) -> Transport:
     return transport
 
 
-FLOOD = """
-import os, struct, sys, trio
-
-MAGIC = b"RAFTPY/2\\r\\n"
-
-async def main(port, idle_n, half_n, garbage_n, seconds):
-    conns = []
-    async def garbage(seed):
-        frame = struct.pack(">I", 20 + seed)
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-                # Half of them past the preamble: garbage where the hello belongs.
-                await stream.send_all((MAGIC if seed % 2 else b"")
-                                      + b"".join(frame + os.urandom(20 + seed) for _ in range(5)))
-                await stream.receive_some(100)
-                await stream.aclose()
-            except (OSError, trio.BrokenResourceError):
-                pass
-            await trio.sleep(0.01)
-    async with trio.open_nursery() as nursery:
-        for seed in range(garbage_n):
-            nursery.start_soon(garbage, seed)
-        for i in range(idle_n + half_n):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            if i >= idle_n:  # a hello's length prefix and part of its payload
-                await stream.send_all(MAGIC + struct.pack(">I", 200) + b"\\x85"
-                                      + os.urandom(i % 20))
-            conns.append(stream)
-        print("opened", flush=True)
-        await trio.sleep(seconds)
-        nursery.cancel_scope.cancel()
-
-trio.run(main, *map(int, sys.argv[1:]))
-"""
-
-
 async def test_a_connection_flood_at_the_leader_changes_no_leader_and_writes_continue() -> None:
-    """The flood comes from another process, so the cluster's loop measures only its own
-    cost of refusing it."""
+    """The flood (benchmarks/flood.py's, small) comes from another process, so the
+    cluster's loop measures only its own cost of refusing it."""
     idle_n, half_n, garbage_n, seconds = 200, 100, 30, 4
     latencies: dict[str, list[float]] = {"before": [], "during": []}
     phase = "before"
@@ -148,12 +92,10 @@ async def test_a_connection_flood_at_the_leader_changes_no_leader_and_writes_con
             await trio.sleep(2.0)
             phase = "during"
             flood_start = trio.current_time()
-            flood = await nursery.start(partial(
-                trio.run_process, [sys.executable, "-c", FLOOD, str(port), str(idle_n),
-                                   str(half_n), str(garbage_n), str(seconds)],
-                stdout=subprocess.PIPE, check=False))
-            with trio.fail_after(BOUND):
-                await flood.stdout.receive_some(10)  # "opened": all of them are in
+            with trio.fail_after(BOUND):  # returns once all of them are in
+                flooder, opened = await start_flooder(nursery, port, idle_n, half_n,
+                                                      garbage_n, seconds)
+            assert opened == idle_n + half_n
             # A follower restarts in the middle of it: it must get back in through the
             # leader's flooded listener and catch up.
             follower = next(i for i in c.ids if i != leader.id)
@@ -162,7 +104,7 @@ async def test_a_connection_flood_at_the_leader_changes_no_leader_and_writes_con
             restarted = await c.start(follower)
             with trio.fail_after(BOUND):
                 await restarted.wait_applied(leader.status().commit_index)
-            await flood.wait()
+            await flooder.wait()
             flood_time = trio.current_time() - flood_start
             nursery.cancel_scope.cancel()
             stats = transport_of(c, leader.id).stats()

@@ -10,7 +10,7 @@ import msgpack
 import pytest
 import trio
 import trio.testing
-from test_runtime import Cluster
+from helpers import Cluster
 
 from raftpy.kv import protocol
 from raftpy.kv.client import (
@@ -24,11 +24,7 @@ from raftpy.kv.client import (
 from raftpy.kv.server import KVServer
 from raftpy.kv.statemachine import KVStore, delete_command, put_command
 from raftpy.sessions import MAGIC, SessionStateMachine
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
+from raftpy.statemachine import StateMachine
 
 
 def test_store_applies_puts_and_deletes_and_round_trips_snapshots() -> None:
@@ -163,16 +159,26 @@ class WallClock:
         return self.now
 
 
+SESSION_TIMEOUT = 3600.0
+
+
+def session_machine() -> SessionStateMachine[CountingStore]:
+    """The KV server's state machine: a session layer around a (counting) store."""
+    return SessionStateMachine(CountingStore(), session_timeout=SESSION_TIMEOUT)
+
+
 @asynccontextmanager
-async def kv_cluster(clock: Callable[[], float] | None = None
+async def kv_cluster(clock: Callable[[], float] | None = None, *,
+                     machine: Callable[[], StateMachine] = session_machine
                      ) -> AsyncIterator[tuple[Cluster, dict[str, Any]]]:
-    """A three-node KV cluster on the fake network; yields it and ``env``: ``connect``
-    (a client's connect function) and ``lose`` (see :data:`Lose`; keeps every answer
-    unless a test replaces it). ``clock`` is the servers' wall clock."""
+    """A three-node KV cluster on the fake network, each member's state machine made by
+    ``machine``; yields it and ``env``: ``connect`` (a client's connect function) and
+    ``lose`` (see :data:`Lose`; keeps every answer unless a test replaces it). ``clock``
+    is the servers' wall clock."""
     clock = clock if clock is not None else WallClock()
     env: dict[str, Any] = {"lose": keep}
     async with trio.open_nursery() as nursery:
-        c = Cluster(nursery)
+        c = Cluster(nursery, machine=machine)
         for node_id in c.ids:
             await c.start(node_id)
         scopes: dict[int, list[trio.CancelScope]] = {i: [] for i in c.ids}
@@ -208,19 +214,6 @@ async def kv_cluster(clock: Callable[[], float] | None = None
         env["connect"] = connect
         yield c, env
         nursery.cancel_scope.cancel()
-
-
-SESSION_TIMEOUT = 3600.0
-
-
-@pytest.fixture(autouse=True)
-def kv_machines(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The shared Cluster helper builds its state machines from ``Recorder``: here the
-    KV server's, a session layer around a (counting) store."""
-    import test_runtime
-
-    monkeypatch.setattr(test_runtime, "Recorder", lambda: SessionStateMachine(
-        CountingStore(), session_timeout=SESSION_TIMEOUT))
 
 
 def store(c: Cluster, node_id: int) -> CountingStore:

@@ -14,13 +14,12 @@ import msgpack
 import pytest
 import trio
 import trio.testing
-from test_kv import (  # kv_machines: the cluster's state machines, an autouse fixture
+from test_kv import (
     MEMBERS,
     MemoryFramed,
     framed_pair,
     keep,
     kv_cluster,
-    kv_machines,  # noqa: F401
     session_writes,
     store,
 )
@@ -33,11 +32,6 @@ A, B, C = MEMBERS
 
 Handler = Callable[[dict[str, Any]], dict[str, Any] | None]
 """A scripted member: the answer to a request, or ``None`` to never answer."""
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 def leader(request: dict[str, Any]) -> dict[str, Any]:

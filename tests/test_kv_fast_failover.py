@@ -11,12 +11,11 @@ import msgpack
 import pytest
 import trio
 import trio.testing
-from test_kv import (  # kv_machines: the cluster's state machines, an autouse fixture
+from test_kv import (
     MEMBERS,
     MemoryFramed,
     framed_pair,
     kv_cluster,
-    kv_machines,  # noqa: F401
     store,
 )
 
@@ -28,11 +27,6 @@ from raftpy.messages import RequestVoteResponse
 from raftpy.ready import Role
 
 A, B, C = MEMBERS
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 # ------------------------------------------------------------------- the server side

@@ -7,8 +7,6 @@ operation goes into a ``raftpy.testing.History``, which ``KVModel`` must accept.
 
 from __future__ import annotations
 
-import pytest
-import test_runtime
 import trio
 import trio.testing
 from test_kv import MEMBERS, kv_cluster
@@ -19,15 +17,8 @@ from raftpy.sessions import SessionStateMachine
 from raftpy.testing import History, KVModel, Outcome, check
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 async def test_history_of_the_kv_store_under_leader_crashes_is_linearizable(
-        autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The KV server runs the store inside the session layer (docs/sessions.md).
-    monkeypatch.setattr(test_runtime, "Recorder", lambda: SessionStateMachine(KVStore()))
+        autojump_clock: trio.testing.MockClock) -> None:
     history = History()
     now = trio.current_time
 
@@ -61,7 +52,9 @@ async def test_history_of_the_kv_store_under_leader_crashes_is_linearizable(
                     history.ok(op, result, at=now())
                 await trio.sleep(0.001 * ((7 * n + i) % 5))
 
-    async with kv_cluster() as (c, env), trio.open_nursery() as nursery:
+    # The KV server runs the store inside the session layer (docs/sessions.md).
+    async with (kv_cluster(machine=lambda: SessionStateMachine(KVStore())) as (c, env),
+                trio.open_nursery() as nursery):
         for n in range(6):
             nursery.start_soon(client, n, env["connect"])
         crashes = []

@@ -14,16 +14,11 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from test_runtime import cluster
+from helpers import cluster
 from test_trio_transport import MemoryNet, pair, receive, vote
 
 from raftpy import logfmt
 from raftpy.demo_net import _free_ports
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 @pytest.fixture

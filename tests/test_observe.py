@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from test_runtime import FakeNetwork, FakeTransport, Recorder, cluster
+from helpers import SNAPSHOT_CONFIG, FakeNetwork, FakeTransport, Recorder, addr, cluster
 
-from raftpy import Config, Role
+from raftpy import Role
 from raftpy.metrics import Histogram
 from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.observe import (
@@ -27,11 +27,6 @@ from raftpy.trio.observe import (
 )
 from raftpy.trio.peerhealth import PeerHealth
 from raftpy.trio.runtime import open_node
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 def buffered(events: EventStream) -> list[Observation]:
@@ -162,9 +157,7 @@ async def test_iteration_ends_when_the_node_stops(autojump_clock: trio.testing.M
 
 async def test_snapshot_taken_and_installed_are_observed_and_counted(
         autojump_clock: trio.testing.MockClock) -> None:
-    config = Config(election_timeout_min=0.150, election_timeout_max=0.300,
-                    heartbeat_interval=0.050, snapshot_threshold=5, snapshot_trailing=2)
-    async with cluster(config=config) as c:
+    async with cluster(config=SNAPSHOT_CONFIG) as c:
         leader = await c.leader()
         lagging = next(i for i in c.ids if i != leader.id)
         c.stop(lagging)
@@ -187,9 +180,7 @@ async def test_snapshot_taken_and_installed_are_observed_and_counted(
 
 async def test_a_membership_change_is_observed_appended_then_committed(
         autojump_clock: trio.testing.MockClock) -> None:
-    from test_runtime_membership import addr, bootstrapped
-
-    async with bootstrapped() as c:
+    async with cluster(membership=True) as c:
         leader = await c.leader()
         async with leader.observe() as events:
             index = await leader.add_member(4, addr(4))

@@ -2,148 +2,24 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-import msgpack
 import pytest
 import trio
 import trio.testing
+from helpers import CONFIG, SNAPSHOT_CONFIG, Cluster, FakeNetwork, Recorder, cluster, gated_cluster
 
 from raftpy import (
     AppendEntries,
     Config,
     InvalidTransferTarget,
-    Message,
     NotLeader,
     Role,
     TransferFailed,
 )
 from raftpy.errors import NodeClosed
 from raftpy.storage.memory import MemoryStorage
-from raftpy.trio.runtime import Node, open_node
-
-CONFIG = Config(election_timeout_min=0.150, election_timeout_max=0.300, heartbeat_interval=0.050)
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-class Recorder:
-    """A state machine that records every command and answers with its position."""
-
-    def __init__(self) -> None:
-        self.commands: list[bytes] = []
-
-    def apply(self, command: bytes) -> Any:
-        if command == b"boom":
-            raise ValueError("boom refused")
-        self.commands.append(command)
-        return len(self.commands)
-
-    def snapshot(self) -> bytes:
-        return msgpack.packb(self.commands)
-
-    def restore(self, data: bytes) -> None:
-        self.commands = list(msgpack.unpackb(data))
-
-
-class FakeNetwork:
-    """Delivers messages at once between transports that are up and not cut off."""
-
-    def __init__(self) -> None:
-        self.transports: dict[int, FakeTransport] = {}
-        self.cut: set[int] = set()
-        self.sent: list[tuple[float, Message]] = []
-
-    def transport(self, node_id: int) -> FakeTransport:
-        return FakeTransport(self, node_id)
-
-
-class FakeTransport:
-    """The runtime-facing surface of raftpy.trio.transport.Transport, in memory."""
-
-    def __init__(self, network: FakeNetwork, node_id: int) -> None:
-        self.network = network
-        self.node_id = node_id
-        self._send, self.incoming = trio.open_memory_channel[Message](1024)
-        self.running = False
-        network.transports[node_id] = self
-
-    def send(self, msg: Message) -> None:
-        net = self.network
-        net.sent.append((trio.current_time(), msg))
-        dst = net.transports.get(msg.dst)
-        if dst is None or not dst.running or {msg.src, msg.dst} & net.cut:
-            return
-        with suppress(trio.WouldBlock):
-            dst._send.send_nowait(msg)
-
-    async def run(self, listeners: Any = None, *,
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.running = True
-        task_status.started()
-        try:
-            await trio.sleep_forever()
-        finally:
-            self.running = False
-
-
-class Cluster:
-    """Three (or n) runtime nodes on a FakeNetwork, each startable and stoppable."""
-
-    def __init__(self, nursery: trio.Nursery, n: int = 3, config: Config = CONFIG) -> None:
-        self.nursery = nursery
-        self.ids = list(range(1, n + 1))
-        self.config = config
-        self.network = FakeNetwork()
-        self.storages = {i: MemoryStorage() for i in self.ids}
-        self.machines: dict[int, Recorder] = {}
-        self.nodes: dict[int, Node] = {}
-        self._stops: dict[int, trio.CancelScope] = {}
-
-    async def start(self, node_id: int) -> Node:
-        async def run(task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
-            with trio.CancelScope() as scope:
-                self._stops[node_id] = scope
-                machine = self.machines[node_id] = Recorder()
-                peers = {p: f"10.0.0.{p}:7000" for p in self.ids if p != node_id}
-                async with open_node(
-                    node_id, peers, state_machine=machine, storage=self.storages[node_id],
-                    config=self.config, transport=self.network.transport(node_id),
-                    rng=random.Random(node_id),
-                ) as node:
-                    self.nodes[node_id] = node
-                    task_status.started(node)
-                    await trio.sleep_forever()
-
-        node: Node = await self.nursery.start(run)
-        return node
-
-    def stop(self, node_id: int) -> None:
-        self._stops.pop(node_id).cancel()
-        del self.nodes[node_id]
-
-    async def leader(self) -> Node:
-        while True:
-            leaders = [n for n in self.nodes.values() if n.is_leader]
-            if leaders:
-                return max(leaders, key=lambda n: n.status().term)
-            await trio.sleep(0.01)
-
-
-@asynccontextmanager
-async def cluster(n: int = 3, config: Config = CONFIG) -> AsyncIterator[Cluster]:
-    async with trio.open_nursery() as nursery:
-        c = Cluster(nursery, n, config)
-        for node_id in c.ids:
-            await c.start(node_id)
-        yield c
-        nursery.cancel_scope.cancel()
+from raftpy.trio.runtime import open_node
 
 
 async def test_three_nodes_elect_replicate_and_read(autojump_clock: trio.testing.MockClock
@@ -296,9 +172,7 @@ async def test_survives_a_killed_member_and_restart_catches_up(
 
 async def test_lagging_member_catches_up_from_a_snapshot(
         autojump_clock: trio.testing.MockClock) -> None:
-    config = Config(election_timeout_min=0.150, election_timeout_max=0.300,
-                    heartbeat_interval=0.050, snapshot_threshold=5, snapshot_trailing=2)
-    async with cluster(config=config) as c:
+    async with cluster(config=SNAPSHOT_CONFIG) as c:
         leader = await c.leader()
         lagging = next(i for i in c.ids if i != leader.id)
         c.stop(lagging)
@@ -430,64 +304,30 @@ async def test_a_cancelled_caller_stops_waiting_and_the_command_still_commits(
         assert c.machines[leader.id].commands == [b"cancelled", b"next"]
 
 
-class StallableStorage(MemoryStorage):
-    """Runs in a worker thread (not a MemoryStorage for the runtime); while ``stalled``
-    is set, a save blocks until the test calls :meth:`resume` (a disk that hangs)."""
-
-    def __init__(self) -> None:
-        import threading
-
-        super().__init__()
-        self.stalled = False
-        self._resume = threading.Event()
-        self.stalled_saves = 0
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if self.stalled:
-            self.stalled_saves += 1
-            self._resume.wait()
-        super().save(*args, **kwargs)
-
-    def resume(self) -> None:
-        self.stalled = False
-        self._resume.set()
-
-
 async def test_a_leader_whose_disk_hangs_keeps_its_followers(
         mock_clock: trio.testing.MockClock) -> None:
     # The driver must not wait for its own fsync: while the leader's disk hangs for
     # ten election timeouts, its heartbeats keep the followers from starting an
-    # election. Virtual time jumps once the loop has been idle for 5 ms of real time,
-    # so a normal save in its worker thread (well under a millisecond) sees no jump,
-    # and a hung one sees virtual time run on.
-    mock_clock.autojump_threshold = 0.005
-    async with trio.open_nursery() as nursery:
-        c = Cluster(nursery)
-        disks = {i: StallableStorage() for i in c.ids}
-        c.storages.update(disks)
-        for node_id in c.ids:
-            await c.start(node_id)
+    # election (virtual time runs on while a save hangs: see gated_cluster).
+    async with gated_cluster(mock_clock) as (c, disks, leader):
         with trio.fail_after(10):
-            leader = await c.leader()
-            assert await leader.apply(b"before") == 1
             term = leader.status().term
-            disks[leader.id].stalled = True
+            disks[leader.id].gate.clear()
             result: list[int] = []
 
             async def write() -> None:
                 result.append(await leader.apply(b"during"))
 
-            nursery.start_soon(write)
+            c.nursery.start_soon(write)
             try:
                 await trio.sleep(10 * CONFIG.election_timeout_max)
-                assert disks[leader.id].stalled_saves == 1
+                assert disks[leader.id].blocked_saves == 1
                 assert not result  # its batch cannot finish before its own disk does
                 assert all(n.status().term == term for n in c.nodes.values())
                 assert all(n.leader_id == leader.id for n in c.nodes.values())
             finally:
-                disks[leader.id].resume()  # a hung worker thread would block shutdown
+                disks[leader.id].gate.set()  # a hung worker thread would block shutdown
             while not result:
                 await trio.sleep(0.01)
         assert result == [2]
         assert leader.is_leader and leader.status().term == term
-        nursery.cancel_scope.cancel()

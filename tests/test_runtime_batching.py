@@ -3,13 +3,12 @@ and group commit in the disk task (docs/runtime.md)."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from test_runtime import CONFIG, Cluster, FakeNetwork, Recorder, cluster
+from helpers import CONFIG, FakeNetwork, Recorder, cluster, gated_cluster
 
 from raftpy import NotLeader
 from raftpy.messages import AppendEntries, AppendEntriesResponse
@@ -26,11 +25,6 @@ def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None
         if found is not None:
             return found
     return None
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 async def test_apply_many_returns_every_result_in_order(
@@ -106,42 +100,10 @@ async def test_a_follower_steps_messages_in_the_receiving_task(
         assert delivered >= 24 and wakes[0] <= 3
 
 
-class GatedStorage(MemoryStorage):
-    """Runs in a worker thread (not a MemoryStorage for the runtime); records every
-    save, and while ``gate`` is closed a save blocks until it opens."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.saves: list[tuple[int, Any]] = []
-        self.gate = threading.Event()
-        self.gate.set()
-        self.blocked = threading.Event()
-
-    def save(self, hard_state: Any = None, entries: Any = (), snapshot: Any = None) -> None:
-        if not self.gate.is_set():
-            self.blocked.set()
-            self.gate.wait()
-        self.saves.append((len(entries), hard_state))
-        super().save(hard_state, entries, snapshot)
-
-
-async def _wait_blocked(storage: GatedStorage) -> None:
-    while not storage.blocked.is_set():
-        await trio.sleep(0.001)
-
-
 async def test_batches_queued_behind_a_slow_write_go_out_in_one_save(
         mock_clock: trio.testing.MockClock) -> None:
-    mock_clock.autojump_threshold = 0.005  # see test_a_leader_whose_disk_hangs...
-    async with trio.open_nursery() as nursery:
-        c = Cluster(nursery)
-        disks = {i: GatedStorage() for i in c.ids}
-        c.storages.update(disks)
-        for node_id in c.ids:
-            await c.start(node_id)
+    async with gated_cluster(mock_clock) as (c, disks, leader):
         with trio.fail_after(10):
-            leader = await c.leader()
-            assert await leader.apply(b"before") == 1
             disk = disks[leader.id]
             disk.gate.clear()
             results: dict[int, Any] = {}
@@ -149,11 +111,11 @@ async def test_batches_queued_behind_a_slow_write_go_out_in_one_save(
             async def write(k: int) -> None:
                 results[k] = await leader.apply(b"w%d" % k)
 
-            nursery.start_soon(write, 0)
-            await _wait_blocked(disk)  # the first write's save hangs in its thread
+            c.nursery.start_soon(write, 0)
+            await disk.wait_blocked()  # the first write's save hangs in its thread
             saves_before = len(disk.saves)
             for k in range(1, 5):  # four more driver rounds, one batch each
-                nursery.start_soon(write, k)
+                c.nursery.start_soon(write, k)
                 await trio.sleep(0.001)
             assert not results
             disk.gate.set()
@@ -163,22 +125,13 @@ async def test_batches_queued_behind_a_slow_write_go_out_in_one_save(
             assert [n for n, _ in disk.saves[saves_before:saves_before + 2]] == [1, 4]
             assert sorted(results.values()) == [2, 3, 4, 5, 6]
             assert [e.data for e in disk.entries][-5:] == [b"w%d" % k for k in range(5)]
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_follower_acknowledges_only_what_its_disk_holds(
         mock_clock: trio.testing.MockClock) -> None:
     # Group commit must not let an acknowledgement out before its entries' save.
-    mock_clock.autojump_threshold = 0.005
-    async with trio.open_nursery() as nursery:
-        c = Cluster(nursery)
-        disks = {i: GatedStorage() for i in c.ids}
-        c.storages.update(disks)
-        for node_id in c.ids:
-            await c.start(node_id)
+    async with gated_cluster(mock_clock) as (c, disks, leader):
         with trio.fail_after(10):
-            leader = await c.leader()
-            assert await leader.apply(b"before") == 1
             follower = next(i for i in c.ids if i != leader.id)
             disk = disks[follower]
             durable = max(e.index for e in disk.entries)
@@ -186,7 +139,7 @@ async def test_a_follower_acknowledges_only_what_its_disk_holds(
             sent_before = len(c.network.sent)
             for k in range(5):
                 assert await leader.apply(b"w%d" % k) == k + 2  # the other follower acks
-            await _wait_blocked(disk)
+            await disk.wait_blocked()
             acks = [m for _, m in c.network.sent[sent_before:]
                     if isinstance(m, AppendEntriesResponse) and m.src == follower]
             assert all(m.match_index <= durable for m in acks)
@@ -201,7 +154,6 @@ async def test_a_follower_acknowledges_only_what_its_disk_holds(
             last_saved = max(e.index for e in disk.entries)
             assert last_saved >= durable + 5
             assert max(m.match_index for m in acks) == last_saved
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_failure_while_stepping_a_message_takes_the_node_down(

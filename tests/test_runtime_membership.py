@@ -4,17 +4,11 @@ configuration, and handover."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
-
 import pytest
 import trio
 import trio.testing
-from test_runtime import CONFIG, FakeNetwork, FakeTransport, Recorder
+from helpers import addr, cluster, initial, roles
 
-from raftpy import Config
 from raftpy.errors import (
     ConfigError,
     InvalidMembershipChange,
@@ -22,109 +16,19 @@ from raftpy.errors import (
     PromotionFailed,
     StorageError,
 )
-from raftpy.membership import Configuration, Member, MemberRole
+from raftpy.membership import MemberRole
 from raftpy.roles import RoleTargets
 from raftpy.storage.bootstrap import bootstrap
 from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.membership import Membership, MemberStatus, replacement_candidates
-from raftpy.trio.runtime import Node, open_node
 from raftpy.trio.transport import PeerAddress
 
 VOTER, STANDBY, SPARE = MemberRole.VOTER, MemberRole.STANDBY, MemberRole.SPARE
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-def addr(node_id: int) -> str:
-    return f"10.0.0.{node_id}:7000"
-
-
-def initial(*voters: int) -> Configuration:
-    return Configuration.of(Member(i, VOTER, addr(i)) for i in voters)
-
-
-class PeerTrackingTransport(FakeTransport):
-    """A fake transport that records what the runtime tells it about peers."""
-
-    def __init__(self, network: FakeNetwork, node_id: int) -> None:
-        super().__init__(network, node_id)
-        self.peers: dict[int, PeerAddress] = {}
-        self.admit: frozenset[int] | None = frozenset()
-        self.updates: list[tuple[frozenset[int], frozenset[int] | None, str]] = []
-
-    def update_peers(self, peers: dict[int, PeerAddress], *, admit: Any,
-                     what: str = "") -> None:
-        self.peers = dict(peers)
-        self.admit = None if admit is None else frozenset(admit)
-        self.updates.append((frozenset(peers), self.admit, what))
-
-
-class Cluster:
-    def __init__(self, nursery: trio.Nursery, config: Config = CONFIG) -> None:
-        self.nursery = nursery
-        self.config = config
-        self.network = FakeNetwork()
-        self.storages: dict[int, MemoryStorage] = {}
-        self.nodes: dict[int, Node] = {}
-        self.transports: dict[int, PeerTrackingTransport] = {}
-        self._stops: dict[int, trio.CancelScope] = {}
-
-    async def start(self, node_id: int, **kwargs: Any) -> Node:
-        storage = self.storages.setdefault(node_id, MemoryStorage())
-
-        async def run(task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
-            with trio.CancelScope() as scope:
-                self._stops[node_id] = scope
-                transport = self.transports[node_id] = PeerTrackingTransport(
-                    self.network, node_id)
-                async with open_node(node_id, state_machine=Recorder(), storage=storage,
-                                     config=self.config, transport=transport,
-                                     rng=random.Random(node_id), **kwargs) as node:
-                    self.nodes[node_id] = node
-                    task_status.started(node)
-                    await trio.sleep_forever()
-
-        node: Node = await self.nursery.start(run)
-        return node
-
-    def stop(self, node_id: int) -> None:
-        self._stops.pop(node_id).cancel()
-        del self.nodes[node_id]
-
-    async def leader(self) -> Node:
-        while True:
-            leaders = [n for n in self.nodes.values() if n.is_leader]
-            if leaders:
-                node = max(leaders, key=lambda n: n.status().term)
-                try:
-                    await node.read_barrier()  # its no-op is committed: changes may go
-                except NotLeader:
-                    continue
-                return node
-            await trio.sleep(0.01)
-
-
-@asynccontextmanager
-async def bootstrapped(n: int = 3) -> AsyncIterator[Cluster]:
-    async with trio.open_nursery() as nursery:
-        c = Cluster(nursery)
-        conf = initial(*range(1, n + 1))
-        for node_id in range(1, n + 1):
-            await c.start(node_id, bootstrap=conf)
-        yield c
-        nursery.cancel_scope.cancel()
-
-
-def roles(m: Membership) -> dict[int, MemberRole]:
-    return {s.id: s.role for s in m.members}
-
-
 async def test_bootstrap_join_add_promote_remove_and_the_transport_follows(
         autojump_clock: trio.testing.MockClock) -> None:
-    async with bootstrapped() as c:
+    async with cluster(membership=True) as c:
         with trio.fail_after(10):
             leader = await c.leader()
             assert roles(await leader.members()) == {1: VOTER, 2: VOTER, 3: VOTER}
@@ -168,7 +72,7 @@ async def test_bootstrap_join_add_promote_remove_and_the_transport_follows(
 
 async def test_calls_on_a_follower_raise_not_leader_with_the_address(
         autojump_clock: trio.testing.MockClock) -> None:
-    async with bootstrapped() as c:
+    async with cluster(membership=True) as c:
         with trio.fail_after(10):
             leader = await c.leader()
             follower = next(n for n in c.nodes.values() if n is not leader)
@@ -187,7 +91,7 @@ async def test_calls_on_a_follower_raise_not_leader_with_the_address(
 
 async def test_promotion_of_a_dead_member_fails_and_nothing_changes(
         autojump_clock: trio.testing.MockClock) -> None:
-    async with bootstrapped() as c:
+    async with cluster(membership=True) as c:
         with trio.fail_after(30):
             leader = await c.leader()
             before = trio.current_time()
@@ -204,9 +108,7 @@ async def test_bootstrap_rules_and_restarts_follow_the_log(
     storage = MemoryStorage()
     conf = initial(1, 2, 3)
     assert bootstrap(storage, conf) is True
-    async with trio.open_nursery() as nursery:
-        c = Cluster(nursery)
-        c.storages[1] = storage
+    async with cluster(0, membership=True, storages={1: storage}) as c:
         await c.start(1, bootstrap=conf)  # the same configuration again: a no-op
         c.stop(1)
         with pytest.raises(StorageError, match="another configuration"):
@@ -225,13 +127,11 @@ async def test_bootstrap_rules_and_restarts_follow_the_log(
             await c.start(8, bootstrap=conf)
         with pytest.raises(ConfigError, match="not both"):
             await c.start(9, bootstrap=initial(9), join=True)
-        nursery.cancel_scope.cancel()
 
 
 async def test_single_node_bootstrap_grows_by_joins(autojump_clock: trio.testing.MockClock
                                                     ) -> None:
-    async with trio.open_nursery() as nursery:
-        c = Cluster(nursery)
+    async with cluster(0, membership=True) as c:
         with trio.fail_after(20):
             first = await c.start(1, bootstrap=initial(1))
             await c.leader()
@@ -244,12 +144,11 @@ async def test_single_node_bootstrap_grows_by_joins(autojump_clock: trio.testing
             c.stop(1)
             leader = await c.leader()
             assert leader.id in (2, 3)
-        nursery.cancel_scope.cancel()
 
 
 async def test_leader_handover_promotes_a_standby_and_leaves_as_spare(
         autojump_clock: trio.testing.MockClock) -> None:
-    async with bootstrapped() as c:
+    async with cluster(membership=True) as c:
         with trio.fail_after(20):
             leader = await c.leader()
             await c.start(4, join=True)
@@ -266,7 +165,7 @@ async def test_leader_handover_promotes_a_standby_and_leaves_as_spare(
 
 async def test_follower_handover_asks_the_leader_then_a_leader_transfers_without_spares(
         autojump_clock: trio.testing.MockClock) -> None:
-    async with bootstrapped() as c:
+    async with cluster(membership=True) as c:
         with trio.fail_after(20):
             leader = await c.leader()
             await c.start(4, join=True)
@@ -290,7 +189,7 @@ async def test_follower_handover_asks_the_leader_then_a_leader_transfers_without
 
 async def test_adjust_roles_replaces_a_dead_voter_and_fills_the_standby_target(
         autojump_clock: trio.testing.MockClock) -> None:
-    async with bootstrapped() as c:
+    async with cluster(membership=True) as c:
         with trio.fail_after(60):
             leader = await c.leader()
             for new in (4, 5):

@@ -3,72 +3,49 @@ and client on the same ports."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
+from helpers import Cluster
 
 from raftpy import Config, Role
 from raftpy.kv.client import KeyNotFound, KVClient
 from raftpy.kv.server import KVServer
 from raftpy.kv.statemachine import KVStore, put_command
 from raftpy.sessions import SessionStateMachine
-from raftpy.storage.memory import MemoryStorage
-from raftpy.trio.runtime import Node, open_node
+from raftpy.trio.runtime import Node
 
 CONFIG = Config(election_timeout_min=0.150, election_timeout_max=0.300)
 CLUSTER_ID = "tcp-test"
 
 
-class TcpCluster:
+class TcpCluster(Cluster):
+    """The shared :class:`Cluster` on real loopback ports (``ports``); each member
+    serves the KV protocol on its port too."""
+
     def __init__(self, nursery: trio.Nursery, ports: dict[int, int]) -> None:
-        self.nursery = nursery
+        super().__init__(nursery, len(ports), CONFIG,
+                         machine=lambda: SessionStateMachine(KVStore()))
         self.ports = ports
-        self.ids = sorted(ports)
-        self.storages = {i: MemoryStorage() for i in self.ids}
-        self.stores: dict[int, KVStore] = {}
-        self.nodes: dict[int, Node] = {}
-        self.stops: dict[int, trio.CancelScope] = {}
+
+    @property
+    def stores(self) -> dict[int, KVStore]:
+        """Each member's KV store, inside its session layer."""
+        return {i: m.inner for i, m in self.machines.items()}
 
     def address(self, node_id: int) -> str:
         return f"127.0.0.1:{self.ports[node_id]}"
 
-    async def start(self, node_id: int, listeners: Any = None) -> Node:
+    async def start(self, node_id: int, listeners: Any = None, **kwargs: Any) -> Node:
         if listeners is None:
             listeners = await trio.open_tcp_listeners(self.ports[node_id], host="127.0.0.1")
+        return await super().start(node_id, listen=listeners, **kwargs)
 
-        async def run(task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
-            with trio.CancelScope() as scope:
-                self.stops[node_id] = scope
-                store = self.stores[node_id] = KVStore()
-                machine = SessionStateMachine(store)
-                peers = {p: self.address(p) for p in self.ids if p != node_id}
-                async with open_node(
-                    node_id, peers, state_machine=machine, storage=self.storages[node_id],
-                    config=CONFIG, listen=listeners, cluster_id=CLUSTER_ID,
-                    client_handler=KVServer(machine).serve_connection,
-                    rng=random.Random(node_id),
-                ) as node:
-                    self.nodes[node_id] = node
-                    task_status.started(node)
-                    await trio.sleep_forever()
-
-        node: Node = await self.nursery.start(run)
-        return node
-
-    def stop(self, node_id: int) -> None:
-        self.stops.pop(node_id).cancel()
-        del self.nodes[node_id]
-
-    async def leader(self, exclude: int | None = None) -> Node:
-        while True:
-            for node in self.nodes.values():
-                if node.is_leader and node.id != exclude:
-                    return node
-            await trio.sleep(0.01)
+    def network_options(self, node_id: int, machine: Any) -> dict[str, Any]:
+        return {"cluster_id": CLUSTER_ID, "client_handler": KVServer(machine).serve_connection}
 
 
 @asynccontextmanager
