@@ -109,6 +109,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -201,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "one reconnect) starts a pre-vote at once instead of waiting "
                             "out the election timeout: failover after a crash in "
                             "milliseconds (off by default; docs/operations.md)")
+    serve.add_argument("--inline-save-budget-ms", type=_non_negative, default=2.0,
+                       metavar="MS",
+                       help="while a follower's recent saves took at most MS, save small "
+                            "batches on the event loop instead of a worker thread (faster "
+                            "elections and transfers); 0 turns it off (default 2)")
     serve.add_argument("--snapshot-every", type=int, default=10000, metavar="N",
                        help="compact the log every N applied entries (default 10000)")
 
@@ -426,6 +441,7 @@ async def _serve(args: argparse.Namespace, running: list[Any]) -> int:
             cluster_id=args.cluster_id, ssl_context=server_ctx,
             client_ssl_context=client_ctx, client_handler=server.serve_connection,
             voters=args.voters, standbys=args.standbys or 0,
+            inline_save_budget=args.inline_save_budget_ms / 1000,
             auto_roles=None if args.voters is None
             else AutoRoles(retry_spares_after=args.spare_retry),
         ) as node, trio.open_nursery() as extras:

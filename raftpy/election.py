@@ -207,14 +207,35 @@ class ElectionMixin(NodeState):
     # ------------------------------------------------------------------ timeout now
 
     def _handle_timeout_now(self, msg: TimeoutNow) -> None:
-        if (
-            self.role is Role.FOLLOWER
-            and self.is_voter
-            and self.leader_id == msg.src
-            and self.log.last_index == msg.last_log_index
-            and self.log.last_term == msg.last_log_term
-        ):
+        if self.role is not Role.FOLLOWER or not self.is_voter or self.leader_id != msg.src:
+            self._log_trace(f"ignore TimeoutNow from {msg.src}")
+        elif (self.log.last_index, self.log.last_term) == (msg.last_log_index,
+                                                            msg.last_log_term):
             self._log_trace(f"recv TimeoutNow from {msg.src}: campaign now, skipping pre-vote")
             self._campaign(disrupt_leader=True)
+        elif self.log.last_index < msg.last_log_index:
+            # The leader sends TimeoutNow right behind the last entries (transfer.py);
+            # it may overtake them (another connection, a reordering network). Keep it
+            # for a short while: the entries that complete the log start the election.
+            self._early_timeout_now = (msg, self._now + self.config.election_timeout_min)
+            self._log_trace(f"recv TimeoutNow from {msg.src} ahead of entries up to "
+                            f"{msg.last_log_index}: campaign once they are here")
         else:
             self._log_trace(f"ignore TimeoutNow from {msg.src}")
+
+    def _early_timeout_now_due(self) -> None:
+        """After accepting entries: start the election a TimeoutNow asked for ahead
+        of them, once the log ends where it said (same index and term; by Log Matching
+        the rest agrees too), if it is still this term's leader's and fresh."""
+        early = self._early_timeout_now
+        if early is None:
+            return
+        msg, until = early
+        if (msg.term != self.current_term or self.leader_id != msg.src or self._now > until
+                or self.log.last_index > msg.last_log_index):
+            self._early_timeout_now = None  # stale, or the log moved past it
+            return
+        if (self.log.last_index, self.log.last_term) == (msg.last_log_index,
+                                                          msg.last_log_term):
+            self._early_timeout_now = None
+            self._handle_timeout_now(msg)

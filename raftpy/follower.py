@@ -65,6 +65,8 @@ class FollowerMixin(NodeState):
                     self._log_appended(entries, first_new)
         last_new = msg.prev_log_index + len(msg.entries)
         self._ack(msg.src, last_new, msg.leader_commit, last_new)
+        if msg.entries and self._early_timeout_now is not None:
+            self._early_timeout_now_due()
 
     def _ack(self, leader: int, match_index: int, leader_commit: int, last_new: int) -> None:
         # Figure 3.1: commitIndex = min(leaderCommit, index of last new entry); the

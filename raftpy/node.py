@@ -152,6 +152,7 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         # Candidate state.
         self.in_pre_vote = False
         self.disrupt_leader = False
+        self._early_timeout_now: tuple[TimeoutNow, float] | None = None
         self._votes: dict[int, bool] = {}
         self._candidacy: Candidacy | None = None
         self._round_started_at = -_INF

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from raftpy.config import Config
 from raftpy.log import RaftLog
 from raftpy.membership import Configuration, ConfigurationHistory
-from raftpy.messages import AppendEntriesResponse, Entry, Message
+from raftpy.messages import AppendEntriesResponse, Entry, Message, TimeoutNow
 from raftpy.metrics import CoreCounters
 from raftpy.progress import Progress
 from raftpy.ready import Event, Role, SnapshotMeta
@@ -56,6 +56,9 @@ class PendingTransfer:
     """The last moment at which the transfer may still be pending, whatever happens."""
     stage: TransferStage = TransferStage.CATCH_UP
     timeout_now_sent: bool = False
+    sent_ahead: bool = False
+    """The TimeoutNow sent went ahead of the target's acknowledgement of the last
+    entries (right behind the entries themselves)."""
     catch_up_match: int = 0
     """The target's match index when the catch-up deadline was last extended."""
     fence_index: int = 0
@@ -111,6 +114,9 @@ class NodeState:
     leader_id: int | None
     in_pre_vote: bool
     disrupt_leader: bool
+    _early_timeout_now: tuple[TimeoutNow, float] | None
+    """A TimeoutNow that arrived ahead of the entries it names, and until when it
+    may still start this follower's election (see :mod:`raftpy.transfer`)."""
     progress: dict[int, Progress]
     counters: CoreCounters
     _rng: random.Random
@@ -152,6 +158,7 @@ class NodeState:
         def _become_candidate(self, *, pre_vote: bool, disrupt_leader: bool) -> None: ...
         def _become_leader(self) -> None: ...
         def _campaign(self, *, disrupt_leader: bool) -> None: ...
+        def _early_timeout_now_due(self) -> None: ...
         def _transfer_learned_leader(self, leader: int) -> None: ...
         def _transfer_progress(self) -> None: ...
         def _transfer_fence_committed(self) -> None: ...

@@ -9,7 +9,12 @@ A transfer goes through up to three stages (:class:`~raftpy.nodestate.TransferSt
 * **final**: the target is within one batch. Writes are refused so that the log
   stops moving; once the target holds all of it, it is sent TimeoutNow, and again
   at every heartbeat until it starts its election (a lost TimeoutNow must not fail
-  the transfer) or the stage times out.
+  the transfer) or the stage times out. When the last entries are already on
+  their way (the target is streaming), TimeoutNow goes right behind them instead
+  of one round trip later: a target keeps a TimeoutNow that names entries it does
+  not hold yet for an election timeout and campaigns when they arrive, and only
+  then (election.py). If that one goes unused, the target's acknowledgement of
+  the last entry brings a second one.
 * **fenced**: the final stage timed out after TimeoutNow went out. The target may
   still get a (late) TimeoutNow and act on it, so the leader cannot call the
   transfer failed yet. It appends a *fence* entry, which moves its log past the
@@ -29,6 +34,7 @@ from __future__ import annotations
 from raftpy.errors import InvalidTransferTarget
 from raftpy.messages import Entry, EntryKind, TimeoutNow
 from raftpy.nodestate import NodeState, PendingTransfer, TransferStage
+from raftpy.progress import ProgressState
 from raftpy.ready import Role, TransferEnded
 
 _CATCH_UP_TIMEOUTS = 10
@@ -80,10 +86,26 @@ class TransferMixin(NodeState):
                 transfer.catch_up_match = match
                 transfer.deadline = min(self._now + self.config.transfer_deadline,
                                         transfer.give_up_at)
-        if (transfer.stage is TransferStage.FINAL and not transfer.timeout_now_sent
-                and match == last):
+        if transfer.stage is not TransferStage.FINAL:
+            return
+        if match == last and (not transfer.timeout_now_sent or transfer.sent_ahead):
+            # Caught up: TimeoutNow (again, if the one sent ahead of the entries went
+            # unused: lost, or kept by the target for less time than they took).
             transfer.timeout_now_sent = True
+            transfer.sent_ahead = False
             self._send_timeout_now(transfer.target)
+        elif not transfer.timeout_now_sent and self._sent_all_to(transfer.target):
+            transfer.timeout_now_sent = transfer.sent_ahead = True
+            self._send_timeout_now(transfer.target)
+
+    def _sent_all_to(self, target: int) -> bool:
+        """Whether every entry is on its way to ``target`` (streaming, nothing left to
+        send). TimeoutNow may then follow at once instead of one round trip later,
+        after the acknowledgement: the target keeps a TimeoutNow that overtakes the
+        entries it names and campaigns once they arrive (election.py)."""
+        progress = self.progress[target]
+        return (progress.state is ProgressState.REPLICATE
+                and progress.next_index > self.log.last_index)
 
     def _send_timeout_now(self, target: int) -> None:
         self._log_trace(f"send TimeoutNow to {target}")

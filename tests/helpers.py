@@ -160,8 +160,10 @@ class FakeTransport:
 
 
 class GatedStorage(MemoryStorage):
-    """A disk that can hang. Runs in a worker thread (the runtime calls only a plain
-    ``MemoryStorage`` inline); records every save, and while ``gate`` is closed a save
+    """A disk that can hang. Runs in a worker thread when the node has
+    ``inline_save_budget=0`` (the runtime calls only a plain ``MemoryStorage`` inline
+    then; with inline saves a hung save would hang the test's own event loop);
+    records every save, and while ``gate`` is closed a save
     blocks until it opens (``blocked`` is set, ``blocked_saves`` counts them)."""
 
     def __init__(self) -> None:
@@ -273,15 +275,17 @@ class Cluster:
 @asynccontextmanager
 async def cluster(n: int = 3, config: Config = CONFIG, *, membership: bool = False,
                   storages: Mapping[int, MemoryStorage] | None = None,
-                  machine: Callable[[], StateMachine] = Recorder) -> AsyncIterator[Cluster]:
+                  machine: Callable[[], StateMachine] = Recorder,
+                  node_options: Mapping[str, Any] | None = None) -> AsyncIterator[Cluster]:
     """A :class:`Cluster` with members ``1..n`` started (with ``membership=True``,
-    bootstrapped with all of them as voters); everything is cancelled on exit."""
+    bootstrapped with all of them as voters) with ``node_options`` for ``open_node``;
+    everything is cancelled on exit."""
     async with trio.open_nursery() as nursery:
         c = Cluster(nursery, n, config, membership=membership, storages=storages,
                     machine=machine)
         first = {"bootstrap": initial(*c.ids)} if c.membership else {}
         for node_id in c.ids:
-            await c.start(node_id, **first)
+            await c.start(node_id, **first, **(node_options or {}))
         yield c
         nursery.cancel_scope.cancel()
 
@@ -297,7 +301,7 @@ async def gated_cluster(clock: trio.testing.MockClock
     millisecond) sees no jump, and a hung one sees virtual time run on."""
     clock.autojump_threshold = 0.005
     disks = {i: GatedStorage() for i in (1, 2, 3)}
-    async with cluster(storages=disks) as c:
+    async with cluster(storages=disks, node_options={"inline_save_budget": 0}) as c:
         with trio.fail_after(10):
             leader = await c.leader()
             assert await leader.apply(b"before") == 1

@@ -250,11 +250,44 @@ async def test_blocking_storage_runs_in_a_worker_thread_and_is_closed() -> None:
     config = Config(election_timeout_min=0.02, election_timeout_max=0.04)
     with trio.fail_after(10):
         async with open_node(1, {}, state_machine=Recorder(), storage=storage,
-                             config=config, transport=FakeNetwork().transport(1)) as node:
+                             config=config, transport=FakeNetwork().transport(1),
+                             inline_save_budget=0) as node:
             await node.wait_leader()
             assert await node.apply(b"x") == 1
     assert storage.threads and threading.current_thread().name not in storage.threads
     assert storage.closed
+    assert [e.data for e in storage.entries] == [b"", b"x"]
+
+
+async def test_a_candidates_small_save_runs_inline_and_a_leaders_in_a_thread() -> None:
+    # raftpy.trio.inlinesaves: on a fast disk a candidate's term and vote are saved
+    # on the event loop (no thread round trip on the election's critical path); a
+    # leader's entries always go to the worker thread (a hung disk must not stop
+    # its heartbeats).
+    import threading
+
+    class Recording(SlowStorage):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[str, bool]] = []
+
+        def save(self, hard_state: Any = None, entries: Any = (), snapshot: Any = None) -> None:
+            self.calls.append((threading.current_thread().name, bool(entries)))
+            super().save(hard_state, entries, snapshot)
+
+    storage = Recording()
+    config = Config(election_timeout_min=0.02, election_timeout_max=0.04)
+    main = threading.current_thread().name
+    with trio.fail_after(10):
+        async with open_node(1, {}, state_machine=Recorder(), storage=storage,
+                             config=config, transport=FakeNetwork().transport(1)) as node:
+            await node.wait_leader()
+            assert await node.apply(b"x") == 1
+    # The campaign's hard state (term 1, vote for itself) inline; the leader's no-op
+    # and write in the thread.
+    assert storage.calls[0] == (main, False)
+    entry_saves = [thread for thread, has_entries in storage.calls if has_entries]
+    assert entry_saves and main not in entry_saves
     assert [e.data for e in storage.entries] == [b"", b"x"]
 
 

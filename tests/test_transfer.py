@@ -17,6 +17,8 @@ from raftpy import (
     TransferEnded,
 )
 from raftpy.messages import EntryKind
+from raftpy.node import RaftNode
+from raftpy.ready import Ready
 from raftpy.sim import Cluster
 
 
@@ -46,7 +48,10 @@ def test_transfer_to_lagging_follower_catches_it_up_first() -> None:
     mark = len(cluster.trace)
     transfer = cluster.transfer_leadership(target)
     cluster.run_for(0.01)
-    assert not any("send TimeoutNow" in line for line in cluster.trace[mark:])
+    # TimeoutNow may go right behind the entries, but the target campaigns only
+    # once it holds them all.
+    assert not any(f"{target} -> candidate" in line for line in cluster.trace[mark:])
+    assert cluster.node(target).role is Role.FOLLOWER
     cluster.release()
     assert cluster.run_until(lambda: transfer.done, 1.0)
     assert transfer.succeeded and cluster.leader() == target
@@ -177,3 +182,72 @@ def test_transfer_with_pre_vote_off_also_works() -> None:
     transfer = cluster.transfer_leadership(target)
     assert cluster.run_until(lambda: transfer.done, 1.0)
     assert transfer.succeeded
+
+
+def test_timeout_now_goes_right_behind_the_last_entries_and_waits_for_them() -> None:
+    # The leader need not wait a round trip for the target's acknowledgement: the
+    # entries are on their way, TimeoutNow follows them, and a target that gets it
+    # first keeps it and campaigns as soon as the entries complete its log.
+    cluster, leader = settled_cluster()
+    target = next(i for i in cluster.voters if i != leader)
+    cluster.hold(lambda m: isinstance(m, AppendEntries) and m.dst == target)
+    proposals = [cluster.propose(b"c%d" % i) for i in range(3)]
+    assert cluster.run_until(lambda: all(p.committed for p in proposals), 1.0)
+    mark = len(cluster.trace)
+    transfer = cluster.transfer_leadership(target)
+    cluster.run_for(0.005)
+    early = cluster.trace[mark:]
+    assert any("send TimeoutNow" in line for line in early)
+    assert any(f"{target} recv TimeoutNow from {leader} ahead of entries" in line
+               for line in early)
+    assert cluster.node(target).role is Role.FOLLOWER  # not before it holds them
+    released_at = cluster.now
+    cluster.release()
+    assert cluster.run_until(lambda: transfer.done, 0.2)
+    assert transfer.succeeded and cluster.leader() == target
+    after = cluster.trace[mark:]
+    campaign = next(k for k, line in enumerate(after) if f"{target} -> candidate" in line)
+    # It campaigned on the TimeoutNow it kept, not on a second one after the ack.
+    assert sum("send TimeoutNow" in line for line in after[:campaign]) == 1
+    assert transfer.ended_at is not None and transfer.ended_at - released_at < 0.015
+
+
+def test_a_timeout_now_ahead_of_its_entries_is_kept_briefly_and_only_for_them() -> None:
+    def follower() -> RaftNode:
+        node = make_node(2, term=2, entries=entries(1, 1, 2))
+        node.step(AppendEntries(term=2, src=1, dst=2, prev_log_index=3, prev_log_term=2,
+                                entries=(), leader_commit=3), now=1.0)
+        drain(node, 1.0)
+        node.step(TimeoutNow(term=2, src=1, dst=2, last_log_index=5, last_log_term=2), 1.01)
+        assert node.role is Role.FOLLOWER and node.current_term == 2
+        return node
+
+    def append(node: RaftNode, *terms: int, now: float) -> list[Ready]:
+        node.step(AppendEntries(term=2, src=1, dst=2, prev_log_index=3, prev_log_term=2,
+                                entries=entries(*terms, start=4), leader_commit=3), now)
+        return drain(node, now)[1]
+
+    # The entries it names arrive in time: campaign at once, the entries and the new
+    # term saved in one batch, the vote requests only after that save.
+    node = follower()
+    readies = append(node, 2, 2, now=1.02)
+    assert node.role is Role.CANDIDATE and node.current_term == 3
+    assert [e.index for e in readies[0].entries] == [4, 5]
+    assert readies[0].hard_state is not None and readies[0].hard_state.term == 3
+    assert not any(isinstance(m, RequestVote) for m in readies[0].messages)
+    assert any(isinstance(m, RequestVote) for m in readies[0].messages_after_persist)
+    # They arrive after an election timeout: too late, it stays a follower.
+    node = follower()
+    append(node, 2, 2, now=1.01 + node.config.election_timeout_min + 0.001)
+    assert node.role is Role.FOLLOWER and node.current_term == 2
+    # The log moves past what it named (a fence entry came with them): dropped, and
+    # the same index reached again later does not revive it.
+    node = follower()
+    append(node, 2, 2, 2, now=1.02)
+    assert node.role is Role.FOLLOWER
+    append(node, 2, 2, now=1.03)  # (a duplicate of a prefix: nothing changes)
+    assert node.role is Role.FOLLOWER and node.current_term == 2
+    # Entries of another term at that index: not what the leader named.
+    node = follower()
+    append(node, 2, 3, now=1.02)
+    assert node.role is Role.FOLLOWER and node.current_term == 2

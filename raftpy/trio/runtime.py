@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -63,6 +64,8 @@ from raftpy.storage.base import Storage
 from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.autoroles import AutoRoles, run_auto_roles
 from raftpy.trio.framing import FramedStream
+from raftpy.trio.inlinesaves import DEFAULT_BUDGET as DEFAULT_INLINE_BUDGET
+from raftpy.trio.inlinesaves import InlineSaves
 from raftpy.trio.membership import MembershipCalls, _Change, prepare_storage
 from raftpy.trio.observe import DEFAULT_BUFFER, EventStream, RuntimeObserver
 from raftpy.trio.peerloss import PeerLossDetector
@@ -360,6 +363,13 @@ def _merge_batches(group: Sequence[Ready]) -> tuple[HardState | None, Sequence[E
     return hard_state, entries
 
 
+def _timed(fn: Callable[..., Any], *args: Any) -> float:
+    """Call ``fn`` (in a worker thread); the seconds it took, thread switches aside."""
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
+
+
 def format_address(address: Any) -> str:
     """``host:port`` for a ``(host, port)`` pair or anything with ``host``/``port``."""
     if isinstance(address, str):
@@ -397,6 +407,7 @@ class Node(MembershipCalls):
         snapshot: tuple[SnapshotMeta, bytes] | None,
         inbox_size: int,
         wire: _WireQueue | None = None,
+        inline_saves: InlineSaves | None = None,
     ) -> None:
         self.id = raft.id
         self._raft = raft
@@ -424,6 +435,9 @@ class Node(MembershipCalls):
         self._changed = trio.Event()
         self._closed = False
         self._inline_io = type(storage) is MemoryStorage
+        self._inline_saves = inline_saves if inline_saves is not None else InlineSaves()
+        """Whether a save of another storage may run on the event loop (see
+        :mod:`raftpy.trio.inlinesaves`)."""
         self._disk_send, self._disk_jobs = trio.open_memory_channel[Ready | _Compaction](
             float("inf"))
         self._disk_pending = 0
@@ -837,11 +851,21 @@ class Node(MembershipCalls):
                 self._membership_events(ready.events)
             for msg in ready.messages:
                 send(msg)
-            if self._disk_pending or (ready.must_persist() and not self._inline_io):
+            if ready.must_persist() and not self._inline_io and not self._disk_pending \
+                    and raft.role is not Role.LEADER and self._inline_saves.allows(ready):
+                # A follower's or candidate's small save on a fast disk: cheaper here
+                # than a thread's round trip. A leader always saves in the thread, so
+                # that a disk that hangs cannot stop its heartbeats.
+                started = time.perf_counter()
+                self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
+                took = time.perf_counter() - started
+                self._inline_saves.record(took)
+                self._observer.persisted(took)
+            elif self._disk_pending or (ready.must_persist() and not self._inline_io):
                 self._disk_pending += 1
                 self._disk_send.send_nowait(ready)
                 continue
-            if ready.must_persist():  # in-memory storage: nothing blocks
+            elif ready.must_persist():  # in-memory storage: nothing blocks
                 self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
             self._finish(ready)
         self._maybe_snapshot()
@@ -882,7 +906,9 @@ class Node(MembershipCalls):
                 hard_state, entries = _merge_batches(group)
                 if hard_state is not None or entries or job.snapshot is not None:
                     started = trio.current_time()
-                    await self._io(self._storage.save, hard_state, entries, job.snapshot)
+                    took = await self._io(_timed, self._storage.save, hard_state, entries,
+                                          job.snapshot)
+                    self._inline_saves.record(took)
                     self._observer.persisted(trio.current_time() - started)
             if isinstance(job, _Compaction):
                 self._disk_pending -= 1
@@ -1108,6 +1134,7 @@ async def open_node(
     auto_roles: AutoRoles | None = None,
     client_listen: str | Sequence[trio.abc.Listener[Any]] | None = None,
     join_handler: ClientHandler | None = None,
+    inline_save_budget: float = DEFAULT_INLINE_BUDGET,
 ) -> AsyncIterator[Node]:
     """Run node ``node_id`` for the duration of the ``async with`` block.
 
@@ -1168,6 +1195,11 @@ async def open_node(
         only, so the two can be firewalled apart (``docs/security.md``).
     :param join_handler: serves nodes that join with a token
         (:mod:`raftpy.kv.joining`).
+    :param inline_save_budget: seconds: while a follower's or candidate's recent
+        saves took no longer, its small saves run on the event loop instead of a
+        worker thread (faster elections and transfers on a loaded machine;
+        :mod:`raftpy.trio.inlinesaves`). ``0``: every save in a worker thread.
+        In-memory storage always saves inline.
     :raises ValueError: ``learners`` without ``peers``, or ``auto_roles`` without
         ``voters``.
     :raises raftpy.errors.ConfigError: neither ``bootstrap`` nor ``join`` on empty
@@ -1219,7 +1251,8 @@ async def open_node(
         state_machine.restore(snapshot_data)
         snapshot = (state.snapshot, snapshot_data)
     node = Node(raft, transport=transport, storage=storage, state_machine=state_machine,
-                addresses=addresses, snapshot=snapshot, inbox_size=inbox_size, wire=wire)
+                addresses=addresses, snapshot=snapshot, inbox_size=inbox_size, wire=wire,
+                inline_saves=InlineSaves(inline_save_budget))
     node.listen_addresses = own_addresses
     node.client_listen_addresses = _listener_addresses(client_listeners)
     if raft.config.early_pre_vote and hasattr(transport, "peer_loss"):
