@@ -54,6 +54,12 @@ FIGURES: list[tuple[str, str, bool]] = [
      "re-election at PySyncObj's heartbeat, crash -> leader, median ms", False),
     ("failover_eqhb_leader_ms.p99",
      "re-election at PySyncObj's heartbeat, crash -> leader, p99 ms", False),
+    ("failover_early_leader_ms.median",
+     "re-election with early pre-vote (opt-in), crash -> leader, median ms", False),
+    ("failover_early_leader_ms.p99",
+     "re-election with early pre-vote (opt-in), crash -> leader, p99 ms", False),
+    ("failover_early_commit_ms.median",
+     "re-election with early pre-vote (opt-in), crash -> first commit, median ms", False),
     ("pipe_16B_ops_per_s", "pipelined 16 B, ops/s (a task per write)", True),
     ("pipe_1024B_ops_per_s", "pipelined 1 KiB, ops/s (a task per write)", True),
     ("pipe_many_16B_ops_per_s", "pipelined 16 B, ops/s (apply_many)", True),
@@ -71,14 +77,15 @@ READ_KINDS: list[tuple[str, str]] = [
 
 def peer_key(key: str) -> str:
     """The PySyncObj figure a raftpy figure is compared with."""
-    return key.replace("failover_eqhb_", "failover_").replace("pipe_many_", "pipe_")
+    return (key.replace("failover_eqhb_", "failover_").replace("failover_early_", "failover_")
+            .replace("pipe_many_", "pipe_"))
 
 
 def target(key: str, ours: float, theirs: float) -> tuple[str, bool | None]:
     """The issue's target for ``key`` and whether ``ours`` meets it."""
     if key.startswith("pipe_"):
         return ">= 2x", ours >= 2 * theirs
-    key = key.replace("failover_eqhb_", "failover_")
+    key = key.replace("failover_eqhb_", "failover_").replace("failover_early_", "failover_")
     if key.startswith("seq_") and key.endswith(".median"):
         return "<= 1x", ours <= theirs
     if key == "transfer_commit_ms.median":

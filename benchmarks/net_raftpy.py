@@ -117,7 +117,8 @@ def _make_storage(profile: str, data_dir: str, node_id: int) -> Any:
 
 
 async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir: str,
-                     heartbeat: float = HEARTBEAT, lease: bool = False) -> None:
+                     heartbeat: float = HEARTBEAT, lease: bool = False,
+                     early_pre_vote: bool = False) -> None:
     import trio
 
     from benchmarks.reads import sequential_latencies, throughput
@@ -130,7 +131,8 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
     leader_at: list[tuple[int, float]] = []
     commit_at: list[tuple[int, float]] = []
     config = Config(election_timeout_min=0.150, election_timeout_max=0.300,
-                    heartbeat_interval=heartbeat, lease_reads=lease)
+                    heartbeat_interval=heartbeat, lease_reads=lease,
+                    early_pre_vote=early_pre_vote)
     peers = {i: f"127.0.0.1:{p}" for i, p in ports.items() if i != node_id}
     storage = await trio.to_thread.run_sync(_make_storage, profile, data_dir, node_id)
     transport = None
@@ -323,7 +325,8 @@ async def _node_main(node_id: int, ports: dict[int, int], profile: str, data_dir
 # ---------------------------------------------------------------------- coordinator
 
 def cluster_factory(profile: str, data_root: str, n: int = 3, heartbeat: float = HEARTBEAT,
-                    lease: bool = False) -> Callable[[], NetCluster]:
+                    lease: bool = False, early_pre_vote: bool = False
+                    ) -> Callable[[], NetCluster]:
     counter = [0]
 
     def make() -> NetCluster:
@@ -334,7 +337,8 @@ def cluster_factory(profile: str, data_root: str, n: int = 3, heartbeat: float =
             return python_argv("benchmarks.net_raftpy", "node", "--id", str(node_id),
                                "--ports", json.dumps(ports), "--profile", profile,
                                "--data-dir", data_dir, "--heartbeat", str(heartbeat),
-                               *(["--lease"] if lease else []))
+                               *(["--lease"] if lease else []),
+                               *(["--early-pre-vote"] if early_pre_vote else []))
 
         return NetCluster(spawn, n, child_env())
 
@@ -371,6 +375,13 @@ def run_raftpy(args: argparse.Namespace, bar: Any) -> dict[str, Any]:
                 profiles[profile]["failover_eqhb_leader_ms"] = eq["failover_leader_ms"]
                 profiles[profile]["failover_eqhb_commit_ms"] = eq["failover_commit_ms"]
                 profiles[profile]["failover_eqhb_heartbeat"] = PEER_HEARTBEAT
+                # And with early pre-vote (opt-in, raftpy.failover): followers that
+                # lose every connection to the leader stand at once.
+                early = summarize_profile(measure_failover(
+                    cluster_factory(profile, data_root, early_pre_vote=True),
+                    args.failover_trials, HEARTBEAT, bar, args.seed), [], [])
+                profiles[profile]["failover_early_leader_ms"] = early["failover_leader_ms"]
+                profiles[profile]["failover_early_commit_ms"] = early["failover_commit_ms"]
             if profile == "memory" and args.read_n:
                 profiles[profile]["reads"] = measure_raftpy_reads(
                     profile, data_root, args.read_n, args.read_concurrency)
@@ -423,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         node.add_argument("--data-dir", required=True)
         node.add_argument("--heartbeat", type=float, default=HEARTBEAT)
         node.add_argument("--lease", action="store_true")
+        node.add_argument("--early-pre-vote", action="store_true")
         a = node.parse_args(argv[1:])
         import trio
 
@@ -433,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                                 format=f"%(relativeCreated)8.1f node {a.id} %(name)s: %(message)s")
 
         trio.run(_node_main, a.id, {int(k): v for k, v in json.loads(a.ports).items()},
-                 a.profile, a.data_dir, a.heartbeat, a.lease)
+                 a.profile, a.data_dir, a.heartbeat, a.lease, a.early_pre_vote)
         return None
     parser = argparse.ArgumentParser(prog="python -m benchmarks.net_raftpy",
                                      description=__doc__.split("\n\n")[0])

@@ -103,8 +103,14 @@ def test_compare_ratios_and_targets() -> None:
                                "b": profile(180, 0.9, 0.4, 10_000)})}
     assert peer["best"]["seq_16B_ms.median"] == {"value": 0.4, "profile": "b"}
     assert peer["best"]["pipe_16B_ops_per_s"] == {"value": 50_000, "profile": "a"}
-    ours = {"profiles": {"memory": profile(170, 1.5, 0.3, 120_000)}}
+    ours = {"profiles": {"memory": {**profile(170, 1.5, 0.3, 120_000),
+                                    "failover_early_leader_ms": {"n": 1, "median": 40,
+                                                                 "p99": 60}}}}
     rows = {r["figure"]: r["raftpy"]["memory"] for r in build_table(peer, ours)}
+    # Early pre-vote's re-election is compared with PySyncObj's re-election.
+    assert rows["failover_early_leader_ms.median"]["ratio"] == 40 / 180
+    assert rows["failover_early_leader_ms.median"]["met"] is True
+    assert rows["failover_early_leader_ms.p99"]["met"] is True  # 60 <= 0.6 * 360
     assert rows["pipe_16B_ops_per_s"]["ratio"] == 120_000 / 50_000
     assert rows["pipe_16B_ops_per_s"]["met"] is True
     assert rows["seq_16B_ms.median"]["met"] is True
