@@ -205,6 +205,41 @@ def print_comparison(rows: list[dict[str, Any]], profiles: Sequence[str]) -> Non
     print_table(headers, table, "raftpy / PySyncObj, 3 processes on loopback, same machine")
 
 
+def markdown(rows: list[dict[str, Any]], reads: list[dict[str, Any]],
+             profiles: Sequence[str]) -> str:
+    """Both tables as Markdown, for docs/benchmarks.md (``--markdown``)."""
+    head = ["figure", "PySyncObj best (profile)"]
+    for name in profiles:
+        head += [f"raftpy {name}", "ratio"]
+    head += ["target", f"met ({' / '.join(profiles)})"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        peer = row["pysyncobj"]
+        cells = [row["label"].replace("->", "→"),
+                 "-" if peer is None else f"{_num(peer)} ({row['pysyncobj_profile']})"]
+        wanted, met = "", []
+        for name in profiles:
+            entry = row["raftpy"].get(name, {})
+            value, ratio = entry.get("value"), entry.get("ratio")
+            cells += ["-" if value is None else _num(value),
+                      "-" if ratio is None else f"{ratio:.2f}\u00d7"]
+            wanted = wanted or entry.get("target", "")
+            if entry.get("met") is not None:
+                met.append("**yes**" if entry["met"] else "no")
+        cells += [wanted.replace("<=", "≤").replace(">=", "≥"), " / ".join(met)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if reads:
+        lines += ["", "| read | median µs | p99 µs | reads/s | latency ÷ log barrier "
+                  "| reads/s ÷ log barrier |", "|---|---|---|---|---|---|"]
+        for r in reads:
+            def ratio(key: str, r: dict[str, Any] = r) -> str:
+                return f"{r[key]:.2f}\u00d7" if r.get(key) is not None else "-"
+            lines.append(f"| {r['label']} | {_num(r['median_us'])} | {_num(r['p99_us'])} "
+                         f"| {_num(r['ops_per_s'])} | {ratio('latency_vs_log')} "
+                         f"| {ratio('ops_vs_log')} |")
+    return "\n".join(lines)
+
+
 def _num(value: float) -> str:
     return f"{value:,.0f}" if value >= 1000 else f"{value:.2f}"
 
@@ -254,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     add_common_args(parser)
     parser.add_argument("--from-results", action="store_true",
                         help="read peer_pysyncobj.json and net_raftpy.json instead of running")
+    parser.add_argument("--markdown", action="store_true",
+                        help="also print both tables as Markdown (for docs/benchmarks.md)")
     args, rest = parser.parse_known_args(argv)
     results_dir = args.results_dir
     if args.from_results:
@@ -271,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print_reads(reads)
     for profile, why in ours.get("skipped", {}).items():
         print(f"raftpy {profile}: skipped ({why})")
+    if args.markdown:
+        print()
+        print(markdown(rows, reads, profiles))
     payload = {"pysyncobj_version": peer.get("version"), "raftpy_version": ours.get("version"),
                "rows": rows, "reads": reads, "raftpy_skipped": ours.get("skipped", {}),
                "pysyncobj_machine": peer.get("machine"), "raftpy_machine": ours.get("machine")}
