@@ -297,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         peer = json.loads((results_dir / "peer_pysyncobj.json").read_text())
         ours = json.loads((results_dir / "net_raftpy.json").read_text())
     else:
-        forwarded = list(sys.argv[1:] if argv is None else argv)
+        forwarded = [a for a in (sys.argv[1:] if argv is None else argv)
+                     if a != "--markdown"]  # (compare's own option)
         peer = peer_pysyncobj.main(forwarded) or {}
         ours = net_raftpy.main(forwarded) or {}
     profiles = list(ours.get("profiles", {}))
