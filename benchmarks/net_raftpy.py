@@ -454,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     args = parser.parse_args(argv)
     apply_quick(args)
     total = len(args.profiles) * (args.failover_trials + args.transfer_trials + 1)
+    if "memory" in args.profiles:  # its re-election again at PySyncObj's heartbeat
+        total += 2 * args.failover_trials  # and with early pre-vote
     total += args.failover_trials if "memory" in args.profiles else 0  # equal heartbeats
     with progress(total, "raftpy trials", args.progress) as bar:
         payload = run_raftpy(args, bar)

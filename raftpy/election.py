@@ -217,7 +217,11 @@ class ElectionMixin(NodeState):
             # The leader sends TimeoutNow right behind the last entries (transfer.py);
             # it may overtake them (another connection, a reordering network). Keep it
             # for a short while: the entries that complete the log start the election.
-            self._early_timeout_now = (msg, self._now + self.config.election_timeout_min)
+            # Half the transfer timeout at most: an election it starts then comes
+            # before the leader gives up and fences the transfer off, not after the
+            # failure was reported (where it could only depose the leader in vain).
+            keep = min(self.config.election_timeout_min, self.config.transfer_deadline / 2)
+            self._early_timeout_now = (msg, self._now + keep)
             self._log_trace(f"recv TimeoutNow from {msg.src} ahead of entries up to "
                             f"{msg.last_log_index}: campaign once they are here")
         else:

@@ -251,3 +251,26 @@ def test_a_timeout_now_ahead_of_its_entries_is_kept_briefly_and_only_for_them() 
     node = follower()
     append(node, 2, 3, now=1.02)
     assert node.role is Role.FOLLOWER and node.current_term == 2
+
+
+def test_a_kept_timeout_now_does_not_depose_the_leader_after_the_transfer_failed() -> None:
+    # Review finding: with a transfer timeout shorter than election_timeout_min, a
+    # TimeoutNow kept ahead of entries that came late started an election after the
+    # fence had committed and the transfer was reported failed: it could only depose
+    # the leader in vain. The target keeps it for half the transfer timeout at most.
+    config = Config(election_timeout_min=0.150, election_timeout_max=0.300,
+                    heartbeat_interval=0.050, transfer_timeout=0.05)
+    cluster, leader = settled_cluster(n=5, config=config)
+    target = next(i for i in cluster.voters if i != leader)
+    cluster.hold(lambda m: isinstance(m, AppendEntries) and m.dst == target)
+    proposals = [cluster.propose(b"c%d" % i) for i in range(3)]
+    assert cluster.run_until(lambda: all(p.committed for p in proposals), 1.0)
+    term = cluster.node(leader).current_term
+    transfer = cluster.transfer_leadership(target)
+    assert cluster.run_until(lambda: transfer.done, 0.12)
+    assert not transfer.succeeded and transfer.reason == "timed out"  # fence committed
+    cluster.release()  # the entries from before the fence arrive now
+    cluster.run_for(0.05)
+    assert cluster.node(leader).role is Role.LEADER
+    assert cluster.node(leader).current_term == term
+    assert not any(f"{target} -> candidate" in line for line in cluster.trace)

@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     faults = tuple(k for k in args.faults.split(",") if k)
     try:
-        schedule(args.seed, args.seconds, partitions=True, only=faults)
+        schedule(args.seed, args.seconds, partitions=not args.no_partitions, only=faults)
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)

@@ -68,7 +68,9 @@ def schedule(seed: int, seconds: float, *, partitions: bool, warmup: float = 2.0
         if unknown:
             raise ValueError(f"unknown fault kind(s) {', '.join(unknown)}; known: "
                              f"{', '.join(KINDS + PARTITION_KINDS)}")
-        kinds = [k for k in KINDS + PARTITION_KINDS if k in only]
+        if not partitions and set(only) & set(PARTITION_KINDS):
+            raise ValueError("partition faults asked for with partitions off")
+        kinds = [k for k in kinds if k in only]
     plan: list[Planned] = []
     t = warmup
     bag: list[str] = []

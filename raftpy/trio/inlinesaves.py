@@ -39,8 +39,10 @@ class InlineSaves:
 
     def __init__(self, budget: float = DEFAULT_BUDGET, *, max_bytes: int = 256 * 1024,
                  window: int = 8) -> None:
-        if budget < 0:
+        if not budget >= 0:  # (NaN too: every save would run inline forever)
             raise ValueError(f"inline save budget must be >= 0 seconds, got {budget!r}")
+        if window < 1:
+            raise ValueError(f"inline save window must be >= 1 save, got {window!r}")
         self.budget = budget
         self.max_bytes = max_bytes
         self._recent: deque[float] = deque(maxlen=window)

@@ -857,7 +857,13 @@ class Node(MembershipCalls):
                 # than a thread's round trip. A leader always saves in the thread, so
                 # that a disk that hangs cannot stop its heartbeats.
                 started = time.perf_counter()
-                self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
+                try:
+                    self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
+                except BaseException as exc:
+                    # (Also when the disk task drains after a write: stop every reader
+                    # from stepping a core whose batch never reached the disk.)
+                    self._fail(exc)
+                    raise
                 took = time.perf_counter() - started
                 self._inline_saves.record(took)
                 self._observer.persisted(took)
