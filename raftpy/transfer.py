@@ -13,8 +13,9 @@ A transfer goes through up to three stages (:class:`~raftpy.nodestate.TransferSt
   their way (the target is streaming), TimeoutNow goes right behind them instead
   of one round trip later: a target keeps a TimeoutNow that names entries it does
   not hold yet for a short while (``election_timeout_min``, at most half the
-  transfer timeout) and campaigns when they arrive, and only then (election.py). If that one goes unused, the target's acknowledgement of
-  the last entry brings a second one.
+  transfer timeout) and campaigns when they arrive, and only then (election.py).
+  If that one goes unused, the target's acknowledgement of the last entry brings
+  a second one.
 * **fenced**: the final stage timed out after TimeoutNow went out. The target may
   still get a (late) TimeoutNow and act on it, so the leader cannot call the
   transfer failed yet. It appends a *fence* entry, which moves its log past the
