@@ -8,9 +8,9 @@ import random
 
 import pytest
 import trio
+from helpers import Recorder
 
 from raftpy import Config, Role
-from raftpy.statemachine import StateMachine
 from raftpy.storage.memory import MemoryStorage
 from raftpy.trio.peerloss import PeerLossDetector
 from raftpy.trio.runtime import Node, open_node
@@ -18,17 +18,6 @@ from raftpy.trio.runtime import Node, open_node
 # A long election timeout: without the early pre-vote no election can end within
 # a second of the leader going away; with it, one takes milliseconds.
 TIMEOUT = 2.0
-
-
-class _Nothing(StateMachine):
-    def apply(self, command: bytes) -> None:
-        return None
-
-    def snapshot(self) -> bytes:
-        return b""
-
-    def restore(self, data: bytes) -> None:
-        pass
 
 
 @pytest.mark.parametrize("early", [True, False])
@@ -45,7 +34,7 @@ async def test_followers_elect_a_new_leader_at_once_when_the_leader_goes_away(
         with trio.CancelScope() as scope:
             stops[node_id] = scope
             peers = {p: f"127.0.0.1:{ports[p]}" for p in ports if p != node_id}
-            async with open_node(node_id, peers, state_machine=_Nothing(),
+            async with open_node(node_id, peers, state_machine=Recorder(),
                                  storage=MemoryStorage(), config=config,
                                  listen=listeners[node_id], cluster_id="early",
                                  rng=random.Random(node_id)) as node:

@@ -15,9 +15,8 @@ and checks the safety properties by full rescans. These tests show that
 from __future__ import annotations
 
 import pytest
+from test_mutations import double_vote  # the same planted bug the mutation score uses
 
-from raftpy import RaftNode
-from raftpy.messages import RequestVote
 from raftpy.sim import Cluster
 from raftpy.sim.fuzz import run_seed
 from raftpy.sim.invariants import InvariantChecker, InvariantViolation
@@ -52,18 +51,6 @@ def test_paranoid_rescans_pass_every_event_of_a_busy_cluster() -> None:
     assert sum(p.committed for p in cluster.proposals) >= 30
 
 
-def _double_vote(mp: pytest.MonkeyPatch) -> None:
-    original = RaftNode._handle_request_vote
-
-    def forget_vote(self: RaftNode, msg: RequestVote) -> None:
-        if not msg.pre_vote:
-            self.voted_for = None
-            self.leader_id = None
-        original(self, msg)
-
-    mp.setattr(RaftNode, "_handle_request_vote", forget_vote)
-
-
 def _first_failure(paranoid: bool, seeds: range = range(60)) -> tuple[int, str] | None:
     for seed in seeds:
         report = run_seed(seed, safety_time=SAFETY_TIME, paranoid=paranoid)
@@ -74,7 +61,7 @@ def _first_failure(paranoid: bool, seeds: range = range(60)) -> tuple[int, str] 
 
 
 def test_a_planted_bug_gets_the_same_verdict_from_both(monkeypatch: pytest.MonkeyPatch) -> None:
-    _double_vote(monkeypatch)
+    double_vote(monkeypatch)
     fast = _first_failure(paranoid=False)
     assert fast is not None
     assert _first_failure(paranoid=True, seeds=range(fast[0] + 1)) == fast
@@ -84,7 +71,7 @@ def test_paranoid_alone_catches_a_blind_election_check(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The incremental election-safety check is switched off; the double vote
     # then elects two leaders in one term, which only the rescan sees.
-    _double_vote(monkeypatch)
+    double_vote(monkeypatch)
     monkeypatch.setattr(InvariantChecker, "_on_elected",
                         lambda self, node_id, term, voters=None: None)
     caught = _first_failure(paranoid=True)

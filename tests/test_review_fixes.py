@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from helpers import Recorder
 
 from raftpy.config import Config
 from raftpy.messages import AppendEntries, AppendEntriesResponse, Entry, Message
@@ -39,17 +40,6 @@ class _Transport:
         await trio.sleep_forever()
 
 
-class _Machine:
-    def apply(self, command: bytes) -> None:
-        return None
-
-    def snapshot(self) -> bytes:
-        return b""
-
-    def restore(self, data: bytes) -> None:
-        pass
-
-
 async def test_a_core_failure_in_one_reader_stops_every_other_reader_from_acking(
         autojump_clock: trio.testing.MockClock) -> None:
     """A failure while one reading task steps the core leaves it half-updated (a
@@ -61,7 +51,7 @@ async def test_a_core_failure_in_one_reader_stops_every_other_reader_from_acking
     with pytest.raises(BaseException) as failed:
         async with open_node(1, peers={2: "127.0.0.1:1", 3: "127.0.0.1:2"},
                              transport=transport, storage=storage,  # type: ignore[arg-type]
-                             state_machine=_Machine(), config=config) as node:
+                             state_machine=Recorder(), config=config) as node:
             await trio.sleep(0.01)
             observer = node._observer
             drained = observer.drained

@@ -38,12 +38,18 @@ def test_transfer_to_up_to_date_follower() -> None:
     assert cluster.run_until(lambda: proposal.committed, 0.1)
 
 
+def _commit_without(cluster: Cluster, target: int, n: int) -> None:
+    """Commit ``n`` writes while every AppendEntries to ``target`` is held: it lags
+    by them until ``cluster.release()``."""
+    cluster.hold(lambda m: isinstance(m, AppendEntries) and m.dst == target)
+    proposals = [cluster.propose(b"c%d" % i) for i in range(n)]
+    assert cluster.run_until(lambda: all(p.committed for p in proposals), 1.0)
+
+
 def test_transfer_to_lagging_follower_catches_it_up_first() -> None:
     cluster, leader = settled_cluster()
     target = next(i for i in cluster.voters if i != leader)
-    cluster.hold(lambda m: isinstance(m, AppendEntries) and m.dst == target)
-    proposals = [cluster.propose(b"c%d" % i) for i in range(20)]
-    assert cluster.run_until(lambda: all(p.committed for p in proposals), 1.0)
+    _commit_without(cluster, target, 20)
     assert cluster.node(target).log.last_index < cluster.node(leader).log.last_index
     mark = len(cluster.trace)
     transfer = cluster.transfer_leadership(target)
@@ -190,9 +196,7 @@ def test_timeout_now_goes_right_behind_the_last_entries_and_waits_for_them() -> 
     # first keeps it and campaigns as soon as the entries complete its log.
     cluster, leader = settled_cluster()
     target = next(i for i in cluster.voters if i != leader)
-    cluster.hold(lambda m: isinstance(m, AppendEntries) and m.dst == target)
-    proposals = [cluster.propose(b"c%d" % i) for i in range(3)]
-    assert cluster.run_until(lambda: all(p.committed for p in proposals), 1.0)
+    _commit_without(cluster, target, 3)
     mark = len(cluster.trace)
     transfer = cluster.transfer_leadership(target)
     cluster.run_for(0.005)
@@ -262,9 +266,7 @@ def test_a_kept_timeout_now_does_not_depose_the_leader_after_the_transfer_failed
                     heartbeat_interval=0.050, transfer_timeout=0.05)
     cluster, leader = settled_cluster(n=5, config=config)
     target = next(i for i in cluster.voters if i != leader)
-    cluster.hold(lambda m: isinstance(m, AppendEntries) and m.dst == target)
-    proposals = [cluster.propose(b"c%d" % i) for i in range(3)]
-    assert cluster.run_until(lambda: all(p.committed for p in proposals), 1.0)
+    _commit_without(cluster, target, 3)
     term = cluster.node(leader).current_term
     transfer = cluster.transfer_leadership(target)
     assert cluster.run_until(lambda: transfer.done, 0.12)

@@ -364,7 +364,7 @@ def _merge_batches(group: Sequence[Ready]) -> tuple[HardState | None, Sequence[E
 
 
 def _timed(fn: Callable[..., Any], *args: Any) -> float:
-    """Call ``fn`` (in a worker thread); the seconds it took, thread switches aside."""
+    """Call ``fn``; the seconds it took (in a worker thread: thread switches aside)."""
     started = time.perf_counter()
     fn(*args)
     return time.perf_counter() - started
@@ -851,30 +851,35 @@ class Node(MembershipCalls):
                 self._membership_events(ready.events)
             for msg in ready.messages:
                 send(msg)
-            if ready.must_persist() and not self._inline_io and not self._disk_pending \
-                    and raft.role is not Role.LEADER and self._inline_saves.allows(ready):
-                # A follower's or candidate's small save on a fast disk: cheaper here
-                # than a thread's round trip. A leader always saves in the thread, so
-                # that a disk that hangs cannot stop its heartbeats.
-                started = time.perf_counter()
-                try:
-                    self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
-                except BaseException as exc:
-                    # (Also when the disk task drains after a write: stop every reader
-                    # from stepping a core whose batch never reached the disk.)
-                    self._fail(exc)
-                    raise
-                took = time.perf_counter() - started
-                self._inline_saves.record(took)
-                self._observer.persisted(took)
-            elif self._disk_pending or (ready.must_persist() and not self._inline_io):
+            if self._disk_pending or (ready.must_persist() and not self._save_here(ready)):
                 self._disk_pending += 1
                 self._disk_send.send_nowait(ready)
                 continue
-            elif ready.must_persist():  # in-memory storage: nothing blocks
-                self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
             self._finish(ready)
         self._maybe_snapshot()
+
+    def _save_here(self, ready: Ready) -> bool:
+        """Persist ``ready`` on the event loop if it may be (nothing is queued for the
+        disk task); whether it was. Otherwise it goes to the disk task's thread."""
+        if self._inline_io:  # in-memory storage: nothing blocks
+            self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
+            return True
+        if self._raft.role is Role.LEADER or not self._inline_saves.allows(ready):
+            # A leader always saves in the thread, so that a disk that hangs cannot
+            # stop its heartbeats.
+            return False
+        # A follower's or candidate's small save on a fast disk: cheaper here than a
+        # thread's round trip.
+        try:
+            took = _timed(self._storage.save, ready.hard_state, ready.entries, ready.snapshot)
+        except BaseException as exc:
+            # (Also when the disk task drains after a write: stop every reader from
+            # stepping a core whose batch never reached the disk.)
+            self._fail(exc)
+            raise
+        self._inline_saves.record(took)
+        self._observer.persisted(took)
+        return True
 
     async def _write_to_disk(self) -> None:
         """The disk task: persists queued batches in order, then finishes them.
