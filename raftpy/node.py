@@ -48,7 +48,7 @@ from raftpy.messages import (
 )
 from raftpy.metrics import CoreCounters
 from raftpy.nodestate import Candidacy, PendingTransfer, Promotion
-from raftpy.progress import Progress
+from raftpy.progress import Progress, ProgressState
 from raftpy.reads import ReadsMixin
 from raftpy.ready import (
     Event,
@@ -506,7 +506,11 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         self._heartbeat_deadline = self._now + self.config.heartbeat
         self._check_quorum_deadline = self._now + self.config.election_timeout_max
         last = self.log.last_index
-        self.progress = {peer: Progress(match_index=0, next_index=last + 1)
+        # Optimistic start: followers usually hold the whole log (always after a
+        # transfer), so stream from its end at once; a follower that does not
+        # rejects the first message and is probed as usual (replication.py).
+        self.progress = {peer: Progress(match_index=0, next_index=last + 1,
+                                        state=ProgressState.REPLICATE, assumed_index=last)
                          for peer in sorted(self._configurations.latest.replicated)
                          if peer != self.id}
         self._round_sent_at = {}

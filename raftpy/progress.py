@@ -33,9 +33,25 @@ class Progress:
     """``next_index`` when replication last rewound: rejections of messages sent
     before that are stale, and acting on each would resend the backlog again and
     again (a storm, once messages are lost or reordered)."""
+    assumed_index: int = 0
+    """A new leader's guess that this follower's log matches its own up to here (its
+    last index when elected): it streams entries from there at once instead of
+    probing first, which saves the first writes of a term a round trip. Never
+    counted as replicated (commit uses ``match_index`` only); a rejection, or a
+    heartbeat interval without an answer, drops the guess and probes from there."""
     snapshot_index: int = 0
     snapshot_term: int = 0
     snapshot_offset: int = 0
     snapshot_data: bytes = b""
     snapshot_configuration: bytes = b""
     snapshot_configuration_index: int = 0
+
+    def in_flight(self) -> int:
+        """Entries sent in replicate state and not yet acknowledged (or assumed)."""
+        return self.next_index - 1 - max(self.match_index, self.assumed_index)
+
+    def start_probe(self, next_index: int) -> None:
+        """Find where the logs agree, one AppendEntries at a time, from ``next_index``."""
+        self.state = ProgressState.PROBE
+        self.next_index = next_index
+        self.assumed_index = 0

@@ -68,8 +68,7 @@ class LeaderMixin(NodeState):
             if last is not None:
                 next_index = last + 1
         pr.rewind_until = pr.next_index
-        pr.next_index = max(pr.match_index + 1, min(next_index, msg.reject_index))
-        pr.state = ProgressState.PROBE
+        pr.start_probe(max(pr.match_index + 1, min(next_index, msg.reject_index)))
         pr.paused = False
         self._send_append(peer)
 
@@ -110,10 +109,10 @@ class LeaderMixin(NodeState):
             for peer, pr in self.progress.items():
                 if pr.state is ProgressState.REPLICATE and pr.match_index < self.log.last_index \
                         and pr.match_index == pr.match_at_last_heartbeat:
-                    # No progress for a whole interval: a message was lost. Resend.
-                    pr.state = ProgressState.PROBE
+                    # No progress for a whole interval: a message was lost (or a new
+                    # leader's guess went unanswered). Resend, from what is known.
                     pr.rewind_until = pr.next_index
-                    pr.next_index = pr.match_index + 1
+                    pr.start_probe(max(pr.match_index, pr.assumed_index) + 1)
                 pr.match_at_last_heartbeat = pr.match_index
                 pr.paused = False
                 if pr.state is ProgressState.REPLICATE:
@@ -155,8 +154,7 @@ class LeaderMixin(NodeState):
             return
         last = self.log.last_index
         if pr.state is ProgressState.REPLICATE and (
-            pr.next_index > last
-            or pr.next_index - 1 - pr.match_index >= self.config.max_inflight_entries
+            pr.next_index > last or pr.in_flight() >= self.config.max_inflight_entries
         ):
             return  # nothing new, or the window is full: wait for acknowledgements
         cfg = self.config
@@ -177,8 +175,7 @@ class LeaderMixin(NodeState):
                 return
             # Pipelining: stream the backlog without waiting, up to the window.
             pr.next_index = prev + 1 + len(entries)
-            if pr.next_index > last or (
-                    pr.next_index - 1 - pr.match_index >= cfg.max_inflight_entries):
+            if pr.next_index > last or pr.in_flight() >= cfg.max_inflight_entries:
                 return
 
     def _start_snapshot(self, peer: int, pr: Progress) -> None:

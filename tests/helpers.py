@@ -164,7 +164,8 @@ class GatedStorage(MemoryStorage):
     ``inline_save_budget=0`` (the runtime calls only a plain ``MemoryStorage`` inline
     then; with inline saves a hung save would hang the test's own event loop);
     records every save, and while ``gate`` is closed a save
-    blocks until it opens (``blocked`` is set, ``blocked_saves`` counts them)."""
+    blocks until it opens (``blocked`` is set, ``blocked_saves`` counts them); with
+    ``entries_only`` set, a save of the hard state alone passes the closed gate."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -173,9 +174,10 @@ class GatedStorage(MemoryStorage):
         self.gate.set()
         self.blocked = threading.Event()
         self.blocked_saves = 0
+        self.entries_only = False
 
     def save(self, hard_state: Any = None, entries: Any = (), snapshot: Any = None) -> None:
-        if not self.gate.is_set():
+        if not self.gate.is_set() and (entries or not self.entries_only):
             self.blocked_saves += 1
             self.blocked.set()
             self.gate.wait()

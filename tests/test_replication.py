@@ -14,6 +14,8 @@ from raftpy import (
     RequestVoteResponse,
     Role,
 )
+from raftpy.node import RaftNode
+from raftpy.progress import ProgressState
 from raftpy.sim import Cluster, NetworkConfig
 
 
@@ -103,13 +105,57 @@ def test_leader_skips_a_whole_conflicting_term_on_rejection() -> None:
     drain(node, 1.0)
     node.step(RequestVoteResponse(term=4, src=2, dst=1, vote_granted=True), 1.001)
     drain(node, 1.001)
-    assert node.role is Role.LEADER and node.progress[3].next_index == 7
+    # Elected, it streams from its log's end at once (the no-op went out after 6).
+    assert node.role is Role.LEADER and node.progress[3].next_index == 8
     node.step(AppendEntriesResponse(term=4, src=3, dst=1, success=False, reject_index=6,
                                     conflict_index=4, conflict_term=2), 1.002)
     sent, _ = drain(node, 1.002)
     # The leader has no entry of term 2: it resumes where the follower's term 2 began.
     probe = [m for m in sent if isinstance(m, AppendEntries) and m.dst == 3]
     assert [m.prev_log_index for m in probe] == [3]
+
+
+def _elected(last_terms: tuple[int, ...]) -> tuple[RaftNode, list[AppendEntries]]:
+    """Node 1 of three, restarted with entries of ``last_terms``, elected in term 4;
+    with the AppendEntries it sent on winning."""
+    node = make_node(1, term=3, entries=entries(*last_terms), config=Config(pre_vote=False))
+    node.tick(1.0)
+    drain(node, 1.0)
+    node.step(RequestVoteResponse(term=4, src=2, dst=1, vote_granted=True), 1.001)
+    sent, _ = drain(node, 1.001)
+    assert node.role is Role.LEADER
+    return node, [m for m in sent if isinstance(m, AppendEntries)]
+
+
+def test_a_new_leader_streams_writes_without_waiting_for_a_first_answer() -> None:
+    # Followers usually hold the whole log (always after a transfer): the first
+    # writes of a term go out behind the no-op at once, not one round trip later.
+    node, on_winning = _elected((1, 1, 3))
+    assert sorted((m.dst, m.prev_log_index) for m in on_winning) == [(2, 3), (3, 3)]
+    node.propose(b"w", 1.002)
+    sent, _ = drain(node, 1.002)
+    writes = [m for m in sent if isinstance(m, AppendEntries)]
+    assert sorted((m.dst, m.prev_log_index, [e.data for e in m.entries]) for m in writes) \
+        == [(2, 4, [b"w"]), (3, 4, [b"w"])]
+    # Nothing counts as replicated before a follower says so.
+    assert node.commit_index == 0 and all(pr.match_index == 0 for pr in node.progress.values())
+    node.step(AppendEntriesResponse(term=4, src=2, dst=1, success=True, match_index=5), 1.003)
+    drain(node, 1.003)
+    assert node.commit_index == 5
+
+
+def test_a_follower_silent_after_an_election_is_probed_from_the_log_end() -> None:
+    # The optimistic start is dropped after a heartbeat interval without an answer,
+    # and probing resumes where the leader's log ended when it won, not at index 1.
+    node, _ = _elected((1, 1, 3))
+    node.step(AppendEntriesResponse(term=4, src=2, dst=1, success=True, match_index=4), 1.002)
+    drain(node, 1.002)
+    heartbeat = node.config.heartbeat
+    node.tick(1.001 + heartbeat)
+    sent, _ = drain(node, 1.001 + heartbeat)
+    to_3 = [m for m in sent if isinstance(m, AppendEntries) and m.dst == 3]
+    assert [(m.prev_log_index, len(m.entries)) for m in to_3] == [(3, 1)]
+    assert node.progress[3].state is ProgressState.PROBE
 
 
 def test_leader_does_not_commit_entries_of_earlier_terms_by_counting() -> None:

@@ -127,6 +127,35 @@ async def test_batches_queued_behind_a_slow_write_go_out_in_one_save(
             assert [e.data for e in disk.entries][-5:] == [b"w%d" % k for k in range(5)]
 
 
+async def test_a_new_leader_wakes_its_waiters_before_its_first_save_ends(
+        mock_clock: trio.testing.MockClock) -> None:
+    # A transfer target holds the requests it gets while it campaigns; they must go
+    # as soon as it wins, not after its no-op's save in the disk thread as well.
+    async with gated_cluster(mock_clock) as (c, disks, leader):
+        with trio.fail_after(10):
+            target = next(i for i in c.ids if i != leader.id)
+            node, disk = c.nodes[target], disks[target]
+            disk.entries_only = True  # its term and vote save; its entries hang
+            disk.gate.clear()
+            won = trio.Event()
+
+            async def watch() -> None:
+                while not node.is_leader:
+                    await node.wait_changed()
+                won.set()
+
+            c.nursery.start_soon(watch)
+            await trio.sleep(0)
+            assert await leader.transfer_leadership(target) == target
+            await disk.wait_blocked()  # the new leader's no-op save hangs
+            saved = len(disk.saves)
+            with trio.move_on_after(1):
+                await won.wait()
+            woke_while_hung = won.is_set() and len(disk.saves) == saved
+            disk.gate.set()
+            assert woke_while_hung
+
+
 async def test_a_follower_acknowledges_only_what_its_disk_holds(
         mock_clock: trio.testing.MockClock) -> None:
     # Group commit must not let an acknowledgement out before its entries' save.

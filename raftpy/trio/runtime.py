@@ -851,6 +851,12 @@ class Node(MembershipCalls):
                 self._membership_events(ready.events)
             for msg in ready.messages:
                 send(msg)
+            if any(isinstance(event, LeaderChanged) for event in ready.events):
+                # Wake whoever waits for a leader now, not after this batch's save:
+                # a new leader's batch (its no-op) goes to the disk thread, and the
+                # requests its candidacy held would wait for that save and then for
+                # the next round trip, instead of going out with the no-op.
+                self._notify()
             if self._disk_pending or (ready.must_persist() and not self._save_here(ready)):
                 self._disk_pending += 1
                 self._disk_send.send_nowait(ready)
