@@ -25,6 +25,13 @@ class ElectionMixin(NodeState):
         if self.role is Role.LEADER:
             # The leader asked this node to take over; grant it the (pre-)vote.
             return not (self._transfer is not None and self._transfer.target == msg.src)
+        if self.role is Role.CANDIDATE and self.disrupt_leader:
+            # A transfer's target campaigns on the leader's word, which it heard a
+            # moment ago: a third node asking for a higher term now is as disruptive
+            # as it would be to a follower (a stale spare that missed its demotion,
+            # fuzz seed 5345), and bumping the term would kill the transfer's
+            # election. Its own election timeout ends this (a plain campaign then).
+            return self._now - self._last_leader_contact < self.config.election_timeout_min
         return self._heard_from_leader_recently()
 
     def _heard_from_leader_recently(self) -> bool:

@@ -12,6 +12,7 @@ from raftpy import (
     LeadershipTransferInProgress,
     NotLeader,
     RequestVote,
+    RequestVoteResponse,
     Role,
     TimeoutNow,
     TransferEnded,
@@ -180,6 +181,30 @@ def test_target_acts_only_on_timeout_now_from_its_leader_with_matching_log() -> 
         assert isinstance(msg, RequestVote)
         assert msg.term == 3 and msg.disrupt_leader and not msg.pre_vote
     assert readies[0].hard_state is not None and readies[0].hard_state.term == 3
+
+
+def test_a_transfer_target_ignores_a_third_candidates_higher_term_while_it_campaigns() -> None:
+    # Fuzz seed 5345: a spare that missed its demotion (it gets no entries, so it
+    # still thinks it votes) campaigned without pre-vote during a transfer; the
+    # target took its higher term, gave up its own election and the transfer stalled.
+    node = make_node(2, term=2, entries=entries(1, 1, 2), config=Config(pre_vote=False))
+    node.step(AppendEntries(term=2, src=1, dst=2, prev_log_index=3, prev_log_term=2,
+                            entries=(), leader_commit=3), now=1.0)
+    drain(node, 1.0)
+    node.step(TimeoutNow(term=2, src=1, dst=2, last_log_index=3, last_log_term=2), 1.01)
+    drain(node, 1.01)
+    assert node.role is Role.CANDIDATE and node.current_term == 3 and node.disrupt_leader
+    rival = RequestVote(term=4, src=3, dst=2, last_log_index=3, last_log_term=2)
+    node.step(rival, 1.02)
+    sent, _ = drain(node, 1.02)
+    assert node.role is Role.CANDIDATE and node.current_term == 3
+    assert [(type(m), m.vote_granted) for m in sent if m.dst == 3] == [  # type: ignore[attr-defined]
+        (RequestVoteResponse, False)]
+    # Once the leader's word is an election timeout old, the rival's term counts.
+    late = 1.001 + node.config.election_timeout_min
+    node.step(RequestVote(term=4, src=3, dst=2, last_log_index=3, last_log_term=2), late)
+    drain(node, late)
+    assert node.role is Role.FOLLOWER and node.current_term == 4 and node.voted_for == 3
 
 
 def test_transfer_with_pre_vote_off_also_works() -> None:
