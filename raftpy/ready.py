@@ -126,7 +126,9 @@ class Ready:
     2. persist ``hard_state`` (if set), ``snapshot`` (if set) and ``entries``
        (which replace any persisted entries at or after ``entries[0].index``);
     3. only then send ``messages_after_persist`` (votes, acknowledgements) and
-       apply ``committed`` entries in order;
+       apply ``committed`` entries in order (a leader may apply them before its own
+       save ends: they are durable on a majority, and the core counts the leader's
+       own log only up to what it persisted; never ahead of an earlier batch's);
     4. call :meth:`raftpy.RaftNode.advance` with this batch.
 
     Batches must be persisted in the order they were produced.
