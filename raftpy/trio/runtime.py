@@ -884,18 +884,20 @@ class Node(MembershipCalls):
         that still has entries to apply or a snapshot to restore: order matters."""
         if self._queued_snapshots or self._applied < self._queued_commit_top:
             return
-        self._apply_committed(ready)
-        self._notify()
+        if self._apply_committed(ready):
+            self._notify()
 
-    def _apply_committed(self, ready: Ready) -> None:
-        """Apply ``ready``'s committed entries that are not applied yet, in order."""
+    def _apply_committed(self, ready: Ready) -> bool:
+        """Apply ``ready``'s committed entries that are not applied yet, in order;
+        whether there were any."""
         committed = ready.committed
         if not committed or committed[-1].index <= self._applied:
-            return
+            return False
         started = trio.current_time()
         for entry in committed[max(0, self._applied + 1 - committed[0].index):]:
             self._apply(entry)
         self._observer.applied(ready, started)
+        return True
 
     def _save_here(self, ready: Ready) -> bool:
         """Persist ``ready`` on the event loop if it may be (nothing is queued for the
@@ -989,8 +991,8 @@ class Node(MembershipCalls):
             self._applied = meta.index
             self._fail_waiting_through(meta.index)
             self._observer.snapshot_installed(meta)
-        self._apply_committed(ready)  # (unless applied early)
-        changed = bool(ready.committed) or ready.snapshot is not None
+        changed = self._apply_committed(ready)  # (unless applied early)
+        changed |= ready.snapshot is not None
         for event in ready.events:
             changed = True
             if isinstance(event, TransferEnded):
