@@ -141,6 +141,10 @@ async def test_a_new_leader_wakes_its_waiters_before_its_first_save_ends(
         with trio.fail_after(10):
             target = next(i for i in c.ids if i != leader.id)
             node, disk = c.nodes[target], disks[target]
+            # (The commit needed one follower: let the target hold every entry
+            # first, or the transfer's catch-up save would hang at the gate.)
+            while not disk.entries or disk.entries[-1].index < leader.status().last_log_index:
+                await trio.sleep(0.001)
             disk.entries_only = True  # its term and vote save; its entries hang
             disk.gate.clear()
             won = trio.Event()
@@ -150,16 +154,17 @@ async def test_a_new_leader_wakes_its_waiters_before_its_first_save_ends(
                     await node.wait_changed()
                 won.set()
 
-            c.nursery.start_soon(watch)
-            await trio.sleep(0)
-            assert await leader.transfer_leadership(target) == target
-            await disk.wait_blocked()  # the new leader's no-op save hangs
-            saved = len(disk.saves)
-            with trio.move_on_after(1):
-                await won.wait()
-            woke_while_hung = won.is_set() and len(disk.saves) == saved
-            disk.gate.set()
-            assert woke_while_hung
+            try:
+                c.nursery.start_soon(watch)
+                await trio.sleep(0)
+                assert await leader.transfer_leadership(target) == target
+                await disk.wait_blocked()  # the new leader's no-op save hangs
+                saved = len(disk.saves)
+                with trio.move_on_after(1):
+                    await won.wait()
+                assert won.is_set() and len(disk.saves) == saved
+            finally:
+                disk.gate.set()  # a hung worker thread would block shutdown
 
 
 async def test_a_follower_acknowledges_only_what_its_disk_holds(

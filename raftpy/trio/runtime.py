@@ -859,8 +859,8 @@ class Node(MembershipCalls):
             if any(isinstance(event, LeaderChanged) for event in ready.events):
                 # Wake whoever waits for a leader now, not after this batch's save:
                 # a new leader's batch (its no-op) goes to the disk thread, and the
-                # requests its candidacy held would wait for that save and then for
-                # the next round trip, instead of going out with the no-op.
+                # requests its candidacy held would wait for that save instead of
+                # going out right behind the no-op.
                 self._notify()
             if ready.committed and self._raft.role is Role.LEADER:
                 self._apply_early(ready)
