@@ -854,14 +854,14 @@ class Node(MembershipCalls):
                 self._fail_replaced(ready.entries)
             if ready.events:
                 self._membership_events(ready.events)
+                if any(isinstance(event, LeaderChanged) for event in ready.events):
+                    # Wake whoever waits for a leader now, not after this batch's
+                    # save: a new leader's batch (its no-op) goes to the disk thread,
+                    # and the requests its candidacy held would wait for that save
+                    # instead of going out right behind the no-op.
+                    self._notify()
             for msg in ready.messages:
                 send(msg)
-            if any(isinstance(event, LeaderChanged) for event in ready.events):
-                # Wake whoever waits for a leader now, not after this batch's save:
-                # a new leader's batch (its no-op) goes to the disk thread, and the
-                # requests its candidacy held would wait for that save instead of
-                # going out right behind the no-op.
-                self._notify()
             if ready.committed and self._raft.role is Role.LEADER:
                 self._apply_early(ready)
             if self._disk_pending or (ready.must_persist() and not self._save_here(ready)):
