@@ -38,7 +38,7 @@ import signal
 import ssl
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,24 +99,24 @@ def _role(text: str) -> str:
     return text.lower()
 
 
-def _positive(text: str) -> float:
+def _number(text: str, ok: Callable[[float], bool], expected: str) -> float:
+    """``text`` as a float if ``ok`` accepts it, else an argparse error naming
+    ``expected`` (text that is no number counts as -1)."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def _positive(text: str) -> float:
+    return _number(text, lambda v: not v <= 0, "a positive number")
 
 
 def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+    return _number(text, lambda v: 0 <= v < float("inf"), "a number >= 0")
 
 
 def _count(text: str) -> int:
