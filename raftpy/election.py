@@ -191,8 +191,11 @@ class ElectionMixin(NodeState):
             if self.in_pre_vote:
                 self._log_trace("pre-vote won")
                 self._become_candidate(pre_vote=False, disrupt_leader=self.disrupt_leader)
-            else:
+            elif self._candidacy is not None and self._candidacy.vote_durable:
                 self._become_leader()
+            else:
+                # Won, but its own vote is not durable yet: advance() tallies again.
+                self._log_trace("election won, waiting for its own vote's save")
             return
         if len(self._votes) - granted >= self.quorum:
             # Lost: no retry at once. Only a contested round retries early, and not

@@ -273,10 +273,13 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
             if self.role is Role.LEADER:
                 self._maybe_commit()
         hard = ready.hard_state
-        if (hard is not None and self.role is Role.CANDIDATE and not self.in_pre_vote
-                and hard.term == self.current_term and hard.voted_for == self.id
-                and self.id not in self._votes and self.is_voter):
-            self._votes[self.id] = True
+        candidacy = self._candidacy
+        if (hard is not None and candidacy is not None and not candidacy.vote_durable
+                and self.role is Role.CANDIDATE and hard.term == self.current_term
+                and hard.voted_for == self.id):
+            candidacy.vote_durable = True
+            if self.is_voter:
+                self._votes[self.id] = True
             self._tally_votes()
 
     # ------------------------------------------------------------------ local API
@@ -465,8 +468,9 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
         self.in_pre_vote = pre_vote
         self.disrupt_leader = disrupt_leader
         self.progress = {}
-        # A real self-vote counts only once it is durable (see advance): a single
-        # voter must not lead a term it could forget in a crash.
+        # A real self-vote counts only once it is durable (see advance), and the
+        # candidate leads only then, whatever the others answered: it must not lead
+        # a term it could forget in a crash.
         # Only a voter's own vote counts (a node may campaign to finish a change
         # that removed it: see _may_campaign).
         self._votes = {self.id: True} if pre_vote and self.is_voter else {}
@@ -540,10 +544,14 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
 
     def _send(self, msg: Message) -> None:
         # Raft needs votes and acknowledgements to wait for the fsync of what they
-        # promise (raft-rs' persisted messages); requests may leave at once.
+        # promise (raft-rs' persisted messages); requests may leave at once. That
+        # includes a candidate's RequestVote (as in etcd raft): it promises nothing,
+        # and the candidate's own vote counts only once durable (advance), so it
+        # never leads a term it could forget in a crash; its vote save overlaps the
+        # voters' round trip instead of coming before it.
         if isinstance(msg, (AppendEntriesResponse, InstallSnapshotResponse)) or (
             isinstance(msg, RequestVoteResponse) and not msg.pre_vote
-        ) or (isinstance(msg, RequestVote) and not msg.pre_vote):
+        ):
             self._messages_after_persist.append(msg)
         else:
             self._messages.append(msg)

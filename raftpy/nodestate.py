@@ -96,6 +96,11 @@ class Candidacy:
     contested: bool = False
     """A competing candidate of the same term asked for our vote."""
     retry_armed: bool = False
+    vote_durable: bool = False
+    """The driver has persisted this term and the vote for itself. Only then may it
+    lead: a leader of a term it could forget in a crash could be elected again in
+    that term after a restart, with another log (its RequestVotes leave before the
+    save, see ``RaftNode._send``)."""
 
 
 class NodeState:

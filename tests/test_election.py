@@ -148,6 +148,25 @@ def test_voter_grants_one_vote_per_term() -> None:
     assert node.voted_for == 2
 
 
+def test_a_candidate_leads_only_once_its_own_vote_is_saved() -> None:
+    # Five voters: the four others answer before the candidate's save ends.
+    node = make_node(1, voters=(1, 2, 3, 4, 5), term=3,
+                     config=Config(pre_vote=False))
+    node.tick(1.0)
+    ready = node.ready()
+    assert node.role is Role.CANDIDATE and ready.hard_state is not None
+    assert (ready.hard_state.term, ready.hard_state.voted_for) == (4, 1)
+    # The vote requests leave at once: they overlap the candidate's own save.
+    assert sorted(m.dst for m in ready.messages if isinstance(m, RequestVote)) == [2, 3, 4, 5]
+    for voter in (2, 3, 4, 5):
+        node.step(RequestVoteResponse(term=4, src=voter, dst=1, vote_granted=True), 1.001)
+    # A majority granted, but a crash now would forget term 4 and the vote: it
+    # could then win term 4 again with another log. It waits for the save.
+    assert node.role is Role.CANDIDATE
+    node.advance(ready, 1.002)
+    assert node.role is Role.LEADER and node.current_term == 4
+
+
 @pytest.mark.parametrize(("last_term", "last_index", "granted"), [
     (2, 3, True),   # same last term, same length
     (2, 2, False),  # same last term, shorter

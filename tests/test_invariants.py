@@ -90,17 +90,25 @@ def test_a_vote_grant_leaves_only_once_that_vote_is_persisted() -> None:
     c.on_send(2, vote(2, 1, 1))
 
 
-def test_a_real_request_vote_leaves_only_once_the_self_vote_is_persisted() -> None:
+def test_a_node_leads_a_term_only_once_its_own_vote_in_it_is_durable() -> None:
     c = checker()
-    with raises("vote not durable: node 1 asks for votes in term 1"):
-        c.on_send(1, request_vote(1, 2, 1))
-    c.on_persist(1, Ready(hard_state=HardState(1, 2)))  # voted for someone else
-    with raises("vote not durable: node 1 asks for votes in term 1"):
-        c.on_send(1, request_vote(1, 2, 1))
-    c.on_persist(1, Ready(hard_state=HardState(2, 1)))
-    c.on_send(1, request_vote(1, 2, 2))
-    with raises("vote not durable: node 1 asks for votes in term 3"):
-        c.on_send(1, request_vote(1, 2, 3))
+    # Its RequestVote leaves before its save: that promises nothing.
+    c.on_send(1, request_vote(1, 2, 1))
+    for voter in (2, 3):  # both others grant it durably (a majority without it)
+        c.on_persist(voter, Ready(hard_state=HardState(1, 1)))
+        c.on_send(voter, vote(voter, 1, 1))
+    won = Ready(events=[LeaderChanged(1, 1)])
+    with raises(r"vote not durable: node 1 leads term 1, but has persisted "
+                r"HardState\(term=0, voted_for=None\)"):
+        c.on_ready(1, won, 1, is_leader=True)
+    c = checker()
+    c.on_persist(1, Ready(hard_state=HardState(1, 2)))  # it voted for another
+    with raises("vote not durable: node 1 leads term 1"):
+        c.on_ready(1, won, 1, is_leader=True)
+    c = checker()
+    c.on_persist(1, Ready(hard_state=HardState(1, 1)))
+    c.on_ready(1, won, 1, is_leader=True)
+    assert c.leaders == {1: 1}
 
 
 def test_pre_votes_and_rejections_need_nothing_durable() -> None:

@@ -90,16 +90,20 @@ def vote_grant_before_fsync(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(RaftNode, "_send", send)
 
 
-def request_vote_before_fsync(mp: pytest.MonkeyPatch) -> None:
-    original = RaftNode._send
+def candidate_leads_before_its_vote_is_durable(mp: pytest.MonkeyPatch) -> None:
+    # The candidate counts its own vote, and may lead, as soon as it campaigns,
+    # while its RequestVotes (which leave before the save) are answered.
+    original = RaftNode._become_candidate
 
-    def send(self: RaftNode, msg: Message) -> None:
-        if isinstance(msg, RequestVote):
-            self._messages.append(msg)
-        else:
-            original(self, msg)
+    def become_candidate(self: RaftNode, *, pre_vote: bool, disrupt_leader: bool) -> None:
+        original(self, pre_vote=pre_vote, disrupt_leader=disrupt_leader)
+        if self._candidacy is not None and self.role is Role.CANDIDATE:
+            self._candidacy.vote_durable = True
+            if self.is_voter:
+                self._votes[self.id] = True
+                self._tally_votes()
 
-    mp.setattr(RaftNode, "_send", send)
+    mp.setattr(RaftNode, "_become_candidate", become_candidate)
 
 
 def term_from_append_entries_not_persisted(mp: pytest.MonkeyPatch) -> None:
@@ -329,8 +333,9 @@ SAFETY = [
            test_replication.test_follower_acknowledges_only_after_persisting),
     Mutant("vote grant sent before its fsync", vote_grant_before_fsync,
            ("vote not durable",)),
-    Mutant("RequestVote sent before its fsync", request_vote_before_fsync,
-           ("vote not durable",)),
+    Mutant("candidate leads before its vote is durable",
+           candidate_leads_before_its_vote_is_durable, ("vote not durable",),
+           test_election.test_a_candidate_leads_only_once_its_own_vote_is_saved),
     Mutant("term from AppendEntries not persisted", term_from_append_entries_not_persisted,
            ("term not durable",)),
     Mutant("vote not persisted", vote_not_persisted, ("vote not durable",)),

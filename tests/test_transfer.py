@@ -257,14 +257,15 @@ def test_a_timeout_now_ahead_of_its_entries_is_kept_briefly_and_only_for_them() 
         return drain(node, now)[1]
 
     # The entries it names arrive in time: campaign at once, the entries and the new
-    # term saved in one batch, the vote requests only after that save.
+    # term saved in one batch; the vote requests leave without waiting for that save.
     node = follower()
     readies = append(node, 2, 2, now=1.02)
     assert node.role is Role.CANDIDATE and node.current_term == 3
     assert [e.index for e in readies[0].entries] == [4, 5]
     assert readies[0].hard_state is not None and readies[0].hard_state.term == 3
-    assert not any(isinstance(m, RequestVote) for m in readies[0].messages)
-    assert any(isinstance(m, RequestVote) for m in readies[0].messages_after_persist)
+    asks = [m for m in readies[0].messages if isinstance(m, RequestVote)]
+    assert asks and all(m.last_log_index == 5 for m in asks)
+    assert not any(isinstance(m, RequestVote) for m in readies[0].messages_after_persist)
     # They arrive after an election timeout: too late, it stays a follower.
     node = follower()
     append(node, 2, 2, now=1.01 + node.config.election_timeout_min + 0.001)

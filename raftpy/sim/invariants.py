@@ -66,8 +66,6 @@ every message the moment the simulator releases it to the network):
 
 * a granted real vote for candidate ``c`` in term ``T``: the voter has
   persisted ``voted_for = c`` in term ``T``;
-* a real RequestVote of term ``T``: the candidate has persisted its vote for
-  itself in term ``T``;
 * a successful AppendEntriesResponse of term ``T`` acknowledging ``match_index``:
   the persisted term is at least ``T`` and the disk log holds the acknowledged
   entries: it reaches ``match_index`` and its chain there equals the node's
@@ -76,8 +74,11 @@ every message the moment the simulator releases it to the network):
 * AppendEntries, InstallSnapshot and TimeoutNow (a leader speaking for its
   term ``T``): the persisted term is at least ``T``.
 
-Together these give "a node's persisted term is never below a term it acted
-on". Other messages carry no durable promise (see :meth:`InvariantChecker.on_send`).
+Together with "a node leads term ``T`` only once it has persisted its vote for
+itself in ``T``" (checked when it reports its election), these give "a node's
+persisted term is never below a term it acted on". Other messages carry no
+durable promise (see :meth:`InvariantChecker.on_send`); a candidate's RequestVote
+leaves before its save.
 """
 
 from __future__ import annotations
@@ -93,7 +94,6 @@ from raftpy.messages import (
     EntryKind,
     InstallSnapshot,
     Message,
-    RequestVote,
     RequestVoteResponse,
     TimeoutNow,
 )
@@ -437,17 +437,21 @@ class InvariantChecker:
     def on_send(self, node_id: int, msg: Message) -> None:
         """``node_id`` releases ``msg`` to the network: what it promises must be durable.
 
-        Checked: granted real votes, real RequestVotes, successful
-        AppendEntriesResponses, and a leader's AppendEntries, InstallSnapshot and
-        TimeoutNow (see the module docstring). Not checked, and why that is safe:
+        Checked: granted real votes, successful AppendEntriesResponses, and a
+        leader's AppendEntries, InstallSnapshot and TimeoutNow (see the module
+        docstring). Not checked, and why that is safe:
 
+        * a real RequestVote asks and promises nothing: the candidate's own vote
+          counts nowhere until durable, and it leads only once its vote is
+          (checked in :meth:`_on_elected`). If a crash makes it forget the term
+          it asked in, it returns to an older one; a vote it casts later is still
+          one per term, because each vote is made durable before it is sent, and
+          the voters that granted the forgotten candidacy may grant it again only
+          to the same candidate, which then leads with a durable vote.
         * rejections (RequestVoteResponse not granted, AppendEntriesResponse not
           successful) promise nothing; their term only tells a stale node to step
           down. That term came from a node that holds it, or is the sender's own
-          candidacy, whose self-vote counts nowhere until durable (its RequestVote
-          waits for the fsync). If a crash makes the sender forget the term it
-          returns to an older one, and every vote it casts later is still one per
-          term, because each vote is itself made durable before it is sent.
+          candidacy (see above).
         * pre-vote requests and answers change nobody's term or vote (Raft §9.6):
           a granted pre-vote echoes a term nobody adopted.
         * InstallSnapshotResponse acknowledges chunks held in memory only; the
@@ -471,12 +475,6 @@ class InvariantChecker:
                     f"{msg.term}, but has persisted {self._hard[node_id]}")
             if msg.vote_granted and not msg.pre_vote:
                 self._grants.setdefault((msg.term, msg.dst), set()).add(node_id)
-        elif kind is RequestVote:
-            assert isinstance(msg, RequestVote)
-            if not msg.pre_vote and self._votes_cast[node_id].get(msg.term) != node_id:
-                raise self._fail(
-                    f"vote not durable: node {node_id} asks for votes in term {msg.term}, "
-                    f"but has persisted {self._hard[node_id]}")
 
     def _check_term_durable(self, node_id: int, msg: Message) -> None:
         hard = self._hard[node_id]
@@ -574,6 +572,11 @@ class InvariantChecker:
         other = self.leaders.setdefault(term, node_id)
         if other != node_id:
             raise self._fail(f"election safety: nodes {other} and {node_id} both lead term {term}")
+        if self._votes_cast[node_id].get(term) != node_id:
+            # Else a crash could make it forget the term and win it again, with
+            # another log under the same (index, term) (log matching).
+            raise self._fail(f"vote not durable: node {node_id} leads term {term}, but "
+                             f"has persisted {self._hard[node_id]}")
         if voters is not None:
             # Only voters of its configuration count, itself included by its durable
             # vote for itself (a leader never counts a standby's or a stranger's vote).
