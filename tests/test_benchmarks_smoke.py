@@ -39,8 +39,10 @@ def test_election_never_beats_its_lower_bound() -> None:
         for seed in range(5):
             trial = election_trial(setup, seed)
             assert trial.leader is not None and trial.commit is not None
+            # The voter saves before answering; the candidate's own save overlaps
+            # the round trip of its vote requests.
             bound = (trial.first_timeout + round_trips * 2 * setup.delay_min
-                     + 2 * setup.disk_min)
+                     + setup.disk_min)
             assert trial.leader >= bound - 1e-9
             assert trial.commit >= trial.leader + 2 * setup.delay_min + setup.disk_min - 1e-9
             assert trial.rounds >= 1
@@ -56,7 +58,9 @@ def test_split_vote_counted_when_two_candidates_share_a_term() -> None:
     # 5 ms of timeout randomness and no pre-vote: followers often time out together
     # (the Raft paper's 150-155 ms line).
     setup = Setup("t", 5, False, 0.001, 0.001, timeout_min=0.150, timeout_max=0.155)
-    trials = [election_trial(setup, seed) for seed in range(5)]
+    # (Lost rounds got rarer once vote requests stopped waiting for the candidate's
+    # save: the first candidate's requests now beat more of the other timeouts.)
+    trials = [election_trial(setup, seed) for seed in range(10)]
     assert any(t.failed_rounds > 0 for t in trials)
     assert any(t.contested_rounds > 0 for t in trials)
     for t in trials:

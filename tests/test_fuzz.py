@@ -69,7 +69,7 @@ def test_hostile_plan_with_five_nodes(seed: int) -> None:
 # ---------------------------------------------------------------- new faults, replay
 
 
-@pytest.mark.parametrize("seed", [6, 306, 11])
+@pytest.mark.parametrize("seed", [6, 358, 11])
 def test_seed_with_new_faults_replays_exactly(seed: int) -> None:
     first, again = run_seed(seed), run_seed(seed)
     assert first.ok, first.failure
@@ -79,7 +79,7 @@ def test_seed_with_new_faults_replays_exactly(seed: int) -> None:
         again.liveness_windows, again.worst_leader_wait)
     if seed == 6:
         assert first.plan.figure8 and first.faults["figure8_done"] == 1
-    elif seed == 306:
+    elif seed == 358:  # (306 until vote requests left before the save)
         for kind in ("pause", "resume", "to_paused", "cut_one_way", "cut_link", "flap",
                      "clock_jump"):
             assert first.faults[kind] > 0, kind
@@ -202,7 +202,9 @@ def _trust_leader_commit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RaftNode, "_ack", ack)
 
 
-@pytest.mark.parametrize("seed", [2, 5, 17, 20])  # five, three, five and three voters
+# (Seeds 2 and 20 were here until vote requests left before the candidate's save:
+# their randomised interleavings no longer reach the stale suffix.)
+@pytest.mark.parametrize("seed", [156, 5, 17, 33])  # five, three, five and three voters
 def test_stale_suffix_scenario_plays_through_on_a_correct_core(seed: int) -> None:
     cluster, rng = _stale_suffix_cluster(seed)
     every = cluster.snapshot_every
@@ -229,9 +231,10 @@ def test_stale_suffix_scenario_plays_through_on_a_correct_core(seed: int) -> Non
     assert cluster.run_until(converged, 1.0)  # healed, it takes the leader's entries
 
 
-# (Seed 2 was in this list until the concurrent pre-candidate yield rule: its
-# randomised interleaving no longer reaches the stale suffix.)
-@pytest.mark.parametrize("seed", [5, 17, 20, 33])
+# (Seed 2 was in this list until the concurrent pre-candidate yield rule, seed 20
+# until vote requests left before the candidate's save: their randomised
+# interleavings no longer reach the stale suffix.)
+@pytest.mark.parametrize("seed", [5, 17, 33, 156])
 def test_stale_suffix_scenario_catches_a_commit_past_what_was_verified(
         seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     _trust_leader_commit(monkeypatch)
