@@ -112,7 +112,9 @@ def _number(text: str, ok: Callable[[float], bool], expected: str) -> float:
 
 
 def _positive(text: str) -> float:
-    return _number(text, lambda v: not v <= 0, "a positive number")
+    # Finite: "nan" or "inf" seconds (or days, or ms) would pass a plain "> 0" and
+    # break timers, certificates and elections later, far from the flag.
+    return _number(text, lambda v: 0 < v < float("inf"), "a positive number")
 
 
 def _non_negative(text: str) -> float:
