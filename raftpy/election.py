@@ -25,6 +25,14 @@ class ElectionMixin(NodeState):
         if self.role is Role.LEADER:
             # The leader asked this node to take over; grant it the (pre-)vote.
             return not (self._transfer is not None and self._transfer.target == msg.src)
+        transfer = self._transfer
+        if transfer is not None and self.role is Role.FOLLOWER and msg.src != transfer.target:
+            # This node led until a moment ago and handed over: its target campaigns
+            # on its word. A third node's higher term would end that election (fuzz
+            # seed 5579: a removed member's vote request, late, reached the old
+            # leader between its step-down and the target's first AppendEntries;
+            # it took the term and then deposed the new leader). As on the target.
+            return self._now - transfer.deposed_at < self.config.election_timeout_min
         if self.role is Role.CANDIDATE and self.disrupt_leader:
             # A transfer's target campaigns on the leader's word, which it heard a
             # moment ago: a third node asking for a higher term now is as disruptive

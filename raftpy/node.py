@@ -434,6 +434,8 @@ class RaftNode(ElectionMixin, FollowerMixin, LeaderMixin, TransferMixin, Members
     def _become_follower(self, term: int, leader: int | None) -> None:
         if self._promotion is not None:
             self._end_promotion("this node lost leadership")
+        if self._transfer is not None and self.role is Role.LEADER:
+            self._transfer.deposed_at = self._now
         if term > self.current_term:
             self.current_term = term
             self.counters.terms_seen += 1

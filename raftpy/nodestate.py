@@ -62,6 +62,9 @@ class PendingTransfer:
     catch_up_match: int = 0
     """The target's match index when the catch-up deadline was last extended."""
     fence_index: int = 0
+    deposed_at: float = float("-inf")
+    """When this node stopped leading while the transfer was pending (usually the
+    target's vote request, the transfer working)."""
 
     @property
     def blocks_writes(self) -> bool:

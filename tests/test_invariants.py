@@ -305,3 +305,24 @@ def test_a_correct_election_and_replication_passes_every_check() -> None:
     c.on_ready(2, Ready(committed=[noop]), 1, commit_index=1)
     assert c.applied == {1: 1, 2: 1, 3: 0}
     assert c.leaders == {1: 1}
+
+
+def test_concurrent_leaders_need_overlapping_majorities_unless_the_older_is_fenced() -> None:
+    def fail(what: str) -> InvariantViolation:
+        return InvariantViolation(what, seed=7, event=1, now=0.0)
+
+    c = InvariantChecker((1, 2, 3, 4, 5), (1, 2, 3, 4, 5), fail)
+    old = (5, 10, frozenset({1, 2, 3, 4, 5}))
+    new = (4, 12, frozenset({1, 3, 4}))  # two single-server changes later
+    c.check_leaders_overlap((4, 12, frozenset({1, 2, 3, 4})), old)  # one change: overlap
+    with raises(r"leaders 4 \(term 12, voters \[1, 3, 4\]\) and 5 \(term 10, voters "
+                r"\[1, 2, 3, 4, 5\]\) have majorities that need not overlap"):
+        c.check_leaders_overlap(new, old)
+    # Once a majority of the old leader's voters persisted a later term, it can
+    # commit nothing more (fuzz seed 7201: it was paused through both changes).
+    for node in (1, 3):
+        c.on_persist(node, Ready(hard_state=HardState(11, None)))
+    with raises("need not overlap"):
+        c.check_leaders_overlap(new, old)  # 2, 4 and 5 could still take its entries
+    c.on_persist(4, Ready(hard_state=HardState(12, 4)))
+    c.check_leaders_overlap(new, old)

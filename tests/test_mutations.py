@@ -32,6 +32,7 @@ import test_membership_sim
 import test_reads
 import test_replication
 import test_seed_scenario
+import test_transfer
 
 from raftpy import AppendEntriesResponse, Config, RaftNode, Ready, Role
 from raftpy.errors import ConfigurationChangeInProgress, LeadershipTransferInProgress, NotLeader
@@ -396,6 +397,20 @@ def candidate_ignores_same_term_append_entries(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(RaftNode, "_handle_append_entries", ignore_when_candidate)
 
 
+def transfer_sides_take_a_third_term(mp: pytest.MonkeyPatch) -> None:
+    # Neither the campaigning target nor the deposed leader protects the transfer's
+    # election from a third candidate's higher term (fuzz seeds 5345 and 5579).
+    original = RaftNode._refuses_vote_for_leader_stickiness
+
+    def refuses(self: RaftNode, msg: RequestVote) -> bool:
+        if (self.role is Role.CANDIDATE and self.disrupt_leader) or (
+                self.role is Role.FOLLOWER and self._transfer is not None):
+            return self._heard_from_leader_recently()
+        return original(self, msg)
+
+    mp.setattr(RaftNode, "_refuses_vote_for_leader_stickiness", refuses)
+
+
 def no_leader_stickiness(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(RaftNode, "_refuses_vote_for_leader_stickiness", lambda self, msg: False)
 
@@ -432,6 +447,9 @@ LIVENESS: list[tuple[str, Plant, list[Callable[[], None]]]] = [
       partial(test_seed_scenario.test_late_heartbeat_does_not_abort_transfer, 5)]),
     ("candidate ignores AppendEntries of its term", candidate_ignores_same_term_append_entries,
      [test_election.test_candidate_steps_down_on_append_entries_of_its_own_term]),
+    ("transfer sides take a third term", transfer_sides_take_a_third_term,
+     [test_transfer.test_a_transfer_target_ignores_a_third_candidates_higher_term_while_it_campaigns,
+      test_transfer.test_a_deposed_leader_ignores_a_third_candidates_higher_term_while_its_target_wins]),
     ("leader stickiness removed", no_leader_stickiness,
      [test_election.test_follower_that_heard_from_leader_refuses_votes_and_pre_votes]),
 ]

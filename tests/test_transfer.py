@@ -207,6 +207,32 @@ def test_a_transfer_target_ignores_a_third_candidates_higher_term_while_it_campa
     assert node.role is Role.FOLLOWER and node.current_term == 4 and node.voted_for == 3
 
 
+def test_a_deposed_leader_ignores_a_third_candidates_higher_term_while_its_target_wins() -> None:
+    # Fuzz seed 5579: a removed member's vote request, late, reached the old leader
+    # between its step-down (the target's vote request) and the target's first
+    # AppendEntries. It took the higher term, refused that AppendEntries with it,
+    # the new leader stepped down and the transfer stalled.
+    cluster, leader = settled_cluster(n=5, config=Config(pre_vote=False))
+    target, rival = [i for i in cluster.voters if i != leader][:2]
+    cluster.hold(lambda m: isinstance(m, AppendEntries) and m.src == target
+                 and m.dst == leader)
+    transfer = cluster.transfer_leadership(target)
+    old = cluster.node(leader)
+    assert cluster.run_until(lambda: old.role is Role.FOLLOWER
+                             and cluster.node(target).role is Role.LEADER, 1.0)
+    term = old.current_term
+    old.step(RequestVote(term=term + 1, src=rival, dst=leader,
+                         last_log_index=old.log.last_index,
+                         last_log_term=old.log.last_term), cluster.now)
+    assert old.current_term == term and old.voted_for == target
+    cluster.release()
+    assert cluster.run_until(lambda: transfer.done, 1.0)
+    assert transfer.succeeded and cluster.leader() == target
+    # An election timeout after its step-down, a higher term counts again.
+    cluster.run_for(old.config.election_timeout_min)
+    assert old._transfer is None
+
+
 def test_transfer_with_pre_vote_off_also_works() -> None:
     cluster, leader = settled_cluster(config=Config(pre_vote=False))
     target = next(i for i in cluster.voters if i != leader)
