@@ -452,7 +452,7 @@ class InvariantChecker:
 
         * a real RequestVote asks and promises nothing: the candidate's own vote
           counts nowhere until durable, and it leads only once its vote is
-          (checked in :meth:`_on_elected`). If a crash makes it forget the term
+          (checked when it reports its election). If a crash makes it forget the term
           it asked in, it returns to an older one; a vote it casts later is still
           one per term, because each vote is made durable before it is sent, and
           the voters that granted the forgotten candidacy may grant it again only
