@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from raftpy.chaos.report import by_kind
-from raftpy.chaos.run import Options, Result, run
+from raftpy.chaos.run import SNAPSHOT_EVERY, Options, Result, run
 
 TARGETS = {"kill-leader": 0.35, "pause-leader": 0.6, "transfer": 0.05}
 """Time to the first acknowledged write after the fault (seconds), issue 14."""
@@ -40,7 +40,10 @@ def summary(result: Result) -> dict[str, object]:
         "verdict": None if result.verdict is None else result.verdict.linearizable,
         "replicas_equal": None if replicas is None else replicas.equal,
         "duplicates": None if replicas is None else len(replicas.duplicates),
-        "lost": None if replicas is None else len(replicas.lost),
+        # Lost writes are looked for only when the whole log was replayed.
+        "lost": None if replicas is None or replicas.counted_from else len(replicas.lost),
+        "counted_from": None if replicas is None else replicas.counted_from,
+        "last_index": None if replicas is None else replicas.index,
         "first_write": {kind: [round(g.first_write, 4) for g in gaps]
                         for kind, gaps in by_kind(result.gaps).items()},
         "longest_gap": {kind: [round(g.longest, 4) for g in gaps]
@@ -53,6 +56,15 @@ def summary(result: Result) -> dict[str, object]:
     }
 
 
+def _counted(row: dict[str, object]) -> str:
+    """Over how much of the log puts were counted: ``all``, or the share of the
+    entries after the oldest snapshot."""
+    start, end = row.get("counted_from"), row.get("last_index")
+    if not isinstance(start, int) or not isinstance(end, int):
+        return "-"
+    return "all" if start == 0 else f"{100 * (end - start) / max(end, 1):.0f}%"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m raftpy.chaos.batch")
     parser.add_argument("--runs", type=int, default=20)
@@ -62,23 +74,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--election-timeout-ms", type=float, default=150.0)
     parser.add_argument("--no-early-pre-vote", action="store_true",
                         help="run the members without serve --early-pre-vote")
+    parser.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY,
+                        metavar="N", help="serve --snapshot-every of the members (0: never; "
+                        "duplicates are counted over the entries after the oldest snapshot)")
     args = parser.parse_args(argv)
+    if args.snapshot_every < 0:
+        parser.error(f"--snapshot-every must be 0 (never) or more, not {args.snapshot_every}")
     rows = []
     failed = 0
     print(f"{'seed':>5} {'nodes':>5} {'part':>4} {'ok':>6} {'fail':>5} {'unkn':>5} "
-          f"{'verdict':>8} {'equal':>5} {'dups':>4} {'lost':>4}  first write after "
+          f"{'verdict':>8} {'equal':>5} {'dups':>4} {'lost':>4} {'count':>5}  first write after "
           "kill-leader / pause-leader / transfer (ms)", flush=True)
     for seed in range(args.first_seed, args.first_seed + args.runs):
         options = Options(seed=seed, seconds=args.seconds, nodes=3 if seed % 2 == 0 else 5,
                           partitions=seed % 4 >= 2,
                           election_timeout_ms=args.election_timeout_ms,
-                          early_pre_vote=not args.no_early_pre_vote)
+                          early_pre_vote=not args.no_early_pre_vote,
+                          snapshot_every=args.snapshot_every)
         try:
             row = summary(run(options))
         except Exception as exc:  # a broken run must not hide the others
             row = {"seed": seed, "nodes": options.nodes, "partitions": options.partitions,
                    "ok": 0, "fail": 0, "unknown": 0, "verdict": None,
                    "replicas_equal": None, "duplicates": None, "lost": None,
+                   "counted_from": None, "last_index": None,
                    "first_write": {}, "longest_gap": {}, "elected": {}, "transfer_ms": [],
                    "problems": [f"crashed: {exc!r}"]}
         rows.append(row)
@@ -92,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              or "-" for kind in TARGETS)
         print(f"{seed:>5} {row['nodes']:>5} {'y' if row['partitions'] else 'n':>4} "
               f"{row['ok']:>6} {row['fail']:>5} {row['unknown']:>5} {row['verdict']!s:>8} "
-              f"{row['replicas_equal']!s:>5} {row['duplicates']!s:>4} {row['lost']!s:>4}  "
+              f"{row['replicas_equal']!s:>5} {row['duplicates']!s:>4} "
+              f"{'-' if row['lost'] is None else row['lost']!s:>4} {_counted(row):>5}  "
               f"{figures}" + (f"  PROBLEMS {row['problems']}" if row["problems"] else ""),
               flush=True)
     print()

@@ -22,6 +22,9 @@ from raftpy.chaos.workload import make_client, run_op, worker
 
 logger = logging.getLogger(__name__)
 
+SNAPSHOT_EVERY = 10000
+"""The members' ``serve --snapshot-every`` unless told otherwise (serve's default)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Options:
@@ -42,6 +45,10 @@ class Options:
     keep: bool = False
     early_pre_vote: bool = True
     """Run the members with ``serve --early-pre-vote`` (``raftpy.failover``)."""
+    snapshot_every: int = SNAPSHOT_EVERY
+    """``serve --snapshot-every`` of the members (0: never snapshot). Duplicates and
+    lost writes are counted only over the entries after the oldest snapshot: 0
+    counts the whole log."""
     server_log_level: str = "info"
     """``raftpy --log-level`` of the members (their logs go to ``nodeN.log``; at
     ``info`` they say when they learn of a new leader: the election times)."""
@@ -75,9 +82,11 @@ def run(options: Options) -> Result:
     """Run once; never leaves a server process behind."""
     root = options.root or Path(tempfile.mkdtemp(prefix=f"raftpy-chaos-{options.seed}-"))
     root.mkdir(parents=True, exist_ok=True)
+    flags = ["--snapshot-every", str(options.snapshot_every)]
+    if options.early_pre_vote:
+        flags.append("--early-pre-vote")
     servers = ChaosServers(root, options.nodes, election_timeout_ms=options.election_timeout_ms,
-                           log_level=options.server_log_level,
-                           serve_flags=["--early-pre-vote"] if options.early_pre_vote else [])
+                           log_level=options.server_log_level, serve_flags=flags)
     plan = nemesis.schedule(options.seed, options.seconds, partitions=options.partitions,
                             only=options.faults)
     result = Result(options, root, History(), [], plan)
