@@ -11,7 +11,7 @@ from pathlib import Path
 
 from raftpy.chaos.nemesis import schedule
 from raftpy.chaos.report import by_kind, plot, timeline
-from raftpy.chaos.run import SNAPSHOT_EVERY, Options, Result, run
+from raftpy.chaos.run import Options, Result, add_snapshot_every, run
 
 
 def _say(text: str = "") -> None:
@@ -85,9 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-early-pre-vote", action="store_true",
                         help="run the members without serve --early-pre-vote")
     parser.add_argument("--election-timeout-ms", type=float, default=150.0)
-    parser.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY,
-                        metavar="N", help="serve --snapshot-every of the members (0: never; "
-                        "duplicates are counted over the entries after the oldest snapshot)")
+    add_snapshot_every(parser)
     parser.add_argument("--dir", type=Path, default=None,
                         help="keep data, logs, history (and a PNG) here")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
@@ -97,8 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     faults = tuple(k for k in args.faults.split(",") if k)
-    if args.snapshot_every < 0:
-        parser.error(f"--snapshot-every must be 0 (never) or more, not {args.snapshot_every}")
     try:
         schedule(args.seed, args.seconds, partitions=not args.no_partitions, only=faults)
     except ValueError as exc:

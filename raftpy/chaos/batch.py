@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from raftpy.chaos.report import by_kind
-from raftpy.chaos.run import SNAPSHOT_EVERY, Options, Result, run
+from raftpy.chaos.run import Options, Result, add_snapshot_every, run
 
 TARGETS = {"kill-leader": 0.35, "pause-leader": 0.6, "transfer": 0.05}
 """Time to the first acknowledged write after the fault (seconds), issue 14."""
@@ -74,12 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--election-timeout-ms", type=float, default=150.0)
     parser.add_argument("--no-early-pre-vote", action="store_true",
                         help="run the members without serve --early-pre-vote")
-    parser.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY,
-                        metavar="N", help="serve --snapshot-every of the members (0: never; "
-                        "duplicates are counted over the entries after the oldest snapshot)")
+    add_snapshot_every(parser)
     args = parser.parse_args(argv)
-    if args.snapshot_every < 0:
-        parser.error(f"--snapshot-every must be 0 (never) or more, not {args.snapshot_every}")
     rows = []
     failed = 0
     print(f"{'seed':>5} {'nodes':>5} {'part':>4} {'ok':>6} {'fail':>5} {'unkn':>5} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import random
 import shutil
@@ -24,6 +25,23 @@ logger = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY = 10000
 """The members' ``serve --snapshot-every`` unless told otherwise (serve's default)."""
+
+
+def add_snapshot_every(parser: argparse.ArgumentParser) -> None:
+    """``--snapshot-every N`` of ``python -m raftpy.chaos`` and of its batch."""
+
+    def entries(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be 0 (never) or more, not {value}")
+        return value
+
+    parser.add_argument("--snapshot-every", type=entries, default=SNAPSHOT_EVERY, metavar="N",
+                        help="serve --snapshot-every of the members (0: never; duplicates "
+                        "are counted over the entries after the oldest snapshot)")
 
 
 @dataclass(frozen=True, slots=True)
