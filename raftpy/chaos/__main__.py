@@ -42,7 +42,7 @@ def print_report(result: Result, *, show_timeline: bool = True) -> None:
         _say(f"replicas: {'equal' if r.equal else 'DIFFER'} at index {r.index} "
              f"({len(r.replicas[0].data) if r.replicas else 0} keys)")
         scope = "the whole log" if r.counted_from == 0 else f"entries after {r.counted_from}"
-        lost = (f"{len(r.lost)}" if r.counted_from == 0 else
+        lost = (f"{len(r.lost)}" if r.lost is not None else
                 "not counted (a snapshot compacted the log: the final reads and the "
                 "linearizability check stand for it)")
         _say(f"duplicates: {len(r.duplicates)} (applications of every put counted over "

@@ -40,8 +40,7 @@ def summary(result: Result) -> dict[str, object]:
         "verdict": None if result.verdict is None else result.verdict.linearizable,
         "replicas_equal": None if replicas is None else replicas.equal,
         "duplicates": None if replicas is None else len(replicas.duplicates),
-        # Lost writes are looked for only when the whole log was replayed.
-        "lost": None if replicas is None or replicas.counted_from else len(replicas.lost),
+        "lost": None if replicas is None or replicas.lost is None else len(replicas.lost),
         "counted_from": None if replicas is None else replicas.counted_from,
         "last_index": None if replicas is None else replicas.index,
         "first_write": {kind: [round(g.first_write, 4) for g in gaps]

@@ -59,8 +59,9 @@ class ReplicaReport:
     replicas: list[Replica] = field(default_factory=list)
     duplicates: list[tuple[str, str, int]] = field(default_factory=list)
     """(key, value, times applied) for puts applied more than once."""
-    lost: list[tuple[str, str]] = field(default_factory=list)
-    """Acknowledged puts never applied (only those after every snapshot are checked)."""
+    lost: list[tuple[str, str]] | None = None
+    """Acknowledged puts never applied; ``None``: not looked for (a snapshot
+    compacted the log, so a put missing from the rest may be inside it)."""
     counted_from: int = 0
     """Puts were counted from this index on (0: the whole log)."""
 

@@ -23,10 +23,6 @@ from raftpy.chaos.workload import make_client, run_op, worker
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_EVERY = 10000
-"""The members' ``serve --snapshot-every`` unless told otherwise (serve's default)."""
-
-
 def add_snapshot_every(parser: argparse.ArgumentParser) -> None:
     """``--snapshot-every N`` of ``python -m raftpy.chaos`` and of its batch."""
 
@@ -39,9 +35,10 @@ def add_snapshot_every(parser: argparse.ArgumentParser) -> None:
             raise argparse.ArgumentTypeError(f"must be 0 (never) or more, not {value}")
         return value
 
-    parser.add_argument("--snapshot-every", type=entries, default=SNAPSHOT_EVERY, metavar="N",
-                        help="serve --snapshot-every of the members (0: never; duplicates "
-                        "are counted over the entries after the oldest snapshot)")
+    parser.add_argument("--snapshot-every", type=entries, default=None, metavar="N",
+                        help="serve --snapshot-every of the members (default: serve's; 0: "
+                        "never; duplicates are counted over the entries after the oldest "
+                        "snapshot)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +60,10 @@ class Options:
     keep: bool = False
     early_pre_vote: bool = True
     """Run the members with ``serve --early-pre-vote`` (``raftpy.failover``)."""
-    snapshot_every: int = SNAPSHOT_EVERY
-    """``serve --snapshot-every`` of the members (0: never snapshot). Duplicates and
-    lost writes are counted only over the entries after the oldest snapshot: 0
-    counts the whole log."""
+    snapshot_every: int | None = None
+    """``serve --snapshot-every`` of the members (``None``: serve's default; 0:
+    never snapshot). Duplicates and lost writes are counted only over the entries
+    after the oldest snapshot: 0 counts the whole log."""
     server_log_level: str = "info"
     """``raftpy --log-level`` of the members (their logs go to ``nodeN.log``; at
     ``info`` they say when they learn of a new leader: the election times)."""
@@ -100,7 +97,9 @@ def run(options: Options) -> Result:
     """Run once; never leaves a server process behind."""
     root = options.root or Path(tempfile.mkdtemp(prefix=f"raftpy-chaos-{options.seed}-"))
     root.mkdir(parents=True, exist_ok=True)
-    flags = ["--snapshot-every", str(options.snapshot_every)]
+    flags = []
+    if options.snapshot_every is not None:
+        flags += ["--snapshot-every", str(options.snapshot_every)]
     if options.early_pre_vote:
         flags.append("--early-pre-vote")
     servers = ChaosServers(root, options.nodes, election_timeout_ms=options.election_timeout_ms,
